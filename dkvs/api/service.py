@@ -1,0 +1,80 @@
+"""What the HTTP front end needs from a node: the :class:`KeyValueService` contract.
+
+The front end (``dkvs.api.server``) parses and validates HTTP, then calls these methods
+with clean Python values; the runtime implements them. Keeping this seam narrow lets the
+HTTP layer be tested against a fake service, and the node be driven without HTTP.
+
+All methods are called from HTTP handler threads, concurrently; implementations are
+thread safe. They return JSON-ready dicts (the body of a 200 answer) or raise a
+:class:`dkvs.errors.DkvsError`. :class:`NotMaster` asks the front end to forward the
+request to the master (``master_url``) or, with no master known, answer 503.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from ..errors import NoMaster
+
+__all__ = ["KeyValueService", "NotMaster", "Limits", "ACKS_LEVELS"]
+
+ACKS_LEVELS = ("1", "majority", "all")
+
+
+class NotMaster(NoMaster):
+    """This node cannot do it; the master at ``master_url`` can (``None``: none known)."""
+
+    def __init__(self, master_url: str | None, retry_after: float = 1.0) -> None:
+        super().__init__("no master is known; an election may be in progress, retry shortly",
+                         retry_after=retry_after)
+        self.master_url = master_url
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits, set by flags. Keys and values are measured in UTF-8 bytes."""
+
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1024 * 1024
+    default_acks: str = "1"
+    default_timeout_seconds: float = 5.0
+    max_timeout_seconds: float = 60.0
+    max_list_limit: int = 1000
+
+
+class KeyValueService(abc.ABC):
+    """The node as the HTTP layer sees it."""
+
+    limits: Limits
+
+    @abc.abstractmethod
+    def put(self, key: str, value: str, *, acks: str, timeout: float) -> dict:
+        """Write; returns ``{"key", "seq", "epoch", "replicas"}``. Raises NotMaster, AcksTimeout."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, acks: str, timeout: float) -> dict:
+        """Delete; returns ``{"key", "seq", "epoch", "replicas"}``. Raises KeyNotFound, NotMaster."""
+
+    @abc.abstractmethod
+    def get(self, key: str, *, consistent: bool) -> dict:
+        """Read; returns ``{"key", "value", "seq"}``. Raises KeyNotFound; NotMaster when
+        ``consistent`` and this node is not the master."""
+
+    @abc.abstractmethod
+    def items(self, prefix: str, after: str | None, limit: int) -> dict:
+        """Keys starting with ``prefix``, strictly after ``after``, in key order, at most
+        ``limit``: ``{"items": [{"key","value","seq"}], "next": last key or None}``; ``next``
+        is set only when more items may follow."""
+
+    @abc.abstractmethod
+    def status(self) -> dict:
+        """The ``/status`` document of DESIGN.md §5."""
+
+    @abc.abstractmethod
+    def internal(self, route: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+        """Node-to-node routes under ``/internal/``: returns (HTTP status, JSON body bytes).
+
+        The service authenticates (cluster secret) and decodes; the front end only
+        passes the raw request through.
+        """

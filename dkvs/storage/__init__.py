@@ -1,0 +1,6 @@
+"""Storage: the durable home of a node's log, snapshot and vote (see :class:`Storage`)."""
+
+from .base import CorruptStorage, Recovered, Storage, StoredSnapshot
+from .memory import MemoryStorage
+
+__all__ = ["Storage", "StoredSnapshot", "Recovered", "CorruptStorage", "MemoryStorage"]
