@@ -72,9 +72,12 @@ class KeyValueService(abc.ABC):
         """The ``/status`` document of DESIGN.md §5."""
 
     @abc.abstractmethod
-    def internal(self, route: str, body: bytes, headers: dict) -> tuple[int, bytes]:
-        """Node-to-node routes under ``/internal/``: returns (HTTP status, JSON body bytes).
+    def internal(self, method: str, path: str, query: dict, body: bytes,
+                 headers: dict) -> tuple[int, bytes]:
+        """Node-to-node and admin routes under ``/internal/``.
 
-        The service authenticates (cluster secret) and decodes; the front end only
-        passes the raw request through.
+        ``path`` is the part after ``/internal/`` (e.g. ``"raft"``, ``"join"``), ``query``
+        the parsed query string (``{name: last value}``), ``headers`` a case-insensitive
+        mapping. Returns (HTTP status, JSON body bytes). The service authenticates (cluster
+        secret) and decodes; the front end only passes the raw request through.
         """
