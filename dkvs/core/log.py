@@ -78,17 +78,28 @@ class Log:
     def get(self, seq: int) -> Entry:
         return self.entries[seq - self.snapshot_seq - 1]
 
-    def last_seq_with_epoch_at_most(self, epoch: int) -> int:
-        """The highest seq whose epoch is ``<= epoch``: the fork-point search step.
+    def first_seq_of_epoch(self, epoch: int) -> int | None:
+        """The first retained seq written in ``epoch`` (``None`` if no retained entry has it)."""
+        i = bisect.bisect_left(self._starts_epoch, epoch)
+        if i < len(self._starts_epoch) and self._starts_epoch[i] == epoch:
+            return self._starts_seq[i]
+        return None
 
-        Returns at least ``snapshot_seq`` (the snapshot is committed, hence shared).
+    def last_seq_of_epoch(self, epoch: int) -> int | None:
+        """The last seq written in ``epoch``, or ``None`` if this log holds none of it.
+
+        This is the master's half of the fork-point search: entries of one epoch come
+        from one master, so two logs that both hold entries of ``epoch`` agree on them
+        up to the shorter run (the log matching property).
         """
-        i = bisect.bisect_right(self._starts_epoch, epoch)
-        if i == len(self._starts_epoch):
+        i = bisect.bisect_left(self._starts_epoch, epoch)
+        if i < len(self._starts_epoch) and self._starts_epoch[i] == epoch:
+            if i + 1 < len(self._starts_seq):
+                return self._starts_seq[i + 1] - 1
             return self.last_seq
-        if i == 0:
+        if epoch == self.snapshot_epoch and self.snapshot_seq > 0:
             return self.snapshot_seq
-        return self._starts_seq[i] - 1
+        return None
 
     # -- reading ---------------------------------------------------------------------------
     def slice(self, start: int, max_count: int, max_bytes: int) -> list[Entry]:

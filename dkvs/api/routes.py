@@ -1,0 +1,224 @@
+"""The route table: every HTTP route of a node, in one place, and the dispatcher that reads it.
+
+:data:`ROUTES` lists (method, path pattern, handler, summary, parameters, responses). The
+request handler dispatches on it and :mod:`dkvs.api.openapi` turns it into the document
+served at ``/openapi.json``, so the docs cannot drift from what is served.
+
+Patterns are either exact (``/status``) or a prefix ending in one ``{name}`` that captures
+the whole rest of the path, slashes included (``/kv/{key}``: ``/kv/a/b`` names the key
+``a/b``, as does ``/kv/a%2Fb``). Lookup is one dict hit for exact paths and a short scan of
+prefixes. A known path with a method it lacks answers 405 with ``Allow``; public paths also
+answer ``OPTIONS`` (CORS preflight), which the table compiler adds, so it is not listed.
+
+A handler is ``handler(exchange, args) -> Reply``: ``args`` holds the parsed parameters,
+``exchange`` is the request handler, of which routes use only ``service``, ``server``
+(``cors``, ``internal_max_body_bytes``), ``command``, ``headers``, ``query`` (parsed query
+dict) and ``read_body(limit, required=)``. Handlers raise :class:`~dkvs.errors.DkvsError`
+for 4xx/5xx answers; :class:`~dkvs.api.service.NotMaster` is left to the caller, which
+forwards the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..errors import MethodNotAllowed, NotFound
+from .openapi import openapi_document
+from .params import (ACKS, AFTER, CONSISTENT, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT, Param,
+                     decode_value, parse_query)
+from .response import Reply, error_reply, json_reply
+
+__all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "dispatch"]
+
+INTERNAL_PREFIX = "/internal/"
+_HEALTH_BODY = b'{"status":"ok"}'
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation: ``method`` on ``pattern``, served by ``handler``.
+
+    ``responses`` maps status → (description, schema name in the OpenAPI components or
+    None); ``body`` is (media type, description) for routes that take a request body.
+    ``public`` routes are documented and get CORS; internal ones are neither.
+    """
+
+    method: str
+    pattern: str
+    handler: Callable[[object, dict], Reply]
+    summary: str
+    params: tuple[Param, ...] = ()
+    responses: Mapping[int, tuple[str, str | None]] = field(default_factory=dict)
+    body: tuple[str, str] | None = None
+    public: bool = True
+
+
+# --- handlers -------------------------------------------------------------------------
+
+def put_key(ex, args: dict) -> Reply:
+    value = decode_value(ex.read_body(ex.service.limits.max_value_bytes, required=True))
+    return json_reply(ex.service.put(args["key"], value, acks=args["acks"], timeout=args["timeout"]))
+
+
+def get_key(ex, args: dict) -> Reply:
+    return json_reply(ex.service.get(args["key"], consistent=args["consistent"]))
+
+
+def delete_key(ex, args: dict) -> Reply:
+    return json_reply(ex.service.delete(args["key"], acks=args["acks"], timeout=args["timeout"]))
+
+
+def list_keys(ex, args: dict) -> Reply:
+    return json_reply(ex.service.items(args["prefix"], args["after"], args["limit"]))
+
+
+def get_status(ex, args: dict) -> Reply:
+    return json_reply(ex.service.status())
+
+
+def get_health(ex, args: dict) -> Reply:
+    return Reply(200, _HEALTH_BODY)
+
+
+def get_openapi(ex, args: dict) -> Reply:
+    return Reply(200, openapi_document(ROUTES, ex.service.limits, __version__))
+
+
+def internal(ex, args: dict) -> Reply:
+    body = ex.read_body(ex.server.internal_max_body_bytes, required=False)
+    status, data = ex.service.internal(ex.command, args["path"], ex.query, body, ex.headers)
+    return Reply(status, data)
+
+
+# --- the table ------------------------------------------------------------------------
+
+_E400 = {400: ("Bad input: a parameter, the key or the body (see `error`, `parameter`).", "Error")}
+_E413 = {413: ("The key or the value is over the node's limit.", "Error")}
+_E503 = {503: ("No master is known (or it is unreachable); retry after Retry-After seconds.",
+               "Error")}
+_E504 = {504: ("The write has a seq but the asked acks were not reached in time; it may "
+               "still be applied.", "Error")}
+_E404_KEY = {404: ("No such key.", "Error")}
+_WRITE_ERRORS = {**_E400, **_E413, **_E503, **_E504}
+
+ROUTES: tuple[Route, ...] = (
+    Route("PUT", "/kv/{key}", put_key, "Write a value (any node; slaves forward to the master)",
+          (KEY, ACKS, TIMEOUT),
+          {200: ("Written.", "Written"), 411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
+          body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes.")),
+    Route("GET", "/kv/{key}", get_key, "Read a value", (KEY, CONSISTENT),
+          {200: ("The value.", "Item"), **_E404_KEY, **_E400, **_E413, **_E503}),
+    Route("DELETE", "/kv/{key}", delete_key, "Delete a key (any node; slaves forward)",
+          (KEY, ACKS, TIMEOUT),
+          {200: ("Deleted.", "Written"), **_E404_KEY, **_WRITE_ERRORS}),
+    Route("GET", "/kv", list_keys, "List keys in order, a page at a time", (PREFIX, AFTER, LIMIT),
+          {200: ("A page; pass `next` as `after` to get the following one.", "Page"), **_E400}),
+    Route("GET", "/status", get_status, "This node's view of the cluster", (),
+          {200: ("Role, epoch, master, log positions and members.", "Status")}),
+    Route("GET", "/health", get_health, "Liveness probe", (),
+          {200: ("The node serves.", "Health")}),
+    Route("GET", "/openapi.json", get_openapi, "This document", (),
+          {200: ("The OpenAPI 3 description of the public API.", None)}),
+    Route("GET", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
+          (INTERNAL_PATH,), public=False),
+    Route("POST", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
+          (INTERNAL_PATH,), public=False),
+)
+
+
+class _PathEntry:
+    """The routes of one path pattern, by method, and what 405 and preflight need."""
+
+    __slots__ = ("methods", "allow", "public", "capture")
+
+    def __init__(self, public: bool, capture: str | None) -> None:
+        self.methods: dict[str, Route] = {}
+        self.allow = ""
+        self.public = public
+        self.capture = capture  # name of the trailing {param}, or None for exact paths
+
+
+class RouteTable:
+    """``ROUTES`` compiled for lookup: exact paths in a dict, captured tails by prefix."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.exact: dict[str, _PathEntry] = {}
+        self.prefixes: list[tuple[str, _PathEntry]] = []
+        entries: dict[str, _PathEntry] = {}
+        for route in routes:
+            entry = entries.get(route.pattern)
+            if entry is None:
+                entry = entries[route.pattern] = self._add_pattern(route)
+            assert entry.public == route.public, f"{route.pattern}: public and internal mixed"
+            assert route.method not in entry.methods, f"{route.method} {route.pattern} twice"
+            assert [p.name for p in route.params if p.location == "path"] == (
+                [entry.capture] if entry.capture else []), f"{route.pattern}: path params"
+            entry.methods[route.method] = route
+        for pattern, entry in entries.items():
+            if entry.public:
+                allow = ", ".join(sorted(entry.methods))
+                entry.methods["OPTIONS"] = Route(
+                    "OPTIONS", pattern, _preflight_for(allow), "CORS preflight", ())
+            entry.allow = ", ".join(sorted(entry.methods))
+        # Longest prefix first, so a more specific captured route wins.
+        self.prefixes.sort(key=lambda item: -len(item[0]))
+
+    def _add_pattern(self, route: Route) -> _PathEntry:
+        pattern = route.pattern
+        if "{" not in pattern:
+            entry = self.exact[pattern] = _PathEntry(route.public, None)
+            return entry
+        prefix, _, tail = pattern.partition("{")
+        assert tail.endswith("}") and "{" not in tail and "/" not in tail, \
+            f"{pattern}: only one trailing {{name}} is supported"
+        entry = _PathEntry(route.public, tail[:-1])
+        self.prefixes.append((prefix, entry))
+        return entry
+
+    def lookup(self, path: str) -> tuple[_PathEntry, str | None] | None:
+        """The entry serving ``path`` and the captured text, or None."""
+        entry = self.exact.get(path)
+        if entry is not None:
+            return entry, None
+        for prefix, entry in self.prefixes:
+            if path.startswith(prefix):
+                return entry, path[len(prefix):]
+        return None
+
+
+def _preflight_for(allow: str) -> Callable[[object, dict], Reply]:
+    def preflight(ex, args: dict) -> Reply:
+        return ex.server.cors.preflight(ex.headers.get("Access-Control-Request-Headers"), allow)
+    preflight.__name__ = "preflight"
+    return preflight
+
+
+TABLE = RouteTable(ROUTES)
+
+
+def dispatch(ex, path: str, query: str) -> Reply:
+    """Find the route for ``ex.command`` on ``path``, parse its parameters, run it.
+
+    Sets ``ex.query`` (the parsed query) and ``ex.args`` (the parsed parameters, which the
+    forwarder reads for its time budget) before calling the handler.
+    """
+    found = TABLE.lookup(path)
+    if found is None:
+        raise NotFound(f"no route for {ex.command} {path[:80]}")
+    entry, captured = found
+    route = entry.methods.get(ex.command)
+    if route is None:
+        return error_reply(
+            MethodNotAllowed(f"{path[:80]} does not accept {ex.command}; use {entry.allow}",
+                             allow=entry.allow.split(", ")),
+            (("Allow", entry.allow),))
+    limits = ex.service.limits
+    ex.query = values = parse_query(query)
+    args = {}
+    for param in route.params:
+        raw = captured if param.location == "path" else values.get(param.name)
+        args[param.name] = param.parse(raw, limits)
+    ex.args = args
+    return route.handler(ex, args)

@@ -1,0 +1,269 @@
+"""Reading a recorded history and pairing its events into per-key operations.
+
+A history is what clients saw: one *invoke* event when an operation started and one
+completion (*ok*, *fail* or *info*) when its answer came back, interleaved across processes.
+The search wants something else: operations, each an interval ``[invoke, complete]`` with its
+effect. This module does the pairing and refuses anything it cannot pair unambiguously:
+
+* a process has at most one operation outstanding, so a completion belongs to that
+  process's outstanding invoke, and must name the same ``f`` and ``key``;
+* time never runs backwards within one process (a completion is not earlier than its
+  invoke, the next invoke is not earlier than the previous completion);
+* ``fail`` means the operation certainly had no effect, so it is dropped here;
+* ``info``, and an invoke never completed by the end of the history, mean "unknown": the
+  operation becomes an :class:`Operation` whose ``complete_time`` is ``None`` (+infinity).
+
+The first violation raises :class:`MalformedHistory` naming ``file:line`` (or ``event N``
+when the events did not come from a file).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "EVENT_TYPES",
+    "FUNCTIONS",
+    "History",
+    "MalformedHistory",
+    "Operation",
+    "load_history",
+    "pair_operations",
+]
+
+EVENT_TYPES = ("invoke", "ok", "fail", "info")
+FUNCTIONS = ("put", "get", "delete")
+
+
+class MalformedHistory(ValueError):
+    """The history cannot be read as a sequence of well-paired operations.
+
+    ``where`` is ``"file:line"`` (or ``"event N"``); ``why`` says what rule was broken.
+    """
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+        self.where = where
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation on one key, as an interval of time.
+
+    ``value`` is the value written (put) or read (get; ``None`` = absent); ``None`` for a
+    delete. ``found`` is a delete's answer when the client recorded it (``True`` = the key
+    was present), else ``None``. ``complete_time`` is ``None`` when the outcome is unknown:
+    the operation may take effect at any time after ``invoke_time``, or never.
+    """
+
+    process: int
+    f: str
+    key: str
+    value: str | None
+    invoke_time: int
+    complete_time: int | None
+    found: bool | None = None
+
+    @property
+    def is_info(self) -> bool:
+        return self.complete_time is None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Events read from a file, remembering each one's line so errors can point at it.
+
+    Iterating yields the event dicts, so a ``History`` can go wherever an iterable of
+    events is accepted.
+    """
+
+    source: str
+    events: tuple[dict, ...]
+    lines: tuple[int, ...]
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def where(self, index: int) -> str:
+        return f"{self.source}:{self.lines[index]}"
+
+
+def load_history(path: str | Path) -> History:
+    """Read a JSON-lines history; blank lines are skipped. Raises :class:`MalformedHistory`
+    for a line that is not JSON, and ``OSError`` when the file cannot be read."""
+    source = str(path)
+    events: list[dict] = []
+    lines: list[int] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                events.append(json.loads(text))
+            except json.JSONDecodeError as error:
+                raise MalformedHistory(f"{source}:{number}", f"not JSON ({error.msg})") from None
+            lines.append(number)
+    return History(source, tuple(events), tuple(lines))
+
+
+def pair_operations(events: Iterable[dict]) -> dict[str, list[Operation]]:
+    """Validate ``events`` and pair them into operations, grouped by key.
+
+    Failed operations are left out; info and never-completed ones have
+    ``complete_time=None``.
+    """
+    where: Callable[[int], str] = events.where if isinstance(events, History) else _event_number
+    pairing = _Pairing()
+    for index, event in enumerate(events):
+        try:
+            _validate(event)
+            _HANDLERS[event["type"]](pairing, event)
+        except _Broken as broken:
+            raise MalformedHistory(where(index), str(broken)) from None
+    pairing.finish()
+    return pairing.by_key
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+class _Broken(Exception):
+    """Raised inside this module; turned into MalformedHistory once the location is known."""
+
+
+def _event_number(index: int) -> str:
+    return f"event {index + 1}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(event: object) -> None:
+    """Check field presence and types; the pairing rules are checked by the handlers."""
+    if not isinstance(event, dict):
+        raise _Broken(f"an event must be a JSON object, not {type(event).__name__}")
+    for field in ("process", "type", "f", "key", "time"):
+        if field not in event:
+            raise _Broken(f"missing field {field!r}")
+    if not _is_int(event["process"]):
+        raise _Broken(f"process must be an integer, not {event['process']!r}")
+    if event["type"] not in EVENT_TYPES:
+        raise _Broken(f"unknown type {event['type']!r} (expected one of {', '.join(EVENT_TYPES)})")
+    if event["f"] not in FUNCTIONS:
+        raise _Broken(f"unknown f {event['f']!r} (expected one of {', '.join(FUNCTIONS)})")
+    if not isinstance(event["key"], str):
+        raise _Broken(f"key must be a string, not {event['key']!r}")
+    if not _is_int(event["time"]):
+        raise _Broken(f"time must be an integer, not {event['time']!r}")
+    value = event.get("value")
+    if value is not None and not isinstance(value, str):
+        raise _Broken(f"value must be a string or null, not {value!r}")
+    found = event.get("found")
+    if found is not None:
+        if not isinstance(found, bool):
+            raise _Broken(f"found must be true, false or null, not {found!r}")
+        if event["f"] != "delete":
+            raise _Broken(f"found only applies to delete, not {event['f']}")
+
+
+# -- pairing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Invoke:
+    f: str
+    key: str
+    value: str | None
+    time: int
+
+
+class _Pairing:
+    """Outstanding invokes per process, last time seen per process, and the result."""
+
+    def __init__(self) -> None:
+        self.outstanding: dict[int, _Invoke] = {}
+        self.last_time: dict[int, int] = {}
+        self.by_key: dict[str, list[Operation]] = {}
+
+    def advance_clock(self, process: int, time: int) -> None:
+        last = self.last_time.get(process)
+        if last is not None and time < last:
+            raise _Broken(f"time {time} runs backwards for process {process} (last was {last})")
+        self.last_time[process] = time
+
+    def take_outstanding(self, event: dict) -> _Invoke:
+        process = event["process"]
+        invoke = self.outstanding.pop(process, None)
+        if invoke is None:
+            raise _Broken(f"{event['type']} of {event['f']} without an outstanding invoke for process {process}")
+        if (invoke.f, invoke.key) != (event["f"], event["key"]):
+            raise _Broken(
+                f"{event['type']} of {event['f']} {event['key']!r} does not match process {process}'s "
+                f"outstanding invoke of {invoke.f} {invoke.key!r}"
+            )
+        return invoke
+
+    def record(self, process: int, invoke: _Invoke, value: str | None, complete: int | None,
+               found: bool | None = None) -> None:
+        operation = Operation(process, invoke.f, invoke.key, value, invoke.time, complete, found)
+        self.by_key.setdefault(invoke.key, []).append(operation)
+
+    def finish(self) -> None:
+        """Invokes never completed count as info: they may or may not have taken effect."""
+        for process, invoke in self.outstanding.items():
+            self.record(process, invoke, _written(invoke), None)
+        self.outstanding.clear()
+
+
+def _written(invoke: _Invoke) -> str | None:
+    return invoke.value if invoke.f == "put" else None
+
+
+def _on_invoke(pairing: _Pairing, event: dict) -> None:
+    process = event["process"]
+    pending = pairing.outstanding.get(process)
+    if pending is not None:
+        raise _Broken(f"process {process} invokes {event['f']} while its {pending.f} of {pending.key!r} is outstanding")
+    if event["f"] == "put" and event.get("value") is None:
+        raise _Broken("a put's invoke must carry the value written")
+    pairing.advance_clock(process, event["time"])
+    pairing.outstanding[process] = _Invoke(event["f"], event["key"], event.get("value"), event["time"])
+
+
+def _on_ok(pairing: _Pairing, event: dict) -> None:
+    invoke = pairing.take_outstanding(event)
+    pairing.advance_clock(event["process"], event["time"])
+    if invoke.f == "get":
+        if "value" not in event:
+            raise _Broken("a get's ok must carry the value read (null when absent)")
+        value = event["value"]
+    else:
+        value = _written(invoke)
+    pairing.record(event["process"], invoke, value, event["time"], event.get("found"))
+
+
+def _on_fail(pairing: _Pairing, event: dict) -> None:
+    pairing.take_outstanding(event)
+    pairing.advance_clock(event["process"], event["time"])
+
+
+def _on_info(pairing: _Pairing, event: dict) -> None:
+    invoke = pairing.take_outstanding(event)
+    pairing.advance_clock(event["process"], event["time"])
+    pairing.record(event["process"], invoke, _written(invoke), None)
+
+
+_HANDLERS: dict[str, Callable[[_Pairing, dict], None]] = {
+    "invoke": _on_invoke,
+    "ok": _on_ok,
+    "fail": _on_fail,
+    "info": _on_info,
+}

@@ -1,0 +1,54 @@
+"""Timing and batching knobs of the core, in ticks and counts (the core has no clock).
+
+The host turns seconds into ticks: with the defaults a tick is a fifth of the heartbeat
+interval, so the CLI's ``--heartbeat-interval 0.1 --election-timeout 1.0`` become
+``HEARTBEAT_TICKS = 5`` and ``ELECTION_TICKS = 50``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CoreConfig"]
+
+TICKS_PER_HEARTBEAT = 5
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Protocol tunables.
+
+    ``election_ticks`` is the base election timeout T: a slave waits a random time in
+    [T/2, 3T/2) (DESIGN §3, ±50%) before it campaigns, refuses votes while it heard a
+    master within T/2, and a master steps down when it has not heard a majority for T.
+    """
+
+    heartbeat_ticks: int = TICKS_PER_HEARTBEAT
+    election_ticks: int = 50
+    max_batch_entries: int = 1024
+    max_batch_bytes: int = 1 << 20
+    append_timeout_ticks: int = 0  # 0 = derive: max(2 heartbeats, T/2)
+    snapshot_timeout_ticks: int = 0  # 0 = derive: 10 T
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ticks < 1 or self.election_ticks < 2 * self.heartbeat_ticks:
+            raise ValueError("need heartbeat_ticks >= 1 and election_ticks >= 2 * heartbeat_ticks")
+
+    @property
+    def min_election_ticks(self) -> int:
+        return max(1, self.election_ticks // 2)
+
+    @property
+    def append_timeout(self) -> int:
+        return self.append_timeout_ticks or max(2 * self.heartbeat_ticks, self.election_ticks // 2)
+
+    @property
+    def snapshot_timeout(self) -> int:
+        return self.snapshot_timeout_ticks or 10 * self.election_ticks
+
+    @classmethod
+    def from_seconds(cls, heartbeat_interval: float, election_timeout: float, **extra) -> tuple[CoreConfig, float]:
+        """Config for the given timings and the tick length in seconds to drive it with."""
+        tick_seconds = heartbeat_interval / TICKS_PER_HEARTBEAT
+        election_ticks = max(2 * TICKS_PER_HEARTBEAT, round(election_timeout / tick_seconds))
+        return cls(TICKS_PER_HEARTBEAT, election_ticks, **extra), tick_seconds

@@ -1,0 +1,137 @@
+"""Elections: bully by freshness, decided by a majority, fenced by epochs.
+
+Rules this module implements (DESIGN §3):
+
+* A slave that has not heard its master for a random timeout in [T/2, 3T/2) becomes a
+  candidate and first runs a **pre-vote**: it asks for votes for ``epoch + 1`` without
+  changing anyone's epoch. A voter grants a pre-vote only if it, too, has lost the master
+  (no message within T/2) and the candidate's log is at least as fresh as its own. So a
+  node that is merely cut off cannot depose a healthy master.
+* **Bully by rank.** Rank is ``(last_epoch, last_seq, node_id)``. A voter that outranks
+  the candidate refuses with ``fresher`` and starts its own pre-vote; the candidate
+  defers. The most up-to-date live node wins, and the id breaks ties.
+* After a majority of pre-votes the candidate increments its epoch, votes for itself
+  (persisted before any request leaves) and asks for real votes. A voter grants at most
+  one vote per epoch (persisted), only to a member whose ``(last_epoch, last_seq)`` is at
+  least its own, and ignores vote requests while it still hears a live master. A majority
+  of votes makes the candidate master; an entry held by a majority is therefore in the log
+  of every future master.
+"""
+
+from __future__ import annotations
+
+from .effects import Effect, PersistState, Send
+from .messages import VoteReply, VoteRequest
+from .quorum import majority
+
+__all__ = ["ElectionMixin", "MASTER", "SLAVE", "CANDIDATE"]
+
+MASTER, SLAVE, CANDIDATE = "master", "slave", "candidate"
+
+
+class ElectionMixin:
+    """Candidate and voter behaviour of :class:`dkvs.core.node.Node`."""
+
+    def _init_election_state(self) -> None:
+        self.pre_voting = False
+        self.votes: set[str] = set()
+
+    # -- timers ----------------------------------------------------------------------------
+    def _tick_election(self, out: list[Effect]) -> None:
+        if self.now < self.election_deadline:
+            return
+        if self.id not in self.members:
+            # Not (yet) a member: a joining node waits for the master to reach it.
+            self.election_deadline = self.now + self.random_election_timeout()
+            return
+        self._start_pre_vote(out)
+
+    def hears_master(self) -> bool:
+        """True while this node is, or recently heard, a live master (vote stickiness)."""
+        if self.role == MASTER:
+            return True
+        return (self.role == SLAVE and self.master_id is not None
+                and self.last_master_contact is not None
+                and self.now - self.last_master_contact < self.config.min_election_ticks)
+
+    def rank(self) -> tuple[int, int, str]:
+        return (self.log.last_epoch, self.log.last_seq, self.id)
+
+    # -- campaigning -------------------------------------------------------------------------
+    def _start_pre_vote(self, out: list[Effect]) -> None:
+        self.role = CANDIDATE
+        self.pre_voting = True
+        self.master_id = None
+        self.votes = {self.id}
+        self.election_deadline = self.now + self.random_election_timeout()
+        request = VoteRequest(self.epoch + 1, self.id, self.log.last_seq, self.log.last_epoch, pre_vote=True)
+        for peer in self.peers():
+            out.append(Send(peer, request))
+        self._maybe_win(out)
+
+    def _start_election(self, out: list[Effect]) -> None:
+        self.pre_voting = False
+        self.epoch += 1
+        self.voted_for = self.id
+        self.elections_started += 1
+        out.append(PersistState(self.epoch, self.id))
+        self.votes = {self.id}
+        self.election_deadline = self.now + self.random_election_timeout()
+        request = VoteRequest(self.epoch, self.id, self.log.last_seq, self.log.last_epoch)
+        for peer in self.peers():
+            out.append(Send(peer, request))
+        self._maybe_win(out)
+
+    def _maybe_win(self, out: list[Effect]) -> bool:
+        """Move to the next stage when a majority of current members agreed."""
+        granted = sum(1 for member in self.votes if member in self.members)
+        if granted < majority(len(self.members)):
+            return False
+        if self.pre_voting:
+            self._start_election(out)
+        else:
+            self.become_master(out)
+        return True
+
+    def _defer(self, out: list[Effect]) -> None:
+        """Bully rule: a fresher node is campaigning; wait a full timeout for it."""
+        self.become_slave(self.epoch, None, out)
+
+    # -- voting ------------------------------------------------------------------------------
+    def handle_vote_request(self, msg: VoteRequest, out: list[Effect]) -> None:
+        up_to_date = (msg.last_epoch, msg.last_seq) >= (self.log.last_epoch, self.log.last_seq)
+        known = msg.sender in self.members
+        if msg.pre_vote:
+            self._answer_pre_vote(msg, up_to_date and known, out)
+            return
+        if self.hears_master() or not known:
+            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))
+            return
+        if msg.epoch > self.epoch:
+            self.become_slave(msg.epoch, None, out)
+        grant = (msg.epoch == self.epoch and up_to_date
+                 and self.voted_for in (None, msg.sender) and self.role != MASTER)
+        if grant and self.voted_for is None:
+            self.voted_for = msg.sender
+            out.append(PersistState(self.epoch, msg.sender))
+        if grant:
+            self.election_deadline = self.now + self.random_election_timeout()
+        out.append(Send(msg.sender, VoteReply(self.epoch, self.id, grant)))
+
+    def _answer_pre_vote(self, msg: VoteRequest, eligible: bool, out: list[Effect]) -> None:
+        lost_master = not self.hears_master()
+        fresher = (lost_master and self.id in self.members
+                   and self.rank() > (msg.last_epoch, msg.last_seq, msg.sender))
+        grant = eligible and lost_master and msg.epoch > self.epoch and not fresher
+        out.append(Send(msg.sender, VoteReply(self.epoch, self.id, grant, pre_vote=True, fresher=fresher)))
+        if fresher and not (self.role == CANDIDATE and self.pre_voting):
+            self._start_pre_vote(out)
+
+    def handle_vote_reply(self, msg: VoteReply, out: list[Effect]) -> None:
+        if self.role != CANDIDATE or msg.pre_vote != self.pre_voting:
+            return
+        if msg.granted and (msg.pre_vote or msg.epoch == self.epoch):
+            self.votes.add(msg.sender)
+            self._maybe_win(out)
+        elif msg.pre_vote and msg.fresher:
+            self._defer(out)

@@ -1,0 +1,129 @@
+"""The key-value state machine: the log applied in order, with undo for uncommitted entries.
+
+Nodes apply entries as soon as they are appended (so reads on slaves are fresh and an
+``acks=1`` write is visible at once), before a majority holds them. Such entries can
+still lose a failover; for each one the state keeps an undo record (the key's previous
+value) until the commit point passes it. A rollback replays the undo records backwards.
+
+Invariants: ``commit_seq <= applied_seq``; undo records exist exactly for applied
+entries above ``commit_seq`` that changed a key; a snapshot is always taken at
+``commit_seq`` (undo records make that possible while newer entries are applied), so a
+snapshot never contains a write that can be rolled back.
+
+Pure data structure; the host serialises access (the runtime wraps it in a lock).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .log import OP_DELETE, OP_PUT, Entry
+from .sortedkeys import SortedKeys
+
+__all__ = ["KVState"]
+
+_ABSENT = None
+
+
+class KVState:
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[str, int]] = {}  # key -> (value, seq of the write)
+        self.keys = SortedKeys()
+        self.applied_seq = 0
+        self.commit_seq = 0
+        self._undo: deque[tuple[int, str, tuple[str, int] | None]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, key: str) -> tuple[str, int] | None:
+        return self.data.get(key)
+
+    def items(self, prefix: str, after: str | None, limit: int) -> tuple[list[tuple[str, str, int]], str | None]:
+        """Up to ``limit`` items with ``prefix``, strictly after ``after``; and the key to
+        continue from (``None`` when the listing is complete)."""
+        if after is not None and after >= prefix:
+            keys = self.keys.iter_from(after, inclusive=False)
+        else:
+            keys = self.keys.iter_from(prefix)
+        out = []
+        for key in keys:
+            if not key.startswith(prefix):
+                return out, None
+            if len(out) == limit:
+                return out, out[-1][0]
+            value, seq = self.data[key]
+            out.append((key, value, seq))
+        return out, None
+
+    # -- applying ------------------------------------------------------------------------------
+    def apply(self, entries, commit_seq: int) -> list[int]:
+        """Apply ``entries`` in order; returns seqs of deletes that found no key."""
+        missing = []
+        for entry in entries:
+            if entry.seq <= self.applied_seq:
+                continue  # already applied (replayed after a restart)
+            if entry.op == OP_PUT:
+                self._set(entry, (entry.value, entry.seq), commit_seq)
+            elif entry.op == OP_DELETE:
+                if entry.key in self.data:
+                    self._set(entry, _ABSENT, commit_seq)
+                else:
+                    missing.append(entry.seq)
+            self.applied_seq = entry.seq
+        self.set_commit(commit_seq)
+        return missing
+
+    def _set(self, entry: Entry, new: tuple[str, int] | None, commit_seq: int) -> None:
+        key = entry.key
+        old = self.data.get(key)
+        if entry.seq > commit_seq:
+            self._undo.append((entry.seq, key, old))
+        self._store(key, old, new)
+
+    def _store(self, key: str, old, new) -> None:
+        if new is None:
+            del self.data[key]
+            self.keys.remove(key)
+        else:
+            self.data[key] = new
+            if old is None:
+                self.keys.add(key)
+
+    def set_commit(self, commit_seq: int) -> None:
+        """Entries up to ``commit_seq`` can no longer be rolled back: drop their undo."""
+        commit_seq = min(commit_seq, self.applied_seq)  # never claim more than is applied
+        if commit_seq <= self.commit_seq:
+            return
+        self.commit_seq = commit_seq
+        undo = self._undo
+        while undo and undo[0][0] <= commit_seq:
+            undo.popleft()
+
+    def rollback(self, after_seq: int) -> None:
+        """Undo every applied entry after ``after_seq`` (they lost a failover)."""
+        assert after_seq >= self.commit_seq, (after_seq, self.commit_seq)
+        undo = self._undo
+        while undo and undo[-1][0] > after_seq:
+            _, key, old = undo.pop()
+            self._store(key, self.data.get(key), old)
+        self.applied_seq = min(self.applied_seq, after_seq)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot_items(self) -> tuple[int, list[list]]:
+        """``(commit_seq, items)``: the state as of the commit point, sorted by key."""
+        data = dict(self.data)
+        for _, key, old in reversed(self._undo):
+            if old is None:
+                data.pop(key, None)
+            else:
+                data[key] = old
+        return self.commit_seq, [[k, v, s] for k, (v, s) in sorted(data.items())]
+
+    def restore(self, seq: int, items) -> None:
+        """Replace everything by a snapshot's ``[key, value, seq]`` items at ``seq``."""
+        self.data = {k: (v, s) for k, v, s in items}
+        self.keys.update_sorted(sorted(self.data))
+        self.applied_seq = self.commit_seq = seq
+        self._undo.clear()

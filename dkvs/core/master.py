@@ -1,0 +1,285 @@
+"""Master behaviour: ordering writes, shipping batches, counting acknowledgements.
+
+Replication rules (DESIGN §3):
+
+* Per slave the master keeps a :class:`~dkvs.core.progress.Progress`; at most one
+  request is outstanding per slave. Each carries the consecutive entries from
+  ``next_seq`` (bounded by count and bytes) and continues ``(prev_epoch, prev_seq)``.
+  When a batch is answered the next one leaves at once, so a busy master streams
+  pipelined batches; when idle it sends empty batches (heartbeats) every
+  ``heartbeat_ticks``, carrying the commit point and a read round.
+* A refused batch carries the slave's fork hint: the first seq of its conflicting
+  epoch, or its end. ``next_seq`` moves strictly back each time, so the search ends.
+  A slave behind the retained log gets the stored snapshot instead.
+* ``commit_seq`` is the highest seq held by a majority *and written in this epoch*
+  (an older-epoch entry becomes committed only under a newer one, as in Raft).
+* Durability levels: ``1`` is answered on append; ``majority`` when committed; ``all``
+  when committed and held by every live member.
+* Check-quorum: with 3+ members, a master that heard from no majority within T steps down.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .effects import Apply, Effect, Reply, Send, SendSnapshot
+from .log import MEMBERSHIP_OPS, OP_NOOP, Entry
+from .messages import Append, AppendReply, PeerView
+from .progress import Progress
+from .quorum import majority, quorum_seq
+
+__all__ = ["MasterMixin", "ACKS_ONE", "ACKS_MAJORITY", "ACKS_ALL"]
+
+ACKS_ONE, ACKS_MAJORITY, ACKS_ALL = "1", "majority", "all"
+MASTER = "master"
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    seq: int
+    request_id: int
+    deadline: int
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    round: int
+    read_seq: int
+    request_id: int
+    deadline: int
+
+
+class MasterMixin:
+    """The master half of :class:`dkvs.core.node.Node`."""
+
+    def _init_master_state(self) -> None:
+        self.progress: dict[str, Progress] = {}
+        self.pending_writes: dict[str, deque[_PendingWrite]] = {ACKS_MAJORITY: deque(), ACKS_ALL: deque()}
+        self.pending_reads: list[_PendingRead] = []
+        self.read_round = 0
+        self._heartbeat_elapsed = 0
+
+    # -- becoming master ---------------------------------------------------------------------
+    def become_master(self, out: list[Effect], first_entry: Entry | None = None) -> None:
+        """Take over: fresh progress for every slave, then open the epoch with an entry
+        (a no-op) whose commit also commits every older entry. Its batch is the
+        coordinator announcement."""
+        assert self.role == "candidate" and not self.pre_voting, self.role
+        self.role = MASTER
+        self.master_id = self.id
+        self.elections_won += 1
+        self.progress = {}
+        self._heartbeat_elapsed = 0
+        entry = first_entry or Entry(self.epoch, self.log.last_seq + 1, OP_NOOP)
+        self._append_to_log([entry])
+        self._sync_progress()
+        self._maybe_commit(out, emit=False)
+        self._emit_appended((entry,), out)
+        self._broadcast(out, heartbeat=True)
+
+    def _sync_progress(self) -> None:
+        """One Progress per current peer (membership may have changed)."""
+        for peer in self.peers():
+            if peer not in self.progress:
+                self.progress[peer] = Progress(next_seq=self.log.last_seq + 1, last_heard_tick=self.now)
+        for peer in [p for p in self.progress if p not in self.members]:
+            del self.progress[peer]
+
+    # -- client requests -----------------------------------------------------------------------
+    def propose(self, request_id: int, op: str, key: str, value: str | None, acks: str = ACKS_ONE,
+                timeout_ticks: int = 0) -> list[Effect]:
+        """Order one write. Replies at once for ``acks=1``, later for stronger levels."""
+        if self.role != MASTER:
+            return self._reply_not_master(request_id)
+        if op in MEMBERSHIP_OPS and self._membership_change_pending():
+            return [Reply(request_id, error="membership_change_in_progress")]
+        out: list[Effect] = []
+        entry = Entry(self.epoch, self.log.last_seq + 1, op, key, value)
+        self._append_to_log([entry])
+        if len(self.members) == 1:
+            self._maybe_commit(out, emit=False)
+        self._emit_appended((entry,), out)
+        if acks == ACKS_ONE:
+            out.append(Reply(request_id, self._write_result(entry.seq)))
+        else:
+            self.pending_writes[acks].append(_PendingWrite(entry.seq, request_id, self.now + timeout_ticks))
+            self._release_writes(out)
+        return out
+
+    def propose_read(self, request_id: int, timeout_ticks: int) -> list[Effect]:
+        """Linearizable read barrier (read index): answered once a majority confirmed this
+        node is still master *after* the request arrived, and everything it had applied
+        is committed. The host then reads its local state."""
+        if self.role != MASTER:
+            return self._reply_not_master(request_id)
+        out: list[Effect] = []
+        self.read_round += 1
+        self.pending_reads.append(_PendingRead(self.read_round, self.log.last_seq, request_id,
+                                               self.now + timeout_ticks))
+        self._release_reads(out)
+        if self.pending_reads:
+            self._broadcast(out, heartbeat=True)
+        return out
+
+    def _membership_change_pending(self) -> bool:
+        return any(e.op in MEMBERSHIP_OPS for e in self.log.entries[self.commit_seq - self.log.snapshot_seq:])
+
+    def _write_result(self, seq: int) -> dict:
+        replicas = 1 + sum(1 for p in self.progress.values() if p.match_seq >= seq)
+        return {"seq": seq, "epoch": self.epoch, "replicas": replicas}
+
+    # -- shipping ------------------------------------------------------------------------------
+    def _broadcast(self, out: list[Effect], heartbeat: bool) -> None:
+        for peer, progress in self.progress.items():
+            self._send_append(peer, progress, out, heartbeat)
+
+    def _send_append(self, peer: str, p: Progress, out: list[Effect], heartbeat: bool = False) -> None:
+        timeout = self.config.snapshot_timeout if p.snapshot else self.config.append_timeout
+        if not p.idle(self.now, timeout):
+            return
+        if p.next_seq <= self.log.snapshot_seq:
+            out.append(SendSnapshot(peer))
+            p.sent(self.now, p.next_seq, snapshot=True)
+            return
+        has_entries = p.next_seq <= self.log.last_seq
+        if not (has_entries or heartbeat):
+            return
+        entries = tuple(self.log.slice(p.next_seq, self.config.max_batch_entries,
+                                       self.config.max_batch_bytes)) if has_entries else ()
+        prev = p.next_seq - 1
+        view = ()
+        if self.now - p.view_sent_tick >= self.config.heartbeat_ticks:
+            view = self.build_view()
+            p.view_sent_tick = self.now
+        out.append(Send(peer, Append(self.epoch, self.id, prev, self.log.epoch_at(prev), entries,
+                                     self.commit_seq, self.read_round, view)))
+        p.sent(self.now, p.next_seq + len(entries))
+
+    def build_view(self) -> tuple[PeerView, ...]:
+        """Every member's last seq and liveness as this master sees them."""
+        alive_window = self.config.election_ticks
+        view = [PeerView(self.id, self.log.last_seq, True)]
+        for peer, p in self.progress.items():
+            view.append(PeerView(peer, p.match_seq, self.now - p.last_heard_tick < alive_window))
+        return tuple(view)
+
+    # -- answers -------------------------------------------------------------------------------
+    def handle_append_reply(self, msg: AppendReply, out: list[Effect]) -> None:
+        if self.role != MASTER:
+            return
+        p = self.progress.get(msg.sender)
+        if p is None:
+            return
+        p.last_heard_tick = self.now
+        p.acked_round = max(p.acked_round, msg.round)
+        if msg.success:
+            p.confirmed(msg.match_seq)
+            self._maybe_commit(out)
+            self._release_writes(out)
+        else:
+            p.in_flight_since, p.snapshot = None, False
+            p.next_seq = self._next_after_refusal(p, msg)
+        self._release_reads(out)
+        self._send_append(msg.sender, p, out)
+
+    def _next_after_refusal(self, p: Progress, msg: AppendReply) -> int:
+        """Fork-point search step: strictly before the refused ``prev`` (``msg.match_seq``)."""
+        if msg.hint_epoch:
+            end = self.log.last_seq_of_epoch(msg.hint_epoch)
+            candidate = end + 1 if end is not None else msg.hint_seq
+        else:
+            candidate = msg.hint_seq
+        return max(p.match_seq + 1, min(candidate, msg.match_seq), 1)
+
+    def _maybe_commit(self, out: list[Effect], emit: bool = True) -> None:
+        """Advance the commit point; ``emit=False`` when an Apply that carries it follows."""
+        matches = [p.match_seq for p in self.progress.values()]
+        if self.id in self.members:  # a master removing itself no longer counts itself
+            matches.append(self.log.last_seq)
+        candidate = quorum_seq(matches, len(self.members))
+        if candidate > self.commit_seq and self.log.epoch_at(candidate) == self.epoch:
+            self.commit_seq = candidate
+            if emit:
+                out.append(Apply((), candidate))
+
+    def _all_live_seq(self) -> int:
+        """Highest seq held by every live member (and committed)."""
+        held = [self.log.last_seq]
+        for p in self.progress.values():
+            if self.now - p.last_heard_tick < self.config.election_ticks:
+                held.append(p.match_seq)
+        return min(min(held), self.commit_seq)
+
+    def _release_writes(self, out: list[Effect]) -> None:
+        for acks, threshold in ((ACKS_MAJORITY, self.commit_seq), (ACKS_ALL, None)):
+            queue = self.pending_writes[acks]
+            if not queue:
+                continue
+            if threshold is None:
+                threshold = self._all_live_seq()
+            while queue and queue[0].seq <= threshold:
+                pending = queue.popleft()
+                out.append(Reply(pending.request_id, self._write_result(pending.seq)))
+
+    def _release_reads(self, out: list[Effect]) -> None:
+        if not self.pending_reads:
+            return
+        need = majority(len(self.members))
+        still = []
+        for read in self.pending_reads:
+            acks = 1 + sum(1 for peer, p in self.progress.items() if p.acked_round >= read.round)
+            if acks >= need and self.commit_seq >= read.read_seq:
+                out.append(Reply(read.request_id, {"seq": read.read_seq, "epoch": self.epoch}))
+            else:
+                still.append(read)
+        self.pending_reads = still
+
+    # -- time ----------------------------------------------------------------------------------
+    def _tick_master(self, out: list[Effect]) -> None:
+        if self._check_quorum_lost():
+            self.become_slave(self.epoch, None, out)
+            return
+        self._heartbeat_elapsed += 1
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast(out, heartbeat=True)
+        self._release_writes(out)  # acks=all may be met once a dead member stops counting
+        self._expire_pending(out)
+
+    def _check_quorum_lost(self) -> bool:
+        if self.id not in self.members:
+            return True  # removed from the cluster: stop leading it
+        if len(self.members) < 3:
+            # With 1 or 2 members no other master can be elected without this node's
+            # vote, so staying master cannot split the brain.
+            return False
+        window = self.config.election_ticks
+        heard = 1 + sum(1 for p in self.progress.values() if self.now - p.last_heard_tick < window)
+        return heard < majority(len(self.members))
+
+    def _expire_pending(self, out: list[Effect]) -> None:
+        for queue in self.pending_writes.values():
+            if queue and any(w.deadline <= self.now for w in queue):
+                expired = [w for w in queue if w.deadline <= self.now]
+                kept = [w for w in queue if w.deadline > self.now]
+                queue.clear()
+                queue.extend(kept)
+                for w in expired:
+                    out.append(Reply(w.request_id, self._write_result(w.seq), error="acks_timeout"))
+        if self.pending_reads and any(r.deadline <= self.now for r in self.pending_reads):
+            for r in self.pending_reads:
+                if r.deadline <= self.now:
+                    out.append(Reply(r.request_id, error="read_timeout"))
+            self.pending_reads = [r for r in self.pending_reads if r.deadline > self.now]
+
+    def _abandon_pending(self, out: list[Effect]) -> None:
+        """Stepping down: nobody will count acknowledgements for these any more."""
+        for queue in self.pending_writes.values():
+            for w in queue:
+                out.append(Reply(w.request_id, {"seq": w.seq, "epoch": self.epoch}, error="not_master"))
+            queue.clear()
+        for r in self.pending_reads:
+            out.append(Reply(r.request_id, error="not_master"))
+        self.pending_reads = []
+        self.progress = {}
