@@ -158,6 +158,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
             "last_seq": self.log.last_seq,
             "last_epoch": self.log.last_epoch,
             "commit_seq": self.commit_seq,
+            "snapshot_seq": self.log.snapshot_seq,
             "members": members,
             "elections_started": self.elections_started,
             "elections_won": self.elections_won,

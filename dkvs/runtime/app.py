@@ -1,0 +1,141 @@
+"""Assemble one dkvs node: storage, core, host thread, transport, HTTP server.
+
+:class:`DkvsNode` is what ``python -m dkvs`` runs, and what integration tests start
+in-process. Start-up order matters: the HTTP server binds first (so ``--port 0`` yields a
+real url that the node can announce), then the node is recovered or created, then its
+threads start, then — with ``--join`` — it asks the cluster to add it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from dataclasses import dataclass, field
+
+from ..api.service import Limits
+from ..core.config import CoreConfig
+from ..core.node import Node
+from ..storage import MemoryStorage
+from ..transport.auth import Signer
+from ..transport.http import HttpTransport
+from .admin import join_cluster, post_internal
+from .host import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeHost
+from .recovery import restore_node
+from .service import NodeService
+
+__all__ = ["Settings", "DkvsNode"]
+
+log = logging.getLogger("dkvs")
+
+
+@dataclass
+class Settings:
+    """Everything a node is configured with (the CLI fills it from flags and env)."""
+
+    host: str = "127.0.0.1"
+    port: int = 7070
+    node_id: str | None = None
+    join: str | None = None
+    data_dir: str | None = None
+    advertise_url: str | None = None
+    heartbeat_interval: float = 0.1
+    election_timeout: float = 1.0
+    limits: Limits = field(default_factory=Limits)
+    cluster_secret: str | None = None
+    fsync: str = "batch"
+    fsync_interval: float = 0.1
+    snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
+    cors_origins: tuple[str, ...] = ("*",)
+    fault_injection: bool = False
+
+
+class DkvsNode:
+    """One running node. ``start()`` returns once it serves; ``stop()`` tears it down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signer = Signer(settings.cluster_secret)
+        self.storage = self._open_storage()
+        self.server = None
+        self.host: NodeHost | None = None
+        self.transport: HttpTransport | None = None
+        self.url = ""
+        self.node_id = ""
+
+    def _open_storage(self):
+        s = self.settings
+        if not s.data_dir:
+            return MemoryStorage()
+        from ..storage.file import FileStorage  # imported lazily: memory nodes never need it
+
+        return FileStorage(s.data_dir, fsync=s.fsync, fsync_interval_seconds=s.fsync_interval)
+
+    def start(self) -> DkvsNode:
+        from ..api.server import make_server
+
+        s = self.settings
+        recovered = self.storage.load()
+        if s.node_id and recovered.node_id and s.node_id != recovered.node_id:
+            raise SystemExit(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
+        self.node_id = s.node_id or recovered.node_id or secrets.token_hex(4)
+        if recovered.node_id != self.node_id:
+            self.storage.save_node_id(self.node_id)
+        service = NodeService(s.limits, self.signer)
+        self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+        self.url = s.advertise_url or self.server.url
+        config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
+        rng = random.Random(secrets.randbits(64))
+        has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
+        initial = []
+        if has_state:
+            node, state = restore_node(self.node_id, self.storage, config, rng, recovered)
+        elif s.join:
+            node, state = restore_node(self.node_id, self.storage, config, rng, recovered)
+        else:
+            node, initial = Node.bootstrap(self.node_id, self.url, config, rng)
+            from ..core.kvstate import KVState
+
+            state = KVState()
+        self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection)
+        self.host = NodeHost(node, state, self.storage, self.transport, tick_seconds,
+                             snapshot_threshold_bytes=s.snapshot_threshold)
+        service.attach(self.host, self.url)
+        self.host.start(initial)
+        self.server.start()
+        if not self.signer.enabled:
+            log.warning("no --cluster-secret: internal routes (/internal/*) are unauthenticated")
+        if s.join:
+            try:
+                join_cluster(s.join, self.node_id, self.url, self.signer)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def leave(self, timeout: float = 3.0) -> None:
+        """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it."""
+        if self.host is None:
+            return
+        node = self.host.node
+        if len(node.members) <= 1 or node.id not in node.members:
+            return
+        master_url = node.members.get(node.master_id) if node.master_id else None
+        if master_url is None:
+            log.warning("no master known; leaving without removing this node from the member list")
+            return
+        try:
+            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout)
+            if status != 200:
+                log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
+        except OSError as exc:
+            log.warning("could not tell the master this node leaves: %s", exc)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.host is not None:
+            self.host.stop()
+        if self.transport is not None:
+            self.transport.close()
+        self.storage.close()

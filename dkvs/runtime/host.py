@@ -1,0 +1,258 @@
+"""The node's thread: the only code that touches the :class:`~dkvs.core.node.Node`.
+
+Everything that wants the node — HTTP handlers proposing writes, transport threads
+delivering messages, the status page — puts a request in one queue (the *inbox*). One
+thread drains it in bursts: it feeds every queued input to the node, adds the ticks that
+real time has produced, calls ``flush()`` so a burst of writes leaves as one batch per
+slave, then runs all effects of the burst through the :class:`EffectRunner` (one storage
+append and one fsync for the burst: group commit). Only then are callers woken.
+
+Reads do not queue: HTTP threads read the :class:`KVState` under ``state_lock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from ..core.effects import Send
+from ..core.kvstate import KVState
+from ..core.node import Node
+from ..storage.base import Storage, StoredSnapshot
+from ..transport.base import Transport
+from .runner import EffectRunner
+
+__all__ = ["NodeHost", "Outcome"]
+
+log = logging.getLogger("dkvs.runtime")
+
+MAX_BURST_INPUTS = 2048
+MAX_CATCH_UP_TICKS = 1000
+DEFAULT_SNAPSHOT_THRESHOLD_BYTES = 64 * 1024 * 1024
+
+
+class Outcome:
+    """A caller's handle on one request: set once by the node's thread."""
+
+    __slots__ = ("_event", "result", "error", "missing", "messages")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.result: dict | None = None
+        self.error: str | None = None
+        self.missing = False  # a delete that found no key
+        self.messages: list = []  # replies addressed back to a message's sender
+
+    def set(self, result, error) -> None:
+        self.result, self.error = result, error
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class NodeHost:
+    """Runs ``node`` on its own thread; see the module docstring."""
+
+    def __init__(self, node: Node, state: KVState, storage: Storage, transport: Transport,
+                 tick_seconds: float, *, snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES) -> None:
+        self.node = node
+        self.state = state
+        self.state_lock = threading.Lock()
+        self.storage = storage
+        self.transport = transport
+        self.tick_seconds = tick_seconds
+        self.snapshot_threshold_bytes = snapshot_threshold_bytes
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiters: dict[int, Outcome] = {}
+        self._ids = itertools.count(1)
+        self._thread = threading.Thread(target=self._run, name="dkvs-node", daemon=True)
+        self._stopping = False
+        self._members_seen: dict[str, str] = {}
+        self.runner = EffectRunner(lambda: self.node, storage, state, send=transport.send,
+                                   send_snapshot=transport.send_snapshot, reply=self._on_reply,
+                                   state_lock=self.state_lock)
+        self.snapshots_taken = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, initial_effects: list | None = None) -> None:
+        self.transport.start(self.deliver, self._peer_unreachable)
+        self._sync_peers()
+        if initial_effects:
+            self.runner.run(initial_effects)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self._thread.is_alive():
+            return
+        self._stopping = True
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- inputs from other threads ---------------------------------------------------------------
+    def deliver(self, message) -> None:
+        """A message from another node, no answer expected (transport reply path)."""
+        self._inbox.put((_STEP, message, None))
+
+    def deliver_and_wait(self, message, timeout: float) -> list:
+        """A message from an HTTP request: returns the node's answers to its sender."""
+        outcome = Outcome()
+        self._inbox.put((_STEP, message, outcome))
+        outcome.wait(timeout)
+        return outcome.messages
+
+    def propose(self, op: str, key: str, value: str | None, acks: str, timeout: float) -> Outcome:
+        """Order a write on this (master) node and wait for its acknowledgement."""
+        outcome = Outcome()
+        request_id = next(self._ids)
+        ticks = max(1, round(timeout / self.tick_seconds))
+        self._inbox.put((_CALL, lambda node: node.propose(request_id, op, key, value, acks, ticks),
+                         (request_id, outcome)))
+        if not outcome.wait(timeout + 1.0):
+            self._waiters.pop(request_id, None)
+            outcome.error = outcome.error or "no_answer"
+        return outcome
+
+    def read_barrier(self, timeout: float) -> Outcome:
+        outcome = Outcome()
+        request_id = next(self._ids)
+        ticks = max(1, round(timeout / self.tick_seconds))
+        self._inbox.put((_CALL, lambda node: node.propose_read(request_id, ticks), (request_id, outcome)))
+        if not outcome.wait(timeout + 1.0):
+            self._waiters.pop(request_id, None)
+            outcome.error = outcome.error or "no_answer"
+        return outcome
+
+    def query(self, fn: Callable[[Node], object], timeout: float = 5.0):
+        """Run ``fn(node)`` on the node's thread and return its value (for status pages)."""
+        outcome = Outcome()
+        self._inbox.put((_QUERY, fn, outcome))
+        if not outcome.wait(timeout):
+            raise TimeoutError("the node's thread did not answer")
+        if outcome.error:
+            raise RuntimeError(outcome.error)
+        return outcome.result
+
+    def _peer_unreachable(self, peer_id: str) -> None:
+        self._inbox.put((_CALL, lambda node: node.unreachable(peer_id), None))
+
+    # -- the node's thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        next_tick = time.monotonic() + self.tick_seconds
+        inbox = self._inbox
+        try:
+            while not self._stopping:
+                items = []
+                wait = next_tick - time.monotonic()
+                try:
+                    items.append(inbox.get(timeout=wait) if wait > 0 else inbox.get_nowait())
+                    while len(items) < MAX_BURST_INPUTS:
+                        items.append(inbox.get_nowait())
+                except queue.Empty:
+                    pass
+                next_tick = self._burst(items, next_tick)
+        except Exception:  # noqa: BLE001 - a dead node thread must be loud
+            log.critical("the node's thread crashed; the node stops serving", exc_info=True)
+            self._fail_waiters()
+            raise
+
+    def _burst(self, items: list, next_tick: float) -> float:
+        node = self.node
+        effects: list = []
+        woken: list[Outcome] = []
+        for item in items:
+            if item is None:
+                self._stopping = True
+                continue
+            kind, payload, outcome = item
+            if kind is _STEP:
+                produced = node.step(payload)
+                if outcome is not None:
+                    produced = self._divert_replies(produced, payload.sender, outcome)
+                    woken.append(outcome)
+                effects.extend(produced)
+            elif kind is _CALL:
+                if outcome is not None:
+                    self._waiters[outcome[0]] = outcome[1]
+                effects.extend(payload(node))
+            else:  # _QUERY
+                try:
+                    outcome.result = payload(node)
+                except Exception as exc:  # noqa: BLE001 - reported to the caller
+                    outcome.error = repr(exc)
+                woken.append(outcome)
+        now = time.monotonic()
+        if now >= next_tick:
+            behind = int((now - next_tick) / self.tick_seconds) + 1
+            for _ in range(min(behind, MAX_CATCH_UP_TICKS)):
+                effects.extend(node.tick())
+            next_tick += behind * self.tick_seconds
+        effects.extend(node.flush())
+        self.runner.run(effects)
+        for outcome in woken:
+            outcome._event.set()
+        if node.members != self._members_seen:
+            self._sync_peers()
+        self._maybe_snapshot()
+        return next_tick
+
+    @staticmethod
+    def _divert_replies(effects: list, sender: str, outcome: Outcome) -> list:
+        """Answers to an HTTP-delivered message travel back in its HTTP response."""
+        kept = []
+        for effect in effects:
+            if type(effect) is Send and effect.to == sender:
+                outcome.messages.append(effect.message)
+            else:
+                kept.append(effect)
+        return kept
+
+    def _on_reply(self, request_id: int, result, error) -> None:
+        outcome = self._waiters.pop(request_id, None)
+        if outcome is None:
+            return
+        if result is not None and result.get("seq") in self.runner.missing_deletes:
+            outcome.missing = True
+        outcome.set(result, error)
+
+    def _fail_waiters(self) -> None:
+        for outcome in list(self._waiters.values()):
+            outcome.set(None, "node_stopped")
+        self._waiters.clear()
+
+    def _sync_peers(self) -> None:
+        self._members_seen = dict(self.node.members)
+        self.transport.set_peers({m: u for m, u in self._members_seen.items() if m != self.node.id})
+
+    # -- compaction ------------------------------------------------------------------------------
+    def _maybe_snapshot(self) -> None:
+        if self.storage.log_bytes() < self.snapshot_threshold_bytes:
+            return
+        node = self.node
+        with self.state_lock:
+            seq, items = self.state.snapshot_items()
+        if seq <= node.log.snapshot_seq or seq > node.commit_seq:
+            return
+        self.take_snapshot(seq, items)
+
+    def take_snapshot(self, seq: int, items: list) -> None:
+        """Store the state at committed ``seq`` and drop the log before it."""
+        node = self.node
+        started = time.monotonic()
+        snapshot = StoredSnapshot(seq, node.log.epoch_at(seq), tuple(node.members_at(seq).items()), items)
+        self.storage.save_snapshot(snapshot)
+        node.compact(seq)
+        self.snapshots_taken += 1
+        log.info("snapshot at seq %d (%d keys) in %.3f s; log compacted", seq, len(items),
+                 time.monotonic() - started)
+
+
+_STEP, _CALL, _QUERY = "step", "call", "query"

@@ -1,0 +1,193 @@
+"""The node as the HTTP front end sees it: :class:`NodeService` implements
+:class:`dkvs.api.service.KeyValueService` on top of a :class:`NodeHost`.
+
+Writes go through the node's thread (ordered by the core); plain reads come straight
+from the key-value state under its lock; consistent reads first pass the core's read
+barrier. Internal routes (node-to-node messages, join/leave) are authenticated with
+the cluster secret and dispatched by a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..api.service import KeyValueService, Limits, NotMaster
+from ..core.node import MASTER
+from ..errors import AcksTimeout, BadRequest, DkvsError, InternalError, KeyNotFound, NoMaster, Unauthorized
+from ..transport import codec
+from ..transport.auth import Signer
+from .admin import ClusterAdmin
+from .host import NodeHost
+
+__all__ = ["NodeService"]
+
+log = logging.getLogger("dkvs.service")
+
+INTERNAL_TIMEOUT_SECONDS = 5.0
+
+
+class NodeService(KeyValueService):
+    def __init__(self, limits: Limits, signer: Signer) -> None:
+        self.host: NodeHost | None = None
+        self.url = ""
+        self.limits = limits
+        self.signer = signer
+        self.admin: ClusterAdmin | None = None
+
+    def attach(self, host: NodeHost, url: str) -> None:
+        """Connect to the running node (the HTTP server is bound first, to learn the url)."""
+        self.host, self.url = host, url
+        self.admin = ClusterAdmin(self)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def master_url(self) -> str | None:
+        node = self.host.node
+        return node.members.get(node.master_id) if node.master_id is not None else None
+
+    def _require_master(self) -> None:
+        if self.host.node.role != MASTER:
+            raise NotMaster(self.master_url())
+
+    # -- public API ------------------------------------------------------------------------------
+    def put(self, key: str, value: str, *, acks: str, timeout: float) -> dict:
+        return self._write("put", key, value, acks, timeout)
+
+    def delete(self, key: str, *, acks: str, timeout: float) -> dict:
+        self._require_master()
+        with self.host.state_lock:
+            absent = self.host.state.get(key) is None
+        if absent:  # linearizes as a read of the master's state: no log entry needed
+            raise KeyNotFound(f"key {key!r} does not exist", key=key)
+        return self._write("delete", key, None, acks, timeout)
+
+    def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float) -> dict:
+        self._require_master()
+        outcome = self.host.propose(op, key, value, acks, timeout)
+        self._raise_for(outcome, acks, timeout)
+        if outcome.missing:
+            raise KeyNotFound(f"key {key!r} does not exist", key=key)
+        result = outcome.result
+        return {"key": key, "seq": result["seq"], "epoch": result["epoch"], "replicas": result["replicas"]}
+
+    def _raise_for(self, outcome, acks: str, timeout: float) -> None:
+        error = outcome.error
+        if error is None:
+            return
+        seq = (outcome.result or {}).get("seq")
+        if error == "acks_timeout":
+            raise AcksTimeout(f"the write got seq {seq} but acks={acks} was not reached within {timeout:g} s; "
+                              "it may still be applied", seq=seq, replicas=outcome.result.get("replicas"))
+        if error == "not_master" and seq is not None:
+            raise AcksTimeout(f"this node stopped being master before acks={acks} was reached; the write "
+                              f"(seq {seq}) may or may not survive", seq=seq)
+        if error in ("not_master", "membership_change_in_progress"):
+            raise NotMaster(self.master_url() if error == "not_master" else None)
+        if error in ("read_timeout", "no_answer"):
+            raise AcksTimeout(f"no majority confirmed this master within {timeout:g} s", seq=seq)
+        raise InternalError(f"the node could not complete the request ({error})")
+
+    def get(self, key: str, *, consistent: bool) -> dict:
+        if consistent:
+            self._require_master()
+            timeout = self.limits.default_timeout_seconds
+            self._raise_for(self.host.read_barrier(timeout), "majority", timeout)
+        with self.host.state_lock:
+            found = self.host.state.get(key)
+        if found is None:
+            raise KeyNotFound(f"key {key!r} does not exist", key=key)
+        return {"key": key, "value": found[0], "seq": found[1]}
+
+    def items(self, prefix: str, after: str | None, limit: int) -> dict:
+        with self.host.state_lock:
+            rows, next_key = self.host.state.items(prefix, after, limit)
+        return {"items": [{"key": k, "value": v, "seq": s} for k, v, s in rows], "next": next_key}
+
+    def status(self) -> dict:
+        status = self.host.query(lambda node: node.status())
+        status["url"] = self.url
+        count = len(status["members"])
+        status["failover"] = count >= 3
+        if count == 2:
+            status["warning"] = ("a 2-node cluster has no automatic failover (a majority of 2 is 2); "
+                                 "run 3 or more nodes")
+        status["keys"] = len(self.host.state)
+        return status
+
+    # -- internal routes -------------------------------------------------------------------------
+    def internal(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        full_path = "/internal/" + path
+        problem = self.signer.verify(method, full_path, body, headers)
+        if problem is not None:
+            log.warning("refused internal request %s %s: %s", method, full_path, problem)
+            return _error(Unauthorized(f"internal request refused: {problem}"))
+        handler = self._INTERNAL.get((method, path))
+        if handler is None:
+            return 404, json.dumps({"error": "not_found", "message": f"no internal route {method} {path}"}).encode()
+        try:
+            return handler(self, query, body)
+        except codec.CodecError as exc:
+            return _error(BadRequest(str(exc)))
+        except DkvsError as exc:
+            return _error(exc)
+
+    def _raft(self, query: dict, body: bytes) -> tuple[int, bytes]:
+        message = codec.decode(body)
+        if message.sender in getattr(self.host.transport, "blocked", ()):
+            return _error(NoMaster("partitioned (fault injection)"))
+        replies = self.host.deliver_and_wait(message, INTERNAL_TIMEOUT_SECONDS)
+        return 200, codec.encode_many(replies)
+
+    def _snapshot(self, query: dict, body: bytes) -> tuple[int, bytes]:
+        message = codec.decode_snapshot(body)
+        if message.sender in getattr(self.host.transport, "blocked", ()):
+            return _error(NoMaster("partitioned (fault injection)"))
+        replies = self.host.deliver_and_wait(message, 60.0)
+        return 200, codec.encode_many(replies)
+
+    def _join(self, query: dict, body: bytes) -> tuple[int, bytes]:
+        request = _json_object(body)
+        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", ""))))
+
+    def _leave(self, query: dict, body: bytes) -> tuple[int, bytes]:
+        request = _json_object(body)
+        return 200, _json(self.admin.remove(str(request.get("id", "")), must_be_dead=False))
+
+    def _remove(self, query: dict, body: bytes) -> tuple[int, bytes]:
+        return 200, _json(self.admin.remove(query.get("id", ""), must_be_dead=True))
+
+    def _faults(self, query: dict, body: bytes) -> tuple[int, bytes]:
+        request = _json_object(body)
+        try:
+            self.host.transport.block(request.get("block", []))
+        except (PermissionError, AttributeError) as exc:
+            return _error(Unauthorized(str(exc)))
+        return 200, _json({"blocked": sorted(self.host.transport.blocked)})
+
+    _INTERNAL = {
+        ("POST", "raft"): _raft,
+        ("POST", "snapshot"): _snapshot,
+        ("POST", "join"): _join,
+        ("POST", "leave"): _leave,
+        ("POST", "remove"): _remove,
+        ("POST", "faults"): _faults,
+    }
+
+
+def _json(body) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _error(exc: DkvsError) -> tuple[int, bytes]:
+    return exc.status, _json(exc.to_json())
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        value = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("body must be a JSON object")
+    return value
+

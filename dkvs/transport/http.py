@@ -1,0 +1,188 @@
+"""HTTP transport: one sender thread per peer, persistent connections, replies in the body.
+
+Each peer gets a :class:`_PeerSender`: a bounded queue drained by one thread that POSTs
+messages over one keep-alive ``http.client`` connection. Messages to a peer therefore
+leave in order, at most one request is on the wire per peer (the core's pipelining
+unit), and a slow or dead peer never blocks the node or the other peers. The receiver
+answers each POST with the messages it addresses back to the sender (an append's reply,
+a vote), so a round trip costs one request.
+
+A full queue drops the new message: the core notices (timeouts) and resends. A failed
+request closes the connection and reports the peer unreachable.
+
+Fault injection (``--enable-fault-injection`` only): :meth:`HttpTransport.block` drops all
+traffic to the given peers; the receiving side drops traffic *from* them, so a partition
+is symmetric. Used by ``scripts/chaos.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import logging
+import threading
+import urllib.parse
+from collections.abc import Callable, Mapping
+
+from ..core.messages import Message
+from . import codec
+from .auth import Signer
+from .base import Transport
+
+__all__ = ["HttpTransport", "RAFT_PATH", "SNAPSHOT_PATH"]
+
+log = logging.getLogger("dkvs.transport")
+
+RAFT_PATH = "/internal/raft"
+SNAPSHOT_PATH = "/internal/snapshot"
+QUEUE_MESSAGES = 256
+CONNECT_TIMEOUT_SECONDS = 1.0
+REQUEST_TIMEOUT_SECONDS = 5.0
+SNAPSHOT_TIMEOUT_SECONDS = 300.0
+
+
+class HttpTransport(Transport):
+    def __init__(self, signer: Signer | None = None, *, node_id: str = "",
+                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                 request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+                 fault_injection: bool = False) -> None:
+        self.signer = signer or Signer(None)
+        self.node_id = node_id
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.fault_injection = fault_injection
+        self.blocked: frozenset[str] = frozenset()
+        self._senders: dict[str, _PeerSender] = {}
+        self._lock = threading.Lock()
+        self._deliver: Callable[[Message], None] | None = None
+        self._unreachable: Callable[[str], None] | None = None
+        self._closed = False
+
+    def start(self, deliver, unreachable) -> None:
+        self._deliver, self._unreachable = deliver, unreachable
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        with self._lock:
+            for peer_id in list(self._senders):
+                if peer_id not in peers or self._senders[peer_id].url != peers[peer_id]:
+                    self._senders.pop(peer_id).close()
+            for peer_id, url in peers.items():
+                if peer_id != self.node_id and peer_id not in self._senders and not self._closed:
+                    self._senders[peer_id] = _PeerSender(self, peer_id, url)
+
+    def send(self, to: str, message: Message) -> None:
+        sender = self._senders.get(to)
+        if sender is not None and to not in self.blocked:
+            sender.offer(message, snapshot=False)
+
+    def send_snapshot(self, to: str, snapshot: Message) -> None:
+        sender = self._senders.get(to)
+        if sender is not None and to not in self.blocked:
+            sender.offer(snapshot, snapshot=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            senders, self._senders = list(self._senders.values()), {}
+        for sender in senders:
+            sender.close()
+        for sender in senders:
+            sender.join(timeout=2.0)
+
+    # -- fault injection -------------------------------------------------------------------------
+    def block(self, peers) -> None:
+        """Drop every message to and from ``peers`` (a network partition)."""
+        if not self.fault_injection:
+            raise PermissionError("fault injection is disabled (start the node with --enable-fault-injection)")
+        self.blocked = frozenset(peers)
+
+    # -- used by the sender threads ----------------------------------------------------------------
+    def _post(self, conn: http.client.HTTPConnection, path: str, body, length: int) -> list[Message]:
+        joined = body if isinstance(body, bytes) else None
+        headers = {"Content-Type": "application/json", "Content-Length": str(length)}
+        if self.signer.enabled:
+            headers.update(self.signer.headers("POST", path, joined if joined is not None else b"".join(body)))
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise OSError(f"{path} answered {response.status}: {data[:200]!r}")
+        return codec.decode_many(data)
+
+
+class _PeerSender:
+    """Owns the connection to one peer; sends queued messages one at a time, in order."""
+
+    def __init__(self, transport: HttpTransport, peer_id: str, url: str) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.url = url
+        parts = urllib.parse.urlsplit(url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._queue: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._conn: http.client.HTTPConnection | None = None
+        self._thread = threading.Thread(target=self._run, name=f"dkvs-send-{peer_id}", daemon=True)
+        self._thread.start()
+
+    def offer(self, message: Message, snapshot: bool) -> None:
+        with self._cond:
+            if self._closed or len(self._queue) >= QUEUE_MESSAGES:
+                return
+            self._queue.append((message, snapshot))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                message, snapshot = self._queue.popleft()
+            self._send_one(message, snapshot)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.transport.connect_timeout)
+            self._conn.connect()
+            self._conn.sock.settimeout(timeout)
+        else:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def _send_one(self, message: Message, snapshot: bool) -> None:
+        transport = self.transport
+        try:
+            if snapshot:
+                chunks = codec.encode_snapshot_chunks(message)
+                conn = self._connection(SNAPSHOT_TIMEOUT_SECONDS)
+                replies = transport._post(conn, SNAPSHOT_PATH, chunks, sum(len(c) for c in chunks))
+            else:
+                body = codec.encode(message)
+                conn = self._connection(transport.request_timeout)
+                replies = transport._post(conn, RAFT_PATH, body, len(body))
+        except (OSError, http.client.HTTPException, codec.CodecError) as exc:
+            log.debug("send to %s failed: %s", self.peer_id, exc)
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if transport._unreachable is not None and not self._closed:
+                transport._unreachable(self.peer_id)
+            return
+        if self.peer_id in transport.blocked:
+            return  # partition began while the request was on the wire
+        for reply in replies:
+            transport._deliver(reply)
