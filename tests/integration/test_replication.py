@@ -23,7 +23,7 @@ def test_writes_through_every_node_converge_everywhere(procs):
 
 def test_every_status_lists_every_member_with_role_and_liveness(procs):
     nodes = procs.cluster(3)
-    ids = sorted(n.node_id for n in nodes)
+    ids = sorted(n.id for n in nodes)
     def all_listed():
         for node in nodes:
             members = status(node.url)["members"]
@@ -67,9 +67,7 @@ def test_consistent_read_on_a_slave_is_answered_by_the_master(procs):
 def test_duplicate_live_id_is_refused_and_the_joiner_exits_nonzero(procs):
     first = procs.start("--id", "alpha")
     procs.start("--id", "beta", "--join", first.url)
-    from .procs import NodeProcess
-    intruder = NodeProcess(["--port", "0", "--id", "beta", "--join", first.url, "--log-level", "warning"])
-    procs.nodes.append(intruder)
+    intruder = procs.start("--id", "beta", "--join", first.url, check=False)
     assert intruder.proc.wait(20) != 0
     assert intruder.line == ""
     assert any("already used by a live member" in line for line in intruder.stderr_lines)
@@ -137,8 +135,5 @@ def test_cluster_secret_signs_internal_traffic_and_rejects_unsigned(procs):
     assert put(nodes[1].url, "k", "v", acks="all")[0] == 200
     code, body = request("POST", f"{nodes[0].url}/internal/raft", b"{}")
     assert code == 401 and body["error"] == "unauthorized"
-    from .procs import NodeProcess
-    outsider = NodeProcess(["--port", "0", "--join", nodes[0].url, "--cluster-secret", "wrong",
-                            "--log-level", "warning"])
-    procs.nodes.append(outsider)
+    outsider = procs.start("--join", nodes[0].url, "--cluster-secret", "wrong", check=False)
     assert outsider.proc.wait(20) != 0

@@ -9,7 +9,7 @@ from .procs import get, put, request, status
 
 def test_startup_line_names_the_real_port(procs):
     node = procs.start()
-    assert node.line.startswith(f"dkvs node {node.node_id} listening on http://127.0.0.1:")
+    assert node.line.startswith(f"dkvs node {node.id} listening on http://127.0.0.1:")
     assert node.port != 0
     assert request("GET", f"{node.url}/health") == (200, {"status": "ok"})
 
@@ -56,7 +56,7 @@ def test_status_shows_master_epoch_and_counts_writes(procs):
     node = procs.start()
     first = status(node.url)
     assert first["role"] == "master" and first["epoch"] >= 1
-    assert first["master"]["id"] == node.node_id
+    assert first["master"]["id"] == node.id
     for i in range(5):
         put(node.url, f"k{i}", "v")
     assert status(node.url)["last_seq"] == first["last_seq"] + 5
@@ -70,6 +70,6 @@ def test_sigterm_shuts_down_cleanly_with_exit_code_0(procs):
 
 def test_env_variables_configure_the_node(procs):
     node = procs.start(env={"DKVS_ID": "from-env", "DKVS_MAX_KEY_BYTES": "8"})
-    assert node.node_id == "from-env"
+    assert node.id == "from-env"
     assert put(node.url, "123456789", "v")[0] == 413
     assert put(node.url, "12345678", "v")[0] == 200
