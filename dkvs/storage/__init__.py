@@ -1,6 +1,7 @@
 """Storage: the durable home of a node's log, snapshot and vote (see :class:`Storage`)."""
 
 from .base import CorruptStorage, Recovered, Storage, StoredSnapshot
+from .file import FileStorage
 from .memory import MemoryStorage
 
-__all__ = ["Storage", "StoredSnapshot", "Recovered", "CorruptStorage", "MemoryStorage"]
+__all__ = ["Storage", "StoredSnapshot", "Recovered", "CorruptStorage", "MemoryStorage", "FileStorage"]

@@ -1,0 +1,399 @@
+"""FileStorage: a node's log, snapshot and vote in a data dir (``--data-dir DIR``).
+
+Layout of DIR (``docs/storage.md`` has the byte-level format)::
+
+    LOCK                                   flock'ed by the process that has the dir open
+    state.json                             node id, epoch, vote; rewritten atomically
+    log-<first seq>.seg ...                the log: CRC-framed entries (:mod:`.segments`)
+    snapshot-<generation>-<seq>.snap       the newest snapshot (:mod:`.snapshot_file`)
+    rollback/rollback-<time>-seq<a>-<b>.jsonl   entries discarded by divergence repair
+
+Why segments: compaction must be cheap. :meth:`save_snapshot` seals the segment being
+written, the next append starts a new one, and a segment whose last seq is at or below
+the snapshot point is deleted whole. Log files are only ever appended to, truncated at
+their end, or unlinked; whole-file rewrites (state, snapshot, rollback) are atomic.
+
+Invariants between calls:
+
+* ``_segments`` are consecutive (each starts at the previous last seq + 1) and the first
+  starts at or before ``_base_seq + 1``; ``_last_seq`` is the last stored seq, or
+  ``_base_seq`` (the snapshot point) when no entry follows the snapshot;
+* appends go only to ``_segments[-1]``, through ``_fd``; ``_fd is None`` means sealed,
+  and the next append opens a new segment at its first seq.
+
+Threads: every public method runs on the node's thread. The ``batch`` policy adds one
+daemon flusher. ``_lock`` guards the identity of ``_fd`` and every fsync of it: the
+flusher holds it for its whole fsync and the node's thread holds it to close or replace
+the fd, so a :meth:`sync` that returns has waited for any fsync already in flight.
+Appends do not take it: they write, then set ``_dirty`` (one attribute store); the
+flusher clears ``_dirty`` *before* it fsyncs, so a write is never left unsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from ..core.log import Entry
+from .atomic import fsync_dir, remove_temp_files
+from .base import CorruptStorage, Recovered, Storage, StoredSnapshot
+from .datadir import (ROLLBACK_DIR_NAME, DataDirLocked, lock_data_dir, read_state, write_rollback,
+                      write_state)
+from .records import corruption, encode_entries
+from .segments import (SEGMENT_HEADER_BYTES, Segment, SegmentRead, create_segment, parse_segment_name,
+                       read_segment)
+from .snapshot_file import parse_snapshot_name, read_snapshot, snapshot_name, write_snapshot
+
+__all__ = ["FileStorage", "DataDirLocked", "FSYNC_POLICIES", "DEFAULT_FSYNC_INTERVAL_SECONDS"]
+
+FSYNC_POLICIES = ("always", "batch", "never")
+DEFAULT_FSYNC_INTERVAL_SECONDS = 0.1
+
+log = logging.getLogger("dkvs.storage")
+# fdatasync flushes the data and the file size (all an append needs) without the inode times.
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+class FileStorage(Storage):
+    """Durable storage in a directory; see the module docstring for layout and threads.
+
+    ``fsync`` policy for :meth:`append` (everything else is durable on return, always):
+    ``always`` fsyncs once per call before returning (callers batch entries into one call:
+    that is the group commit); ``batch`` has a flusher fsync at least every
+    ``fsync_interval_seconds`` while there are unsynced writes; ``never`` leaves it to
+    the OS. ``fsync_count`` counts every fsync this object has done (for metrics).
+    """
+
+    def __init__(self, path: str | os.PathLike, fsync: str = "batch",
+                 fsync_interval_seconds: float = DEFAULT_FSYNC_INTERVAL_SECONDS) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync!r}")
+        if not fsync_interval_seconds > 0:
+            raise ValueError("fsync_interval_seconds must be positive")
+        self.path = os.path.abspath(os.fspath(path))
+        self.fsync_policy = fsync
+        self.fsync_interval_seconds = fsync_interval_seconds
+        self.fsync_count = 0
+        os.makedirs(self.path, exist_ok=True)
+        self._lock_fd: int | None = lock_data_dir(self.path)
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._fd: int | None = None
+        self._dirty = False
+        self._failure: OSError | None = None
+        self._closed = self._loaded = False
+        self._segments: list[Segment] = []
+        self._base_seq = self._last_seq = 0
+        self._snapshot_path: str | None = None
+        self._snapshot_generation = 0
+        self._node_id: str | None = None
+        self._epoch = 0
+        self._voted_for: str | None = None
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if fsync == "batch":
+            self._flusher = threading.Thread(target=self._flush_loop, name="dkvs-fsync", daemon=True)
+            self._flusher.start()
+
+    # -- recovery --------------------------------------------------------------------------
+    def load(self) -> Recovered:
+        """Recover: state file, newest valid snapshot, then the log after it.
+
+        Repairs a torn tail (with a warning) and raises :class:`CorruptStorage` for any
+        other damage; on any error the storage is closed (the lock released).
+        """
+        self._check_open()
+        try:
+            return self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def _recover(self) -> Recovered:
+        self._seal()
+        for path in remove_temp_files(self.path) + remove_temp_files(self._rollback_dir()):
+            log.info("removed %s, left over by an interrupted write", path)
+        self._node_id, self._epoch, self._voted_for = read_state(self.path)
+        snapshot = self._recover_snapshot()
+        self._base_seq = snapshot.seq if snapshot else 0
+        entries = self._recover_log()
+        self._loaded = True
+        return Recovered(self._node_id, self._epoch, self._voted_for, snapshot, entries)
+
+    def _recover_snapshot(self) -> StoredSnapshot | None:
+        found = sorted(((parsed[0], name) for name in os.listdir(self.path)
+                        if (parsed := parse_snapshot_name(name))), reverse=True)
+        self._snapshot_generation = found[0][0] if found else 0
+        self._snapshot_path, snapshot, superseded = None, None, []
+        for _, name in found:
+            path = os.path.join(self.path, name)
+            if snapshot is not None:
+                superseded.append(path)
+                continue
+            try:
+                snapshot, self._snapshot_path = read_snapshot(path), path
+            except (CorruptStorage, LookupError, TypeError, ValueError) as exc:  # fall back
+                log.warning("ignoring damaged snapshot %s: %s", path, exc)
+        self._remove(superseded)
+        return snapshot
+
+    def _recover_log(self) -> list[Entry]:
+        base = self._base_seq
+        found = sorted((first, os.path.join(self.path, name)) for name in os.listdir(self.path)
+                       if (first := parse_segment_name(name)) is not None)
+        # Segments wholly covered by the snapshot (leftovers of an interrupted compaction).
+        covered = 0
+        while covered + 1 < len(found) and found[covered + 1][0] - 1 <= base:
+            covered += 1
+        doomed = [path for _, path in found[:covered]]
+        segments: list[Segment] = []
+        entries: list[Entry] = []
+        for i, (first, path) in enumerate(found[covered:], start=covered):
+            if segments and first != segments[-1].last_seq + 1:
+                raise corruption(path, 0, f"gap in seqs: the previous segment ends at seq "
+                                          f"{segments[-1].last_seq}, this one starts at {first}")
+            read = read_segment(path, first, is_last=i == len(found) - 1)
+            if read.torn_offset is not None:
+                self._truncate_torn_tail(read)
+            segments.append(read.segment)
+            entries.extend(entry for entry in read.entries if entry.seq > base)
+        if not segments or segments[-1].last_seq <= base:
+            doomed += [segment.path for segment in segments]  # the snapshot covers all
+            segments, entries = [], []
+        elif segments[0].first_seq > base + 1:
+            raise corruption(segments[0].path, SEGMENT_HEADER_BYTES,
+                             f"gap in seqs: the snapshot ends at seq {base}, the log starts at "
+                             f"seq {segments[0].first_seq}")
+        self._remove(doomed)
+        self._segments = segments
+        self._last_seq = segments[-1].last_seq if segments else base
+        if segments:
+            self._set_fd(os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND))
+        return entries
+
+    def _truncate_torn_tail(self, read: SegmentRead) -> None:
+        log.warning("%s: %s at offset %d; truncating the torn tail (%d bytes), the log now ends "
+                    "at seq %d", read.segment.path, read.torn_problem, read.torn_offset,
+                    read.torn_bytes, read.segment.last_seq)
+        with open(read.segment.path, "r+b") as file:
+            file.truncate(read.torn_offset)
+            file.flush()
+            os.fsync(file.fileno())
+        self._count(1)
+
+    # -- election state --------------------------------------------------------------------
+    def save_node_id(self, node_id: str) -> None:
+        self._check_writable()
+        self._node_id = node_id
+        self._write_state()
+
+    def save_state(self, epoch: int, voted_for: str | None) -> None:
+        self._check_writable()
+        self._epoch, self._voted_for = epoch, voted_for
+        self._write_state()
+
+    def _write_state(self) -> None:
+        self._count(write_state(self.path, self._node_id, self._epoch, self._voted_for))
+
+    # -- the log ---------------------------------------------------------------------------
+    def append(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        self._check_writable()
+        sealed = self._fd is None
+        start = SEGMENT_HEADER_BYTES if sealed else self._segments[-1].size_bytes
+        data, ends = encode_entries(entries, self._last_seq + 1, start)  # checks the seqs first
+        if sealed:
+            self._open_segment(entries[0].seq)
+        segment = self._segments[-1]
+        self._write_all(data, start)
+        segment.ends.extend(ends)
+        self._last_seq = entries[-1].seq
+        self._dirty = True
+        if self.fsync_policy == "always":
+            self._sync_fd()
+
+    def _open_segment(self, first_seq: int) -> None:
+        if self._segments and not self._segments[-1].ends and self._segments[-1].first_seq == first_seq:
+            segment = self._segments[-1]  # an empty segment left sealed: reuse it
+        else:
+            segment, fsyncs = create_segment(self.path, first_seq)
+            self._count(fsyncs)
+            self._segments.append(segment)
+        self._set_fd(os.open(segment.path, os.O_WRONLY | os.O_APPEND))
+
+    def _write_all(self, data: bytes, start: int) -> None:
+        """One ``write`` (looped only if the OS writes less); on error, cut the partial
+        record off again so that later appends do not land behind garbage."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                self._failure = exc  # garbage may stay at the tail: refuse further writes
+            raise
+
+    def truncate_after(self, seq: int) -> None:
+        """Durably drop entries after ``seq``: later segments are unlinked first, then the
+        one holding ``seq`` is cut, so a crash in between leaves a prefix of the old log."""
+        self._check_writable()
+        if seq < self._base_seq:
+            raise ValueError(f"cannot truncate after {seq}: the snapshot covers up to {self._base_seq}")
+        if seq >= self._last_seq:
+            return
+        self._seal()
+        doomed = []
+        while self._segments and self._segments[-1].first_seq > seq:
+            doomed.append(self._segments.pop().path)
+        self._remove(doomed)
+        if self._segments:
+            segment = self._segments[-1]
+            fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+            os.ftruncate(fd, segment.end_of(seq))
+            _fdatasync(fd)
+            self._count(1)
+            del segment.ends[seq - segment.first_seq + 1:]
+            self._set_fd(fd)
+        self._last_seq = seq
+
+    def log_bytes(self) -> int:
+        self._check_loaded()
+        return sum(segment.bytes_after(self._base_seq) for segment in self._segments)
+
+    # -- snapshots -------------------------------------------------------------------------
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        """Write the snapshot durably, delete older snapshots, then compact the log:
+        seal the segment being written and unlink the segments the snapshot covers."""
+        self._check_writable()
+        seq = snapshot.seq
+        self._snapshot_generation += 1
+        path = os.path.join(self.path, snapshot_name(self._snapshot_generation, seq))
+        self._count(write_snapshot(path, snapshot))
+        self._snapshot_path = path
+        doomed = [os.path.join(self.path, name) for name in os.listdir(self.path)
+                  if parse_snapshot_name(name) and name != os.path.basename(path)]
+        self._seal()
+        if self._last_seq > seq and self._base_seq <= seq:  # the log continues the snapshot
+            keep = [segment for segment in self._segments if segment.last_seq > seq]
+        else:
+            keep = []
+            self._last_seq = seq
+        doomed += [segment.path for segment in self._segments if segment not in keep]
+        self._segments = keep
+        self._base_seq = seq
+        self._remove(doomed)
+
+    def load_snapshot(self) -> StoredSnapshot | None:
+        self._check_loaded()
+        return read_snapshot(self._snapshot_path) if self._snapshot_path else None
+
+    # -- rollback --------------------------------------------------------------------------
+    def save_rollback(self, entries: list[Entry]) -> str:
+        """Write discarded entries, one JSON object a line, to a new file in ``rollback/``."""
+        self._check_open()
+        path, fsyncs = write_rollback(self.path, entries)
+        self._count(fsyncs)
+        log.warning("rolled back %d entries into %s", len(entries), path)
+        return path
+
+    # -- syncing and closing ---------------------------------------------------------------
+    def sync(self) -> None:
+        self._check_open()
+        self._raise_failure()
+        self._sync_fd()
+
+    def close(self) -> None:
+        """Stop the flusher, fsync what is unsynced, close the files, release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            self._seal()
+        finally:
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> FileStorage:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _sync_fd(self) -> None:
+        with self._lock:
+            if self._fd is not None and self._dirty:
+                self._dirty = False
+                _fdatasync(self._fd)
+                self._count(1)
+
+    def _seal(self) -> None:
+        """Fsync and close the segment being written: the next append starts a new one."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            try:
+                if self._dirty:
+                    self._dirty = False
+                    _fdatasync(fd)
+                    self._count(1)
+            finally:
+                os.close(fd)
+
+    def _set_fd(self, fd: int) -> None:
+        with self._lock:
+            assert self._fd is None
+            self._fd, self._dirty = fd, False
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.fsync_interval_seconds):
+            try:
+                self._sync_fd()
+            except OSError as exc:
+                log.error("background fsync of %s failed: %s; the storage now refuses writes",
+                          self.path, exc)
+                self._failure = exc
+                return
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _count(self, fsyncs: int) -> None:
+        with self._count_lock:
+            self.fsync_count += fsyncs
+
+    def _remove(self, paths: list[str]) -> None:
+        """Unlink ``paths`` and make the unlinks durable."""
+        for path in paths:
+            os.remove(path)
+        if paths:
+            fsync_dir(self.path)
+            self._count(1)
+
+    def _rollback_dir(self) -> str:
+        return os.path.join(self.path, ROLLBACK_DIR_NAME)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"FileStorage({self.path!r}) is closed")
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise OSError(f"an earlier write or fsync failed: {self._failure}") from self._failure
+
+    def _check_loaded(self) -> None:
+        """Recover first if the caller skipped :meth:`load` (the contract says it must not)."""
+        self._check_open()
+        if not self._loaded:
+            self._recover()
+
+    def _check_writable(self) -> None:
+        self._check_loaded()
+        self._raise_failure()
+
