@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from ..api.service import Limits
@@ -108,10 +109,19 @@ class DkvsNode:
         if s.join:
             try:
                 join_cluster(s.join, self.node_id, self.url, self.signer)
+                self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def _wait_for_master(self, timeout: float) -> None:
+        """After a join, serve only once the master has reached us: the join commits on a
+        majority that need not include this node, and a node that does not know its
+        master yet would answer writes with 503."""
+        deadline = time.monotonic() + timeout
+        while self.host.node.master_id is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def leave(self, timeout: float = 3.0) -> None:
         """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it."""
