@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fsync-interval", metavar="S", type=_positive_float, default=float(_env("FSYNC_INTERVAL", 0.1)),
         help="seconds between fsyncs with --fsync batch [DKVS_FSYNC_INTERVAL]")
     add("--snapshot-threshold", metavar="BYTES", type=_positive_int,
-        default=int(_env("SNAPSHOT_THRESHOLD", 64 * 1024 * 1024)),
-        help="snapshot the state and compact the log when the log passes this size [DKVS_SNAPSHOT_THRESHOLD]")
+        default=int(_env("SNAPSHOT_THRESHOLD", 1024 * 1024)),
+        help="snapshot the state and compact the log when the log passes this size and the size of "
+             "the last snapshot [DKVS_SNAPSHOT_THRESHOLD]")
     add("--cors-origins", default=_env("CORS_ORIGINS", "*"),
         help="comma-separated origins allowed to call the public API from a browser [DKVS_CORS_ORIGINS]")
     add("--enable-fault-injection", action="store_true",
