@@ -96,7 +96,7 @@ def build_openapi(routes, limits: Limits, version: str) -> dict:
     """The OpenAPI document (a dict) for the public ``routes``."""
     paths: dict[str, dict] = {}
     for route in routes:
-        if route.public:
+        if route.public and route.documented:
             paths.setdefault(route.pattern, {})[route.method.lower()] = _operation(route, limits)
     return {
         "openapi": OPENAPI_VERSION,
@@ -124,6 +124,8 @@ def _operation(route, limits: Limits) -> dict:
 
 
 def _response(description: str, schema: str | None) -> dict:
+    if schema == "text":
+        return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
     if schema is None:
         return {"description": description, "content": {"application/json": {}}}
     return {"description": description,

@@ -36,6 +36,10 @@ __all__ = [
     "PREFIX",
     "AFTER",
     "LIMIT",
+    "WAIT",
+    "AFTER_SEQ",
+    "IF_SEQ",
+    "MAX_WAIT_SECONDS",
     "DEFAULT_LIST_LIMIT",
     "MAX_QUERY_FIELDS",
     "parse_query",
@@ -44,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_LIST_LIMIT = 100
+MAX_WAIT_SECONDS = 60.0
 MAX_QUERY_FIELDS = 64
 _ECHO_CHARS = 60  # how much of a bad value an error message quotes back
 
@@ -230,3 +235,43 @@ LIMIT = Param(
     _parse_limit, lambda limits: {"type": "integer", "minimum": 1,
                                   "maximum": limits.max_list_limit,
                                   "default": _default_list_limit(limits)})
+
+
+def _parse_wait(raw: str | None, limits: Limits) -> float | None:
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WAIT_SECONDS):
+        raise _bad("wait", f"wait must be a number of seconds above 0 and at most {MAX_WAIT_SECONDS:g}; "
+                           f"got {_echo(raw)}")
+    return seconds
+
+
+def _parse_seq(name: str, default: int | None):
+    def parse(raw: str | None, limits: Limits) -> int | None:
+        if raw is None:
+            return default
+        if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+            return int(raw)
+        raise _bad(name, f"{name} must be a non-negative integer (a seq); got {_echo(raw)}")
+    return parse
+
+
+WAIT = Param(
+    "wait", "query",
+    "Long poll: wait up to this many seconds for a change newer than after_seq (see docs/watch.md).",
+    _parse_wait, lambda limits: {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                 "maximum": MAX_WAIT_SECONDS})
+
+AFTER_SEQ = Param(
+    "after_seq", "query", "With wait: only changes with a seq above this one (the previous answer's index).",
+    _parse_seq("after_seq", 0), lambda limits: {"type": "integer", "minimum": 0, "default": 0})
+
+IF_SEQ = Param(
+    "if_seq", "query",
+    "Compare-and-set: write only if the key's current seq is this one (0: only if absent); "
+    "otherwise 409 with the current seq.",
+    _parse_seq("if_seq", None), lambda limits: {"type": "integer", "minimum": 0})

@@ -47,6 +47,13 @@ def json_reply(doc: object, status: int = 200) -> Reply:
     return Reply(status, encode_json(doc).encode("utf-8"))
 
 
+def written_reply(result: dict, body: object = None) -> Reply:
+    """A write's answer: ``body`` (default: the result) plus ``X-Dkvs-Seq``, which lets a
+    forwarding node wait until it has applied the write (read-your-writes)."""
+    doc = result if body is None else body
+    return Reply(200, encode_json(doc).encode("utf-8"), JSON_TYPE, (("X-Dkvs-Seq", str(result["seq"])),))
+
+
 def retry_after_value(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 

@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 from .. import __version__
 from ..errors import MethodNotAllowed, NotFound
 from .openapi import openapi_document
-from .params import (ACKS, AFTER, CONSISTENT, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT, Param,
-                     decode_value, parse_query)
-from .response import Reply, error_reply, json_reply
+from .params import (ACKS, AFTER, AFTER_SEQ, CONSISTENT, IF_SEQ, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT,
+                     WAIT, Param, decode_value, parse_query)
+from .response import Reply, error_reply, json_reply, written_reply
+from .nkvd import NKVD_HANDLERS, NKVD_PREFIX
+from .static import STATIC_NAME, serve_index, serve_static
 
 __all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "dispatch"]
 
 INTERNAL_PREFIX = "/internal/"
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEALTH_BODY = b'{"status":"ok"}'
 
 
@@ -53,25 +56,38 @@ class Route:
     responses: Mapping[int, tuple[str, str | None]] = field(default_factory=dict)
     body: tuple[str, str] | None = None
     public: bool = True
+    documented: bool = True  # in /openapi.json (the dashboard's pages are not API)
 
 
 # --- handlers -------------------------------------------------------------------------
 
 def put_key(ex, args: dict) -> Reply:
-    value = decode_value(ex.read_body(ex.service.limits.max_value_bytes, required=True))
-    return json_reply(ex.service.put(args["key"], value, acks=args["acks"], timeout=args["timeout"]))
+    value = decode_value(ex.read_body(ex.service.limits.max_value_bytes, required=True,
+                                      name="value"))
+    extra = {} if args["if_seq"] is None else {"if_seq": args["if_seq"]}
+    return written_reply(ex.service.put(args["key"], value, acks=args["acks"], timeout=args["timeout"],
+                                        **extra))
 
 
 def get_key(ex, args: dict) -> Reply:
+    if args["wait"] is not None:
+        return json_reply(ex.service.watch_key(args["key"], args["after_seq"], args["wait"]))
     return json_reply(ex.service.get(args["key"], consistent=args["consistent"]))
 
 
 def delete_key(ex, args: dict) -> Reply:
-    return json_reply(ex.service.delete(args["key"], acks=args["acks"], timeout=args["timeout"]))
+    return written_reply(ex.service.delete(args["key"], acks=args["acks"], timeout=args["timeout"]))
 
 
 def list_keys(ex, args: dict) -> Reply:
+    if args["wait"] is not None:
+        return json_reply(ex.service.watch_prefix(args["prefix"], args["after_seq"], args["wait"],
+                                                  args["limit"]))
     return json_reply(ex.service.items(args["prefix"], args["after"], args["limit"]))
+
+
+def get_metrics(ex, args: dict) -> Reply:
+    return Reply(200, ex.server.metrics.render(ex.service.metrics()).encode("utf-8"), METRICS_TYPE)
 
 
 def get_status(ex, args: dict) -> Reply:
@@ -105,22 +121,34 @@ _WRITE_ERRORS = {**_E400, **_E413, **_E503, **_E504}
 
 ROUTES: tuple[Route, ...] = (
     Route("PUT", "/kv/{key}", put_key, "Write a value (any node; slaves forward to the master)",
-          (KEY, ACKS, TIMEOUT),
-          {200: ("Written.", "Written"), 411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
+          (KEY, ACKS, TIMEOUT, IF_SEQ),
+          {200: ("Written.", "Written"), 409: ("if_seq did not match the key's current seq.", "Error"),
+           411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
           body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes.")),
-    Route("GET", "/kv/{key}", get_key, "Read a value", (KEY, CONSISTENT),
-          {200: ("The value.", "Item"), **_E404_KEY, **_E400, **_E413, **_E503}),
+    Route("GET", "/kv/{key}", get_key, "Read a value, or watch it (wait=)", (KEY, CONSISTENT, WAIT, AFTER_SEQ),
+          {200: ("The value (with wait: a Watched answer, also when absent).", "Item"),
+           **_E404_KEY, **_E400, **_E413, **_E503}),
     Route("DELETE", "/kv/{key}", delete_key, "Delete a key (any node; slaves forward)",
           (KEY, ACKS, TIMEOUT),
           {200: ("Deleted.", "Written"), **_E404_KEY, **_WRITE_ERRORS}),
-    Route("GET", "/kv", list_keys, "List keys in order, a page at a time", (PREFIX, AFTER, LIMIT),
-          {200: ("A page; pass `next` as `after` to get the following one.", "Page"), **_E400}),
+    Route("GET", "/kv", list_keys, "List keys in order, a page at a time; or watch a prefix (wait=)",
+          (PREFIX, AFTER, LIMIT, WAIT, AFTER_SEQ),
+          {200: ("A page; pass `next` as `after` to get the following one (with wait: Changes).", "Page"),
+           **_E400}),
+    Route("GET", "/metrics", get_metrics, "Prometheus metrics of this node", (),
+          {200: ("Prometheus text exposition format 0.0.4.", "text")}),
     Route("GET", "/status", get_status, "This node's view of the cluster", (),
           {200: ("Role, epoch, master, log positions and members.", "Status")}),
     Route("GET", "/health", get_health, "Liveness probe", (),
           {200: ("The node serves.", "Health")}),
     Route("GET", "/openapi.json", get_openapi, "This document", (),
           {200: ("The OpenAPI 3 description of the public API.", None)}),
+    Route("GET", "/", serve_index, "The web dashboard", (), {200: ("HTML page.", None)}, documented=False),
+    Route("GET", "/static/{name}", serve_static, "Dashboard assets", (STATIC_NAME,),
+          {200: ("A static file.", None)}, documented=False),
+    *(Route("GET", NKVD_PREFIX + path, handler, summary, params,
+            {200: ("As nkvd answers.", None), 400: ("nkvd error code.", None), 404: ("MISSING_RECORD.", None)})
+      for path, handler, summary, params in NKVD_HANDLERS),
     Route("GET", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
           (INTERNAL_PATH,), public=False),
     Route("POST", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
@@ -151,10 +179,11 @@ class RouteTable:
             entry = entries.get(route.pattern)
             if entry is None:
                 entry = entries[route.pattern] = self._add_pattern(route)
-            assert entry.public == route.public, f"{route.pattern}: public and internal mixed"
-            assert route.method not in entry.methods, f"{route.method} {route.pattern} twice"
-            assert [p.name for p in route.params if p.location == "path"] == (
-                [entry.capture] if entry.capture else []), f"{route.pattern}: path params"
+            _require(entry.public == route.public, f"{route.pattern}: public and internal mixed")
+            _require(route.method not in entry.methods, f"{route.method} {route.pattern} twice")
+            _require([p.name for p in route.params if p.location == "path"]
+                     == ([entry.capture] if entry.capture else []),
+                     f"{route.pattern}: path parameters do not match the pattern")
             entry.methods[route.method] = route
         for pattern, entry in entries.items():
             if entry.public:
@@ -171,8 +200,8 @@ class RouteTable:
             entry = self.exact[pattern] = _PathEntry(route.public, None)
             return entry
         prefix, _, tail = pattern.partition("{")
-        assert tail.endswith("}") and "{" not in tail and "/" not in tail, \
-            f"{pattern}: only one trailing {{name}} is supported"
+        _require(tail.endswith("}") and "{" not in tail and "/" not in tail,
+                 f"{pattern}: only one trailing {{name}} is supported")
         entry = _PathEntry(route.public, tail[:-1])
         self.prefixes.append((prefix, entry))
         return entry
@@ -186,6 +215,11 @@ class RouteTable:
             if path.startswith(prefix):
                 return entry, path[len(prefix):]
         return None
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ValueError(f"bad route table: {problem}")
 
 
 def _preflight_for(allow: str) -> Callable[[object, dict], Reply]:
@@ -209,6 +243,7 @@ def dispatch(ex, path: str, query: str) -> Reply:
         raise NotFound(f"no route for {ex.command} {path[:80]}")
     entry, captured = found
     route = entry.methods.get(ex.command)
+    ex.route_pattern = route.pattern if route is not None else "unmatched"
     if route is None:
         return error_reply(
             MethodNotAllowed(f"{path[:80]} does not accept {ex.command}; use {entry.allow}",

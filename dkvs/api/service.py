@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-from ..errors import NoMaster
+from ..errors import NoMaster, NotFound
 
 __all__ = ["KeyValueService", "NotMaster", "Limits", "ACKS_LEVELS"]
 
@@ -49,8 +49,9 @@ class KeyValueService(abc.ABC):
     limits: Limits
 
     @abc.abstractmethod
-    def put(self, key: str, value: str, *, acks: str, timeout: float) -> dict:
-        """Write; returns ``{"key", "seq", "epoch", "replicas"}``. Raises NotMaster, AcksTimeout."""
+    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
+        """Write; returns ``{"key", "seq", "epoch", "replicas"}``. Raises NotMaster, AcksTimeout;
+        Conflict when ``if_seq`` is given and is not the key's current seq (0 = absent)."""
 
     @abc.abstractmethod
     def delete(self, key: str, *, acks: str, timeout: float) -> dict:
@@ -70,6 +71,22 @@ class KeyValueService(abc.ABC):
     @abc.abstractmethod
     def status(self) -> dict:
         """The ``/status`` document of DESIGN.md §5."""
+
+    def watch_key(self, key: str, after_seq: int, wait: float) -> dict:
+        """Long poll one key (docs/watch.md): ``{"key","value","seq","changed","index"}``."""
+        raise NotFound("this node does not support watches")
+
+    def watch_prefix(self, prefix: str, after_seq: int, wait: float, limit: int) -> dict:
+        """Long poll a prefix (docs/watch.md): ``{"changes": [...], "index", "reset"}``."""
+        raise NotFound("this node does not support watches")
+
+    def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Wait until this node has applied ``seq`` (at most ``timeout`` s); whether it has."""
+        return True
+
+    def metrics(self) -> list:
+        """Node metrics for ``/metrics``: ``[(name, type, help, [(labels, value), ...])]``."""
+        return []
 
     @abc.abstractmethod
     def internal(self, method: str, path: str, query: dict, body: bytes,

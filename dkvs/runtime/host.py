@@ -24,6 +24,7 @@ from ..core.kvstate import KVState
 from ..core.node import Node
 from ..storage.base import Storage, StoredSnapshot
 from ..transport.base import Transport
+from .changes import ChangeFeed
 from .runner import EffectRunner
 
 __all__ = ["NodeHost", "Outcome"]
@@ -73,9 +74,11 @@ class NodeHost:
         self._thread = threading.Thread(target=self._run, name="dkvs-node", daemon=True)
         self._stopping = False
         self._members_seen: dict[str, str] = {}
+        self.feed = ChangeFeed()
+        self.feed.reset(state.applied_seq)  # changes before this start are not in the feed
         self.runner = EffectRunner(lambda: self.node, storage, state, send=transport.send,
                                    send_snapshot=transport.send_snapshot, reply=self._on_reply,
-                                   state_lock=self.state_lock)
+                                   state_lock=self.state_lock, feed=self.feed)
         self.snapshots_taken = 0
         self.last_snapshot_bytes = 0
 

@@ -47,7 +47,8 @@ class EffectRunner:
     """
 
     def __init__(self, node_ref: Callable, storage: Storage, state: KVState, *,
-                 send: Callable, send_snapshot: Callable, reply: Callable, state_lock=None) -> None:
+                 send: Callable, send_snapshot: Callable, reply: Callable, state_lock=None,
+                 feed=None) -> None:
         self._node = node_ref
         self.storage = storage
         self.state = state
@@ -58,6 +59,7 @@ class EffectRunner:
         # Seqs of deletes that found no key: their requests answer 404 (bounded memory).
         self.missing_deletes: OrderedDict[int, None] = OrderedDict()
         self.rollback_files: list[str] = []
+        self.feed = feed  # a ChangeFeed for watches, or None
 
     def run(self, effects: list) -> None:
         if not effects:
@@ -120,9 +122,13 @@ class EffectRunner:
             self.missing_deletes[seq] = None
             if len(self.missing_deletes) > MISSING_DELETES_KEPT:
                 self.missing_deletes.popitem(last=False)
+        if self.feed is not None and effect.entries:
+            self.feed.record(effect.entries, set(missing))
 
     def _apply_rollback(self, effect: Rollback) -> None:
         self.state.rollback(effect.after_seq)
+        if self.feed is not None:
+            self.feed.rollback(effect.after_seq)
         data_ops = [e for e in effect.discarded if e.op in ("put", "delete")]
         if data_ops:
             where = self.storage.save_rollback(list(effect.discarded))
@@ -133,6 +139,8 @@ class EffectRunner:
     def _apply_snapshot(self, effect: InstallSnapshot) -> None:
         snap = effect.snapshot
         self.state.restore(snap.seq, snap.data)
+        if self.feed is not None:
+            self.feed.reset(snap.seq)
         log.info("installed a snapshot at seq %d (%d keys)", snap.seq, len(self.state))
 
     _APPLY = {Apply: _apply_entries, Rollback: _apply_rollback, InstallSnapshot: _apply_snapshot}

@@ -103,6 +103,63 @@ class NodeService(KeyValueService):
             rows, next_key = self.host.state.items(prefix, after, limit)
         return {"items": [{"key": k, "value": v, "seq": s} for k, v, s in rows], "next": next_key}
 
+    def wait_applied(self, seq: int, timeout: float) -> bool:
+        return self.host.feed.wait_index(seq, timeout)
+
+    def watch_key(self, key: str, after_seq: int, wait: float) -> dict:
+        host = self.host
+        changes = host.feed.wait(after_seq, key.__eq__, wait)
+        with host.state_lock:
+            current = host.state.get(key)
+            index = host.feed.index
+        if current is not None:
+            value, seq = current
+        else:
+            value, seq = None, changes[-1][0] if changes else 0
+        changed = changes is None and (current is None or seq > after_seq) or bool(changes)
+        return {"key": key, "value": value, "seq": seq, "changed": changed, "index": index}
+
+    def watch_prefix(self, prefix: str, after_seq: int, wait: float, limit: int) -> dict:
+        host = self.host
+        changes = host.feed.wait(after_seq, lambda k: k.startswith(prefix), wait)
+        if changes is None:  # fell out of the feed: hand back the current items instead
+            with host.state_lock:
+                rows, next_key = host.state.items(prefix, None, limit)
+                index = host.feed.index
+            return {"changes": [{"key": k, "value": v, "seq": s} for k, v, s in rows], "index": index,
+                    "reset": True, "next": next_key}
+        with host.state_lock:
+            index = host.feed.index
+        if len(changes) > limit:
+            changes = changes[:limit]
+            index = changes[-1][0]
+        return {"changes": [{"key": k, "value": v, "seq": s} for s, k, v in changes], "index": index,
+                "reset": False}
+
+    def metrics(self) -> list:
+        def read(node):
+            lag = [({"peer": peer}, max(0, node.log.last_seq - p.match_seq)) for peer, p in node.progress.items()]
+            return (node.role, node.epoch, node.log.last_seq, node.commit_seq, node.elections_started,
+                    node.elections_won, lag, len(node.members))
+        role, epoch, last_seq, commit_seq, started, won, lag, members = self.host.query(read)
+        storage = self.host.storage
+        return [
+            ("dkvs_role", "gauge", "1 for this node's current role.",
+             [({"role": r}, int(r == role)) for r in ("master", "slave", "candidate")]),
+            ("dkvs_epoch", "gauge", "Current epoch (term).", [({}, epoch)]),
+            ("dkvs_last_seq", "gauge", "Last seq in this node's log.", [({}, last_seq)]),
+            ("dkvs_commit_seq", "gauge", "Highest seq known to be held by a majority.", [({}, commit_seq)]),
+            ("dkvs_members", "gauge", "Members of the cluster.", [({}, members)]),
+            ("dkvs_keys", "gauge", "Keys in this node's state.", [({}, len(self.host.state))]),
+            ("dkvs_replication_lag_entries", "gauge", "On the master: entries each slave is behind.", lag),
+            ("dkvs_elections_started_total", "counter", "Elections this node started.", [({}, started)]),
+            ("dkvs_elections_won_total", "counter", "Elections this node won.", [({}, won)]),
+            ("dkvs_snapshots_total", "counter", "Snapshots taken by this node.",
+             [({}, self.host.snapshots_taken)]),
+            ("dkvs_fsyncs_total", "counter", "fsync calls made by the storage.",
+             [({}, getattr(storage, "fsync_count", 0))]),
+        ]
+
     def status(self) -> dict:
         status = self.host.query(lambda node: node.status())
         status["url"] = self.url

@@ -1,0 +1,307 @@
+"""One HTTP/1.1 connection: read requests, dispatch them on the route table, write answers.
+
+:class:`DkvsRequestHandler` keeps ``http.server``'s request-line and header parsing and
+replaces the rest, for three reasons:
+
+* **One write per answer.** Every answer, errors included (also the ones ``http.server``
+  itself raises for a malformed request line or headers), is rendered in memory by
+  :func:`dkvs.api.response.render` and sent with one ``wfile.write`` (DESIGN.md §6).
+* **Bodies under control.** ``Content-Length`` is checked against the limit before the
+  body is read; ``Expect: 100-continue`` is answered only when the body is actually wanted,
+  so a refused upload is never sent; a body nobody read is drained when small, otherwise
+  the connection is closed with a short "lingering close" (stop sending, read and drop
+  what the client still sends) so the client reads our answer instead of a reset.
+* **Bad input is an answer, never a crash.** Parse errors are 4xx JSON; a client that
+  stalls or vanishes mid-body gets a 400 if it can still read and the connection is
+  closed; anything unexpected is a logged 500 and the connection goes on serving.
+
+Connections are persistent (``protocol_version = "HTTP/1.1"``); the socket timeout set by
+the server (``idle_timeout_seconds``) bounds both the silence between requests and a
+stalled body. While waiting for the next request a handler is *idle* (``self.idle``), which
+lets :meth:`DkvsHTTPServer.stop` close it at once. Routes may use ``service``, ``server``,
+``command``, ``headers``, ``query``, ``args`` and :meth:`read_body`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+
+from ..errors import BadRequest, DkvsError, InternalError, NoMaster, PayloadTooLarge
+from .body import CHUNKED, IncompleteBody, declared_length, discard, read_chunked, read_exact
+from .forward import FORWARDED_HEADER
+from .params import LengthRequired
+from .response import Reply, date_line, encode_json, error_reply, render
+from .routes import INTERNAL_PREFIX, dispatch
+from .service import NotMaster
+
+__all__ = ["DkvsRequestHandler"]
+
+log = logging.getLogger("dkvs.http")
+
+MAX_REQUEST_LINE_BYTES = 65536
+DRAIN_LIMIT_BYTES = 64 * 1024  # an unread body up to this size is read and dropped
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+FORWARD_MARGIN_SECONDS = 5.0  # the master may use the whole timeout before answering 504
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Codes for the errors http.server detects itself while parsing a request.
+_PARSE_ERROR_CODES = {
+    400: "bad_request",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    501: "not_implemented",
+    505: "http_version_not_supported",
+}
+
+
+SEQ_HEADER = "X-Dkvs-Seq"
+READ_YOUR_WRITES_WAIT_SECONDS = 1.0
+_last_forward_warning = [0.0]
+
+
+def _log_forward_failure(requestline: str, master_url: str, message: str) -> None:
+    """Warn about failed forwards at most once a second (a failover makes many)."""
+    now = time.monotonic()
+    if now - _last_forward_warning[0] >= 1.0:
+        _last_forward_warning[0] = now
+        log.warning("forwarding %s to %s failed: %s", requestline, master_url, message)
+    else:
+        log.debug("forwarding %s to %s failed: %s", requestline, master_url, message)
+
+
+class DkvsRequestHandler(BaseHTTPRequestHandler):
+    """Serves one connection for a :class:`~dkvs.api.server.DkvsHTTPServer`."""
+
+    protocol_version = "HTTP/1.1"
+    rbufsize = 64 * 1024
+
+    # --- connection life ------------------------------------------------------------
+
+    def setup(self) -> None:
+        server = self.server
+        self.timeout = server.idle_timeout_seconds
+        super().setup()
+        self.service = server.service
+        self.idle = False
+        self._linger = False
+        self._reset()
+        server.track(self)
+
+    def finish(self) -> None:
+        try:
+            if self._linger:
+                self._linger_close()
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.server.untrack(self)
+
+    def _reset(self) -> None:
+        self.body = None  # bytes once read; None while unread
+        self.query = {}
+        self.args = {}
+        self._cors = ""
+        self._expect_continue = False
+
+    def handle_one_request(self) -> None:
+        self.idle = True
+        if self.server.stopping:
+            self.close_connection = True
+            return
+        try:
+            line = self.rfile.readline(MAX_REQUEST_LINE_BYTES + 1)
+        except (OSError, ValueError):  # idle timeout, reset, or shut by stop()
+            line = b""
+        self.idle = False
+        if not line:
+            self.close_connection = True
+            return
+        self._reset()
+        self.raw_requestline = line
+        if len(line) > MAX_REQUEST_LINE_BYTES:
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "the request line is too long")
+            return
+        try:
+            parsed = self.parse_request()  # sends its own errors through send_error
+        except (OSError, ValueError):  # timed out or reset while reading headers
+            parsed = False
+        if not parsed:
+            self.close_connection = True
+            return
+        self._respond()
+
+    def handle_expect_100(self) -> bool:
+        """Defer ``100 Continue`` until a route asks for the body (see :meth:`read_body`)."""
+        self._expect_continue = True
+        return True
+
+    # --- one request ----------------------------------------------------------------
+
+    def _respond(self) -> None:
+        started = time.perf_counter()
+        self.route_pattern = "unmatched"
+        path, _, query = self.path.partition("?")
+        origin = self.headers.get("Origin")
+        if origin and not path.startswith(INTERNAL_PREFIX):
+            self._cors = self.server.cors.response_lines(origin)
+        try:
+            reply = dispatch(self, path, query)
+        except NotMaster as exc:
+            reply = self._forward(exc)
+        except DkvsError as exc:
+            reply = error_reply(exc)
+        except Exception:
+            log.exception("unexpected error answering %r", self.requestline)
+            reply = error_reply(InternalError("unexpected error in the node; see its log"))
+        drain = self._settle_unread_body()
+        self._send(reply)
+        self.server.metrics.observe(self.route_pattern, self.command, reply.status, time.perf_counter() - started)
+        if drain:
+            try:
+                discard(self.rfile, drain)
+            except DkvsError:
+                self.close_connection = True
+
+    def read_body(self, limit: int, *, required: bool, name: str = "body") -> bytes:
+        """The request body, at most ``limit`` bytes; read once, then remembered.
+
+        Raises LengthRequired (no framing and ``required``), PayloadTooLarge (declared or
+        counted over ``limit``), BadRequest (bad framing, or the body ended early).
+        """
+        if self.body is not None:
+            return self.body
+        try:
+            length = declared_length(self.headers)
+        except BadRequest:
+            self.close_connection = self._linger = True  # cannot tell where the body ends
+            raise
+        if length is None:
+            if required:
+                raise LengthRequired(f"{self.command} needs a Content-Length header "
+                                     "(or Transfer-Encoding: chunked)")
+            self.body = b""
+            return self.body
+        if length > limit:  # refused unread: _settle_unread_body decides drain or close
+            raise PayloadTooLarge(f"the {name} is {length} bytes; the limit is {limit}",
+                                  parameter=name)
+        try:
+            if self._expect_continue:
+                self._expect_continue = False
+                self.wfile.write(_CONTINUE)
+            self.body = read_exact(self.rfile, length) if length != CHUNKED \
+                else read_chunked(self.rfile, limit)
+        except IncompleteBody:
+            self.body, self.close_connection = b"", True  # stream position lost
+            raise
+        except OSError:  # writing 100 Continue failed: the client is gone
+            self.body, self.close_connection = b"", True
+            raise IncompleteBody("the connection failed before the body was read") from None
+        except PayloadTooLarge as exc:
+            self.body, self.close_connection, self._linger = b"", True, True
+            raise PayloadTooLarge(f"the {name} is over the {limit}-byte limit",
+                                  parameter=name) from exc
+        except DkvsError:
+            self.body, self.close_connection, self._linger = b"", True, True
+            raise
+        return self.body
+
+    def _settle_unread_body(self) -> int:
+        """Before answering: bytes of unread body to drop after it, or close the connection."""
+        if self.body is not None:
+            return 0
+        headers = self.headers
+        if headers.get("Content-Length") is None and headers.get("Transfer-Encoding") is None:
+            return 0
+        try:
+            length = declared_length(headers)
+        except BadRequest:
+            length = CHUNKED  # unknown framing: as bad as unbounded
+        if not length:
+            return 0
+        if length == CHUNKED or length > DRAIN_LIMIT_BYTES or self._expect_continue \
+                or self.close_connection:
+            self.close_connection = self._linger = True
+            return 0
+        return length
+
+    def _forward(self, exc: NotMaster) -> Reply:
+        if exc.master_url is None:
+            return error_reply(exc)
+        if self.headers.get(FORWARDED_HEADER):
+            return error_reply(NoMaster(
+                "this node is not the master and the request was already forwarded once; "
+                "the cluster is changing masters, retry shortly", retry_after=exc.retry_after))
+        budget = self.args.get("timeout") or self.service.limits.default_timeout_seconds
+        try:
+            reply = self.server.forwarder.forward(exc.master_url, self.command, self.path,
+                                                  self.body, self.headers,
+                                                  budget + FORWARD_MARGIN_SECONDS)
+        except NoMaster as failure:
+            _log_forward_failure(self.requestline, exc.master_url, failure.message)
+            return error_reply(failure)
+        seq = next((value for name, value in reply.headers if name == SEQ_HEADER), None)
+        if reply.status == 200 and seq is not None and seq.isdigit():
+            # Read-your-writes through this node: answer once it has applied the write.
+            self.service.wait_applied(int(seq), READ_YOUR_WRITES_WAIT_SECONDS)
+        return reply
+
+    # --- writing --------------------------------------------------------------------
+
+    def _send(self, reply: Reply) -> None:
+        """Write the whole answer with one ``write``; a vanished client closes quietly."""
+        extra = self.server.server_line + date_line() + self._cors
+        if self.close_connection:
+            extra += "Connection: close\r\n"
+        elif self.request_version == "HTTP/1.0":
+            extra += "Connection: keep-alive\r\n"
+        try:
+            self.wfile.write(render(reply, extra))
+        except OSError:
+            self.close_connection, self._linger = True, False
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            self.log_request(reply.status, len(reply.body))
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own parse errors, as JSON in one write; the connection closes."""
+        code = int(code)
+        self.close_connection = True
+        body = {"error": _PARSE_ERROR_CODES.get(code, "bad_request"),
+                "message": message or HTTPStatus(code).phrase}
+        self._send(Reply(code, encode_json(body).encode("utf-8")))
+
+    def _linger_close(self) -> None:
+        """Stop sending, then read and drop what the client still sends, for a short while.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy our
+        answer before the client reads it; this lets an uploading client finish and see it.
+        """
+        sock = self.connection
+        self.idle = True  # nothing left to answer: stop() may cut this short
+        if self.server.stopping:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_MAX_BYTES
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's name)
+        log.debug("%s %s", self.address_string(), format % args)

@@ -1,0 +1,306 @@
+// The dkvs dashboard: polls /status of the node serving this page and of every member it
+// names, and drives /kv on the serving node. No framework, no build step.
+//
+// Invariants: every piece of server data enters the DOM through textContent or a plain
+// attribute (never as HTML); every key in a path or query is encoded with
+// encodeURIComponent; the serving node is reached by relative URLs, so the page works when
+// served by any node.
+"use strict";
+
+const POLL_INTERVAL_MS = 500;       // between two /status polls of one node
+const STATUS_TIMEOUT_MS = 1000;     // a node silent this long counts as unreachable
+const KV_TIMEOUT_MS = 15000;        // writes may wait for acks=all
+const PAGE_SIZE = 50;
+const VALUE_PREVIEW_CHARS = 200;
+const SELF = "";                    // poll key of the serving node: same-origin, relative URLs
+
+const $ = (id) => document.getElementById(id);
+const polls = new Map();            // base URL ("" = serving node) -> {result, timer, stopped}
+let lastBanners = "";
+
+// --- HTTP -----------------------------------------------------------------------------
+
+/** fetch + JSON with a deadline; never throws: {ok, status, body, error}. */
+async function call(url, options = {}, timeoutMs = STATUS_TIMEOUT_MS) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const response = await fetch(url, {cache: "no-store", ...options, signal: abort.signal});
+    const text = await response.text();
+    let body;
+    try { body = text ? JSON.parse(text) : {}; } catch { body = {raw: text}; }
+    return {ok: response.ok, status: response.status, body};
+  } catch (err) {
+    const error = err.name === "AbortError" ? `no answer within ${timeoutMs / 1000} s` : "unreachable";
+    return {ok: false, status: 0, body: null, error};
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const isHttpUrl = (url) => typeof url === "string" && /^https?:\/\/[^\s]+$/.test(url);
+
+// --- polling --------------------------------------------------------------------------
+
+/** Poll base + "/status" forever (one request in flight at a time) until stopped. */
+function startPoll(base) {
+  if (polls.has(base)) return;
+  const poll = {result: null, timer: 0, stopped: false};
+  polls.set(base, poll);
+  const round = async () => {
+    const answer = await call(base + "/status");
+    if (poll.stopped) return;
+    const valid = answer.ok && answer.body && typeof answer.body.id === "string";
+    poll.result = valid ? {ok: true, status: answer.body, at: Date.now()}
+                        : {ok: false, error: answer.error || `HTTP ${answer.status}`, at: Date.now()};
+    render();
+    poll.timer = setTimeout(round, POLL_INTERVAL_MS);
+  };
+  round();
+}
+
+function stopPoll(base) {
+  const poll = polls.get(base);
+  if (!poll) return;
+  poll.stopped = true;
+  clearTimeout(poll.timer);
+  polls.delete(base);
+}
+
+const resultOf = (base) => (polls.get(base) || {}).result || null;
+
+// --- the cluster as this browser sees it ----------------------------------------------
+
+/**
+ * Merge the serving node's /status with each member's own. The newest epoch wins: a
+ * deposed master that cannot hear the others still says "master", at an older epoch.
+ */
+function clusterView() {
+  const selfResult = resultOf(SELF);
+  const self = selfResult && selfResult.ok ? selfResult.status : null;
+  const reachable = [...polls.values()].map((p) => p.result).filter((r) => r && r.ok).map((r) => r.status);
+  const epoch = reachable.length ? Math.max(...reachable.map((s) => Number(s.epoch) || 0)) : null;
+  const current = reachable.filter((s) => (Number(s.epoch) || 0) === epoch);
+  const master = current.find((s) => s.role === "master") || null;
+  const source = master || (self && self.epoch === epoch ? self : current[0]) || null;
+
+  const members = new Map();   // id -> member entry, from the most trusted list first
+  for (const s of [source, self, ...reachable]) {
+    for (const m of (s && Array.isArray(s.members) ? s.members : [])) {
+      if (m && typeof m.id === "string" && !members.has(m.id)) members.set(m.id, m);
+    }
+  }
+  const named = source && source.master ? source.master : null;   // {id, url} or null
+  const rows = [...members.values()].map((m) => memberRow(m, self));
+  const masterRow = rows.find((r) => master && r.id === master.id)
+    || rows.find((r) => !master && named && r.id === named.id && r.reachable !== false) || null;
+  const masterLast = masterRow ? masterRow.lastSeq : null;
+  for (const r of rows) r.lag = masterLast !== null && r.lastSeq !== null ? masterLast - r.lastSeq : null;
+  return {self, selfResult, epoch, master: masterRow, named, rows, source};
+}
+
+function memberRow(m, self) {
+  const base = self && m.id === self.id ? SELF : m.url;
+  const result = resultOf(base);
+  const own = result && result.ok && result.status.id === m.id ? result.status : null;
+  // reachable: true / false from this browser's own poll, null before the first answer.
+  const reachable = result ? Boolean(own) : null;
+  return {
+    id: m.id, url: m.url, reachable, error: result && !result.ok ? result.error : null,
+    role: own ? own.role : m.role, clusterAlive: m.alive !== false,
+    epoch: own ? own.epoch : null,
+    lastSeq: own ? own.last_seq : (typeof m.last_seq === "number" ? m.last_seq : null),
+    commitSeq: own ? own.commit_seq : null,
+  };
+}
+
+/** Start polling members we learn about; stop polling those no list names any more. */
+function syncPolls(view) {
+  const wanted = new Set(view.rows.map((r) => (view.self && r.id === view.self.id ? SELF : r.url))
+    .filter((base) => base === SELF || isHttpUrl(base)));
+  for (const base of wanted) startPoll(base);
+  for (const base of [...polls.keys()]) if (base !== SELF && !wanted.has(base)) stopPoll(base);
+}
+
+// --- rendering ------------------------------------------------------------------------
+
+function el(tag, text, attrs = {}) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  return node;
+}
+
+const show = (value) => (value === null || value === undefined ? "—" : String(value));
+
+function render() {
+  const view = clusterView();
+  syncPolls(view);
+  renderBanners(view);
+  const self = view.self;
+  $("served-by").textContent = self
+    ? `Served by node ${self.id} (${location.origin}), role ${self.role}`
+    : `Served by ${location.origin}`;
+  $("epoch").textContent = show(view.epoch);
+  const masterCell = $("master");
+  masterCell.replaceChildren();
+  if (view.master) {
+    masterCell.append(el("strong", view.master.id), ` ${view.master.url || ""}`);
+  } else {
+    masterCell.append(el("span", "none known: election in progress", {class: "warn-text"}));
+  }
+  $("commit").textContent = show(view.source ? view.source.commit_seq : null);
+  $("key-count").textContent = show(self ? self.keys : null);
+  const newest = Math.max(0, ...[...polls.values()].map((p) => (p.result && p.result.ok ? p.result.at : 0)));
+  $("updated").textContent = newest ? new Date(newest).toLocaleTimeString() : "—";
+  $("members").tBodies[0].replaceChildren(...view.rows.map((r) => renderMember(r, view)));
+}
+
+function renderMember(r, view) {
+  const isMaster = Boolean(view.master && view.master.id === r.id);
+  const alive = r.reachable === null ? r.clusterAlive : r.reachable;
+  const tr = el("tr", null, {"data-member": r.id, "data-alive": alive, "data-role": isMaster ? "master" : show(r.role)});
+  if (isMaster) tr.classList.add("is-master");
+  if (!alive) tr.classList.add("is-dead");
+  const idCell = el("td");
+  idCell.append(el("code", r.id));
+  if (view.self && r.id === view.self.id) idCell.append(" ", el("span", "this page", {class: "tag"}));
+  const urlCell = el("td");
+  if (isHttpUrl(r.url)) urlCell.append(el("a", r.url, {href: r.url + "/"}));
+  else urlCell.textContent = show(r.url);
+  const roleCell = el("td");
+  roleCell.append(isMaster ? el("strong", "★ master", {class: "tag master-tag"}) : el("span", show(r.role)));
+  let aliveText = alive ? "alive" : "dead";
+  if (r.reachable === false) aliveText = `dead (${r.error || "unreachable"})`;
+  else if (r.reachable && !r.clusterAlive) aliveText = "alive, but its master reports it down";
+  tr.append(idCell, urlCell, roleCell, el("td", aliveText, {class: alive ? "ok-text" : "bad-text"}),
+    el("td", show(r.epoch), {class: "num"}), el("td", show(r.lastSeq), {class: "num"}),
+    el("td", show(r.commitSeq), {class: "num"}),
+    el("td", show(r.lag), {class: "num" + (r.lag > 0 ? " warn-text" : "")}));
+  return tr;
+}
+
+function renderBanners(view) {
+  const banners = [];
+  const selfResult = view.selfResult;
+  if (selfResult && !selfResult.ok) {
+    banners.push(["error", `Cannot reach the node serving this page (${location.origin}): ` +
+      `${selfResult.error}. Retrying every ${POLL_INTERVAL_MS / 1000} s; other members are still polled.`]);
+  }
+  const down = view.rows.filter((r) => r.reachable === false && !(view.self && r.id === view.self.id));
+  if (down.length) {
+    banners.push(["error", "Unreachable from this browser: " +
+      down.map((r) => `${r.id} (${r.url}: ${r.error})`).join(", ") + ". Retrying."]);
+  }
+  if (view.epoch !== null && !view.master) {
+    banners.push(["warn", view.named
+      ? `Master ${view.named.id} does not answer: election in progress.`
+      : "Election in progress: no master is known."]);
+  }
+  const warning = view.self && view.self.warning;
+  if (warning) banners.push(["warn", `2-node cluster: no automatic failover. ${warning}`]);
+  const signature = JSON.stringify(banners);
+  if (signature === lastBanners) return;   // unchanged: do not make screen readers repeat it
+  lastBanners = signature;
+  $("banners").replaceChildren(...banners.map(([kind, text]) => el("p", text, {class: `banner ${kind}`})));
+}
+
+// --- key browser ----------------------------------------------------------------------
+
+const browse = {prefix: "", after: null, next: null};
+
+async function loadKeys(prefix, after) {
+  let url = `/kv?prefix=${encodeURIComponent(prefix)}&limit=${PAGE_SIZE}`;
+  if (after !== null) url += `&after=${encodeURIComponent(after)}`;
+  const answer = await call(url, {}, KV_TIMEOUT_MS);
+  const tbody = $("items").tBodies[0];
+  if (!answer.ok || !answer.body || !Array.isArray(answer.body.items)) {
+    tbody.replaceChildren(errorRow(answer));
+    return;
+  }
+  Object.assign(browse, {prefix, after, next: answer.body.next ?? null});
+  const items = answer.body.items;
+  tbody.replaceChildren(...items.map(itemRow));
+  if (!items.length) tbody.append(messageRow(prefix ? `No key starts with “${prefix}”.` : "No keys yet."));
+  const where = prefix ? ` with prefix “${prefix}”` : "";
+  $("items-caption").textContent = `Keys${where} on the serving node` +
+    (after !== null ? `, after “${after}”` : "") + ` (${items.length} shown)`;
+  $("next-page").disabled = browse.next === null;
+  $("first-page").disabled = after === null;
+}
+
+function itemRow(item) {
+  const value = String(item.value);
+  const keyButton = el("button", item.key, {type: "button", class: "link", title: "Edit this key"});
+  keyButton.addEventListener("click", () => {
+    $("write-key").value = item.key;
+    $("write-value").value = value;
+    $("write-value").focus();
+  });
+  const tr = el("tr", null, {"data-key": item.key});
+  const keyCell = el("td");
+  keyCell.append(keyButton);
+  const preview = value.length > VALUE_PREVIEW_CHARS ? value.slice(0, VALUE_PREVIEW_CHARS) + "…" : value;
+  tr.append(keyCell, el("td", preview, {class: "value"}), el("td", item.seq, {class: "num"}));
+  return tr;
+}
+
+function messageRow(text, cls = "muted") {
+  const tr = el("tr");
+  tr.append(el("td", text, {colspan: 3, class: cls}));
+  return tr;
+}
+
+const errorRow = (answer) => messageRow(describeError(answer), "bad-text");
+
+function describeError(answer) {
+  if (answer.status === 0) return `Could not reach the node: ${answer.error}.`;
+  const body = answer.body || {};
+  return `Error ${answer.status}${body.error ? ` ${body.error}` : ""}: ${body.message || body.raw || "no message"}`;
+}
+
+async function write(method) {
+  const key = $("write-key").value;
+  const result = $("result");
+  if (!key) {
+    result.replaceChildren(el("p", "Enter a key first.", {class: "banner error"}));
+    $("write-key").focus();
+    return;
+  }
+  const acks = $("write-acks").value;
+  const options = {method};
+  if (method === "PUT") {
+    options.body = $("write-value").value;
+    options.headers = {"Content-Type": "text/plain; charset=utf-8"};
+  }
+  for (const b of [$("put"), $("delete")]) b.disabled = true;
+  result.replaceChildren(el("p", `${method} “${key}” (acks=${acks})…`, {class: "muted"}));
+  const url = `/kv/${encodeURIComponent(key)}?acks=${encodeURIComponent(acks)}`;
+  const answer = await call(url, options, KV_TIMEOUT_MS);
+  for (const b of [$("put"), $("delete")]) b.disabled = false;
+  const headline = answer.ok ? `${method} “${key}”: ${answer.status} OK` : describeError(answer);
+  const parts = [el("p", headline, {class: answer.ok ? "banner ok" : "banner error"})];
+  if (answer.body) parts.push(el("pre", JSON.stringify(answer.body, null, 2)));
+  result.replaceChildren(...parts);
+  if (answer.ok) loadKeys(browse.prefix, browse.after);
+}
+
+// --- wiring ---------------------------------------------------------------------------
+
+function start() {
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadKeys($("prefix").value, null);
+  });
+  $("next-page").addEventListener("click", () => loadKeys(browse.prefix, browse.next));
+  $("first-page").addEventListener("click", () => loadKeys(browse.prefix, null));
+  $("write").addEventListener("submit", (event) => {
+    event.preventDefault();
+    write("PUT");
+  });
+  $("delete").addEventListener("click", () => write("DELETE"));
+  startPoll(SELF);
+  loadKeys("", null);
+}
+
+start();
