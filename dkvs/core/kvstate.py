@@ -40,6 +40,19 @@ class KVState:
     def get(self, key: str) -> tuple[str, int] | None:
         return self.data.get(key)
 
+    def get_committed(self, key: str) -> tuple[str, int] | None:
+        """The key as of ``commit_seq``, ignoring applied entries that may still roll back.
+
+        This is what a consistent (linearizable) read must return: the master applies
+        writes on append, so its ``data`` may hold a write proposed after the read arrived
+        that later loses a failover. The oldest undo record of the key holds its value
+        before the first uncommitted change.
+        """
+        for _, undo_key, old in self._undo:
+            if undo_key == key:
+                return old
+        return self.data.get(key)
+
     def items(self, prefix: str, after: str | None, limit: int) -> tuple[list[tuple[str, str, int]], str | None]:
         """Up to ``limit`` items with ``prefix``, strictly after ``after``; and the key to
         continue from (``None`` when the listing is complete)."""
@@ -58,22 +71,32 @@ class KVState:
         return out, None
 
     # -- applying ------------------------------------------------------------------------------
-    def apply(self, entries, commit_seq: int) -> list[int]:
-        """Apply ``entries`` in order; returns seqs of deletes that found no key."""
-        missing = []
+    def apply(self, entries, commit_seq: int) -> list[tuple[int, int]]:
+        """Apply ``entries`` in order. Returns ``(seq, current seq of the key)`` for each
+        entry that changed nothing: a delete of an absent key, or a put whose condition did
+        not hold. Every node reaches the same verdicts (same log, same state)."""
+        rejected = []
+        data = self.data
         for entry in entries:
             if entry.seq <= self.applied_seq:
                 continue  # already applied (replayed after a restart)
             if entry.op == OP_PUT:
+                if entry.cond is not None:
+                    current = data.get(entry.key)
+                    current_seq = current[1] if current is not None else 0
+                    if current_seq != entry.cond:
+                        rejected.append((entry.seq, current_seq))
+                        self.applied_seq = entry.seq
+                        continue
                 self._set(entry, (entry.value, entry.seq), commit_seq)
             elif entry.op == OP_DELETE:
-                if entry.key in self.data:
+                if entry.key in data:
                     self._set(entry, _ABSENT, commit_seq)
                 else:
-                    missing.append(entry.seq)
+                    rejected.append((entry.seq, 0))
             self.applied_seq = entry.seq
         self.set_commit(commit_seq)
-        return missing
+        return rejected
 
     def _set(self, entry: Entry, new: tuple[str, int] | None, commit_seq: int) -> None:
         key = entry.key

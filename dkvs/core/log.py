@@ -29,13 +29,18 @@ MEMBERSHIP_OPS = frozenset({OP_MEMBER_ADD, OP_MEMBER_REMOVE})
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log record. ``value`` is ``None`` for deletes and no-ops."""
+    """One log record. ``value`` is ``None`` for deletes and no-ops.
+
+    A put with ``cond`` is a compare-and-set: every node evaluates the condition when it
+    applies the entry, against the same state, so all reach the same verdict.
+    """
 
     epoch: int
     seq: int
     op: str
     key: str = ""
     value: str | None = None
+    cond: int | None = None  # put only: apply only if the key's current seq is this (0: absent)
 
     def size(self) -> int:
         """Approximate encoded size in bytes, used to bound batches."""

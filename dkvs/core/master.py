@@ -88,14 +88,14 @@ class MasterMixin:
 
     # -- client requests -----------------------------------------------------------------------
     def propose(self, request_id: int, op: str, key: str, value: str | None, acks: str = ACKS_ONE,
-                timeout_ticks: int = 0) -> list[Effect]:
+                timeout_ticks: int = 0, cond: int | None = None) -> list[Effect]:
         """Order one write. Replies at once for ``acks=1``, later for stronger levels."""
         if self.role != MASTER:
             return self._reply_not_master(request_id)
         if op in MEMBERSHIP_OPS and self._membership_change_pending():
             return [Reply(request_id, error="membership_change_in_progress")]
         out: list[Effect] = []
-        entry = Entry(self.epoch, self.log.last_seq + 1, op, key, value)
+        entry = Entry(self.epoch, self.log.last_seq + 1, op, key, value, cond)
         self._append_to_log([entry])
         if len(self.members) == 1:
             self._maybe_commit(out, emit=False)

@@ -39,13 +39,13 @@ DEFAULT_SNAPSHOT_THRESHOLD_BYTES = 1024 * 1024
 class Outcome:
     """A caller's handle on one request: set once by the node's thread."""
 
-    __slots__ = ("_event", "result", "error", "missing", "messages")
+    __slots__ = ("_event", "result", "error", "rejected", "messages")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.result: dict | None = None
         self.error: str | None = None
-        self.missing = False  # a delete that found no key
+        self.rejected: int | None = None  # changed nothing: the key's current seq (0 = absent)
         self.messages: list = []  # replies addressed back to a message's sender
 
     def set(self, result, error) -> None:
@@ -113,12 +113,13 @@ class NodeHost:
         outcome.wait(timeout)
         return outcome.messages
 
-    def propose(self, op: str, key: str, value: str | None, acks: str, timeout: float) -> Outcome:
+    def propose(self, op: str, key: str, value: str | None, acks: str, timeout: float,
+                cond: int | None = None) -> Outcome:
         """Order a write on this (master) node and wait for its acknowledgement."""
         outcome = Outcome()
         request_id = next(self._ids)
         ticks = max(1, round(timeout / self.tick_seconds))
-        self._inbox.put((_CALL, lambda node: node.propose(request_id, op, key, value, acks, ticks),
+        self._inbox.put((_CALL, lambda node: node.propose(request_id, op, key, value, acks, ticks, cond),
                          (request_id, outcome)))
         if not outcome.wait(timeout + 1.0):
             self._waiters.pop(request_id, None)
@@ -223,8 +224,8 @@ class NodeHost:
         outcome = self._waiters.pop(request_id, None)
         if outcome is None:
             return
-        if result is not None and result.get("seq") in self.runner.missing_deletes:
-            outcome.missing = True
+        if result is not None:
+            outcome.rejected = self.runner.rejected.pop(result.get("seq"), None)
         outcome.set(result, error)
 
     def _fail_waiters(self) -> None:

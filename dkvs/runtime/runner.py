@@ -35,7 +35,7 @@ __all__ = ["EffectRunner"]
 
 log = logging.getLogger("dkvs.runtime")
 
-MISSING_DELETES_KEPT = 10_000
+REJECTED_KEPT = 10_000
 
 
 class EffectRunner:
@@ -56,8 +56,9 @@ class EffectRunner:
         self._send_snapshot = send_snapshot
         self._reply = reply
         self._lock = state_lock if state_lock is not None else nullcontext()
-        # Seqs of deletes that found no key: their requests answer 404 (bounded memory).
-        self.missing_deletes: OrderedDict[int, None] = OrderedDict()
+        # Entries that changed nothing (delete of an absent key → 404, failed compare-and-set
+        # → 409), by seq, with the key's current seq; bounded memory.
+        self.rejected: OrderedDict[int, int] = OrderedDict()
         self.rollback_files: list[str] = []
         self.feed = feed  # a ChangeFeed for watches, or None
 
@@ -117,13 +118,13 @@ class EffectRunner:
 
     # -- apply ----------------------------------------------------------------------------------
     def _apply_entries(self, effect: Apply) -> None:
-        missing = self.state.apply(effect.entries, effect.commit_seq)
-        for seq in missing:
-            self.missing_deletes[seq] = None
-            if len(self.missing_deletes) > MISSING_DELETES_KEPT:
-                self.missing_deletes.popitem(last=False)
+        rejected = self.state.apply(effect.entries, effect.commit_seq)
+        for seq, current_seq in rejected:
+            self.rejected[seq] = current_seq
+            if len(self.rejected) > REJECTED_KEPT:
+                self.rejected.popitem(last=False)
         if self.feed is not None and effect.entries:
-            self.feed.record(effect.entries, set(missing))
+            self.feed.record(effect.entries, {seq for seq, _ in rejected})
 
     def _apply_rollback(self, effect: Rollback) -> None:
         self.state.rollback(effect.after_seq)

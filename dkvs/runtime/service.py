@@ -14,7 +14,7 @@ import logging
 
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.node import MASTER
-from ..errors import AcksTimeout, BadRequest, DkvsError, InternalError, KeyNotFound, NoMaster, Unauthorized
+from ..errors import AcksTimeout, BadRequest, Conflict, DkvsError, InternalError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import Signer
 from .admin import ClusterAdmin
@@ -50,8 +50,8 @@ class NodeService(KeyValueService):
             raise NotMaster(self.master_url())
 
     # -- public API ------------------------------------------------------------------------------
-    def put(self, key: str, value: str, *, acks: str, timeout: float) -> dict:
-        return self._write("put", key, value, acks, timeout)
+    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
+        return self._write("put", key, value, acks, timeout, if_seq)
 
     def delete(self, key: str, *, acks: str, timeout: float) -> dict:
         self._require_master()
@@ -61,12 +61,16 @@ class NodeService(KeyValueService):
             raise KeyNotFound(f"key {key!r} does not exist", key=key)
         return self._write("delete", key, None, acks, timeout)
 
-    def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float) -> dict:
+    def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
+               cond: int | None = None) -> dict:
         self._require_master()
-        outcome = self.host.propose(op, key, value, acks, timeout)
+        outcome = self.host.propose(op, key, value, acks, timeout, cond)
         self._raise_for(outcome, acks, timeout)
-        if outcome.missing:
-            raise KeyNotFound(f"key {key!r} does not exist", key=key)
+        if outcome.rejected is not None:
+            if op == "delete":
+                raise KeyNotFound(f"key {key!r} does not exist", key=key)
+            raise Conflict(f"key {key!r} is at seq {outcome.rejected}, not {cond}; nothing was written",
+                           key=key, seq=outcome.rejected)
         result = outcome.result
         return {"key": key, "seq": result["seq"], "epoch": result["epoch"], "replicas": result["replicas"]}
 
@@ -88,12 +92,17 @@ class NodeService(KeyValueService):
         raise InternalError(f"the node could not complete the request ({error})")
 
     def get(self, key: str, *, consistent: bool) -> dict:
+        state = self.host.state
+        read = state.get
         if consistent:
             self._require_master()
             timeout = self.limits.default_timeout_seconds
             self._raise_for(self.host.read_barrier(timeout), "majority", timeout)
+            # The barrier made everything up to its read seq committed; writes applied
+            # since may still roll back, so read the committed value (linearizable).
+            read = state.get_committed
         with self.host.state_lock:
-            found = self.host.state.get(key)
+            found = read(key)
         if found is None:
             raise KeyNotFound(f"key {key!r} does not exist", key=key)
         return {"key": key, "value": found[0], "seq": found[1]}

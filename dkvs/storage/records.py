@@ -15,7 +15,8 @@ A log entry's payload (fixed head of 21 bytes, no JSON on the write hot path)::
 
     epoch u64 | seq u64 | flags u8 | key_length u32 | key (UTF-8) | value (UTF-8, the rest)
 
-``flags`` carries the op code in its low 7 bits and :data:`VALUE_NONE_FLAG` when the value
+A compare-and-set put (op code 6) stores its condition seq as a u64 at the end of the
+key region (``key_length`` counts it). ``flags`` carries the op code in its low 7 bits and :data:`VALUE_NONE_FLAG` when the value
 is ``None``, so an empty value and no value stay distinct. All integers little-endian.
 """
 
@@ -56,6 +57,9 @@ _OP_MASK = 0x7F
 # The on-disk op codes. Append only: a code, once written, keeps its meaning forever.
 OP_CODES = {OP_PUT: 1, OP_DELETE: 2, OP_NOOP: 3, OP_MEMBER_ADD: 4, OP_MEMBER_REMOVE: 5}
 _OPS_BY_CODE = {code: op for op, code in OP_CODES.items()}
+# A put with a condition (compare-and-set): the condition seq (u64) follows the key.
+CONDITIONAL_PUT_CODE = 6
+_OPS_BY_CODE[CONDITIONAL_PUT_CODE] = OP_PUT
 
 WAY_OUT = (
     "The data dir is damaged beyond a torn tail, so this node must not serve from it: "
@@ -92,6 +96,9 @@ def encode_entries(entries: list[Entry], first_seq: int, start_offset: int) -> t
         if code is None:
             raise ValueError(f"unknown op {entry.op!r} in entry {seq}")
         key = entry.key.encode("utf-8", "surrogatepass")
+        if entry.cond is not None:
+            code = CONDITIONAL_PUT_CODE
+            key += _SEQ.pack(entry.cond)  # decoded back out of the key region
         if entry.value is None:
             payload = pack_head(entry.epoch, seq, code | VALUE_NONE_FLAG, len(key)) + key
         else:
@@ -116,14 +123,21 @@ def decode_entry(payload: bytes) -> Entry:
     key_end = ENTRY_HEAD_BYTES + key_length
     if key_end > len(payload):
         raise ValueError("key runs past the end of the record")
-    key = payload[ENTRY_HEAD_BYTES:key_end].decode("utf-8", "surrogatepass")
+    cond = None
+    if flags & _OP_MASK == CONDITIONAL_PUT_CODE:
+        if key_length < _SEQ.size:
+            raise ValueError("conditional put without its condition")
+        (cond,) = _SEQ.unpack_from(payload, key_end - _SEQ.size)
+        key = payload[ENTRY_HEAD_BYTES:key_end - _SEQ.size].decode("utf-8", "surrogatepass")
+    else:
+        key = payload[ENTRY_HEAD_BYTES:key_end].decode("utf-8", "surrogatepass")
     if flags & VALUE_NONE_FLAG:
         if key_end != len(payload):
             raise ValueError("record has bytes after the key but says it holds no value")
         value = None
     else:
         value = payload[key_end:].decode("utf-8", "surrogatepass")
-    return Entry(epoch, seq, op, key, value)
+    return Entry(epoch, seq, op, key, value, cond)
 
 
 @dataclass

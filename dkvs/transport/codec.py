@@ -1,7 +1,7 @@
 """The wire format of node-to-node messages: compact JSON, one table per message type.
 
 This is the only module that knows how a message looks in bytes. Entries travel as
-``[epoch, seq, op, key, value]`` lists to keep batches small. Unknown or malformed input
+``[epoch, seq, op, key, value]`` lists (plus ``cond`` for a compare-and-set) to keep batches small. Unknown or malformed input
 raises :class:`CodecError`, which the receiving node answers with 400.
 """
 
@@ -21,11 +21,13 @@ class CodecError(ValueError):
 
 
 def _entries_out(entries) -> list:
-    return [[e.epoch, e.seq, e.op, e.key, e.value] for e in entries]
+    return [[e.epoch, e.seq, e.op, e.key, e.value] if e.cond is None
+            else [e.epoch, e.seq, e.op, e.key, e.value, e.cond] for e in entries]
 
 
 def _entries_in(rows) -> tuple[Entry, ...]:
-    return tuple(Entry(int(r[0]), int(r[1]), str(r[2]), str(r[3]), r[4]) for r in rows)
+    return tuple(Entry(int(r[0]), int(r[1]), str(r[2]), str(r[3]), r[4], int(r[5]) if len(r) > 5 else None)
+                 for r in rows)
 
 
 _ENCODERS = {
