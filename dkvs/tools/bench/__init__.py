@@ -1,0 +1,20 @@
+"""dkvs's HTTP benchmark: load from separate processes, a bare http.server baseline, lag probe.
+
+``python3 scripts/bench.py --help`` is the command; ``docs/benchmarks.md`` the method and
+the figures. The modules, bottom-up:
+
+* :mod:`.report` — percentiles (nearest rank), summaries, medians of runs, tables (pure);
+* :mod:`.load` — a load worker process: closed-loop clients on keep-alive connections;
+* :mod:`.lag` — the replication-lag probe process (steady writes on the master, tight
+  polling on a slave);
+* :mod:`.baseline` — the bare ``http.server`` key-value server, the stack's ceiling;
+* :mod:`.targets` — the system under test: a running cluster, a started one, the baseline;
+* :mod:`.runner` — one measured run: start processes, one shared time window, collect;
+* :mod:`.compare` — ``--compare``: scenarios side by side and the target ratios;
+* :mod:`.cli` — argument parsing and printing;
+* :mod:`.profile_node` — a node with every thread profiled by CPU time (for hot spots).
+"""
+
+from .report import percentile
+
+__all__ = ["percentile"]
