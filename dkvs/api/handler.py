@@ -35,6 +35,7 @@ from .body import CHUNKED, IncompleteBody, declared_length, discard, read_chunke
 from .forward import FORWARDED_HEADER
 from .params import LengthRequired
 from .response import Reply, date_line, encode_json, error_reply, render
+from .headers import HeadError, read_headers
 from .routes import INTERNAL_PREFIX, dispatch
 from .service import NotMaster
 
@@ -136,6 +137,48 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._respond()
+
+    def parse_request(self) -> bool:
+        """Request line and head, as ``http.server`` would, without its ``email`` parser.
+
+        Sets ``command``, ``path``, ``request_version``, ``headers`` and
+        ``close_connection``; answers 400/431/505 itself and returns False on bad input.
+        """
+        self.close_connection = True
+        self.request_version = "HTTP/1.1"
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if len(words) != 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad request line {requestline[:60]!r}")
+            return False
+        command, path, version = words
+        if version == "HTTP/1.1":
+            self.close_connection = False
+        elif version != "HTTP/1.0":
+            major = version[5:].split(".", 1)[0] if version.startswith("HTTP/") else ""
+            if not (major.isdigit() and len(version) <= 16):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"bad request version {version[:20]!r}")
+                return False
+            if int(major) >= 2:
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"{version} is not supported")
+                return False
+            self.close_connection = False
+        self.command, self.request_version = command, version
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        try:
+            self.headers = headers = read_headers(self.rfile)
+        except HeadError as exc:
+            self.send_error(exc.status, str(exc))
+            return False
+        connection = headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     def handle_expect_100(self) -> bool:
         """Defer ``100 Continue`` until a route asks for the body (see :meth:`read_body`)."""
