@@ -31,7 +31,7 @@ __all__ = [
     "load_history",
 ]
 
-DEFAULT_BUDGET_STATES = 1_000_000  # per key; a node costs roughly 200 bytes of memory
+DEFAULT_BUDGET_STATES = 1_000_000  # per key; a state costs roughly 250 bytes of memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,5 +83,5 @@ def check_history(events: Iterable[dict], budget: int = DEFAULT_BUDGET_STATES) -
             "rerun with a larger --budget",
             len(by_key), operation_count,
         )
-    return CheckResult(True, None, (), f"linearizable: {len(by_key)} keys, {operation_count} operations checked",
-                       len(by_key), operation_count)
+    summary = f"linearizable: {len(by_key)} keys, {operation_count} operations checked"
+    return CheckResult(True, None, (), summary, len(by_key), operation_count)

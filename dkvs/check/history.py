@@ -203,7 +203,8 @@ class _Pairing:
         process = event["process"]
         invoke = self.outstanding.pop(process, None)
         if invoke is None:
-            raise _Broken(f"{event['type']} of {event['f']} without an outstanding invoke for process {process}")
+            raise _Broken(f"{event['type']} of {event['f']} without an outstanding invoke "
+                          f"for process {process}")
         if (invoke.f, invoke.key) != (event["f"], event["key"]):
             raise _Broken(
                 f"{event['type']} of {event['f']} {event['key']!r} does not match process {process}'s "
@@ -231,7 +232,8 @@ def _on_invoke(pairing: _Pairing, event: dict) -> None:
     process = event["process"]
     pending = pairing.outstanding.get(process)
     if pending is not None:
-        raise _Broken(f"process {process} invokes {event['f']} while its {pending.f} of {pending.key!r} is outstanding")
+        raise _Broken(f"process {process} invokes {event['f']} while its {pending.f} of {pending.key!r} "
+                      "is outstanding")
     if event["f"] == "put" and event.get("value") is None:
         raise _Broken("a put's invoke must carry the value written")
     pairing.advance_clock(process, event["time"])

@@ -5,17 +5,21 @@ A counterexample is a set ``S`` of completed operations of one key. It is judged
 key turned into an info write (it may have taken effect at any time after its invoke, or
 never), every other read left out. Relaxing only removes constraints, so:
 
-* if the relaxed history of ``S`` is not linearizable, neither is the real one: ``S``
-  is a sound witness, and no write outside ``S`` could explain it away;
+* if the relaxed history of ``S`` is not linearizable, neither is the real one: ``S`` is a
+  sound witness, and no write outside ``S`` could explain it away;
 * the test is monotone: a superset of a failing ``S`` fails too.
 
 Monotonicity makes cheap reductions valid: a binary search for the shortest prefix (by
-completion time) that still fails, then for the latest start (by invocation time), then
-a delta-debugging pass that removes chunks of halving size down to single operations.
+completion time) that still fails, then for the latest start (by invocation time), then a
+delta-debugging pass that removes chunks of halving size down to single operations.
 After the single-operation pass no operation can be dropped, and by monotonicity no
-smaller subset fails either: the result is minimal. Each test is a budgeted search; a
-test that runs out of budget counts as "passes", which keeps the result sound but maybe
-not minimal, and ``MAX_SHRINK_TESTS`` bounds the whole effort.
+smaller subset fails either: the result is minimal.
+
+The effort is bounded, so a huge key cannot stall the report: each test is a budgeted
+search, and all tests together may spend ``SHRINK_EFFORT`` units (one per operation handed
+to a search plus one per search state). A test that runs out of budget, or any test once
+the effort is spent, counts as "does not fail": the result stays sound but may then be
+only near-minimal.
 """
 
 from __future__ import annotations
@@ -27,17 +31,17 @@ from .history import Operation
 from .model import is_write
 from .search import search_register
 
-__all__ = ["MAX_SHRINK_TESTS", "SHRINK_BUDGET_STATES", "shrink_counterexample"]
+__all__ = ["SHRINK_BUDGET_STATES", "SHRINK_EFFORT", "shrink_counterexample"]
 
-MAX_SHRINK_TESTS = 400
-SHRINK_BUDGET_STATES = 50_000
+SHRINK_BUDGET_STATES = 50_000  # per test
+SHRINK_EFFORT = 3_000_000  # operations + states over all tests; ~10 s of work at worst
 
 
 def shrink_counterexample(operations: Sequence[Operation], budget_states: int = SHRINK_BUDGET_STATES,
-                          max_tests: int = MAX_SHRINK_TESTS) -> tuple[Operation, ...]:
+                          effort: int = SHRINK_EFFORT) -> tuple[Operation, ...]:
     """A small subset of ``operations`` (one key, known not linearizable) that still
     cannot be ordered, sorted by invocation time."""
-    shrinker = _Shrinker(operations, budget_states, max_tests)
+    shrinker = _Shrinker(operations, budget_states, effort)
     by_completion = sorted(shrinker.completed, key=lambda op: op.complete_time)
     suspects = by_completion[:shrinker.shortest_failing_prefix(by_completion)]
     by_invocation = sorted(suspects, key=lambda op: op.invoke_time)
@@ -47,24 +51,28 @@ def shrink_counterexample(operations: Sequence[Operation], budget_states: int = 
 
 
 class _Shrinker:
-    """Holds the key's operations and counts the tests spent."""
+    """The key's operations, their relaxed writes, and the effort left."""
 
-    def __init__(self, operations: Sequence[Operation], budget_states: int, max_tests: int) -> None:
+    def __init__(self, operations: Sequence[Operation], budget_states: int, effort: int) -> None:
         self.completed = [op for op in operations if not op.is_info]
-        self.writes = [op for op in operations if is_write(op)]
+        self.relaxed_writes = [(id(op), _as_unknown(op)) for op in operations if is_write(op)]
         self.budget_states = budget_states
-        self.tests_left = max_tests
+        self.effort_left = effort
 
     def fails(self, subset: Sequence[Operation]) -> bool:
-        """Whether the relaxed history of ``subset`` is certainly not linearizable.
-        Once the test allowance is spent, every answer is "no" (keep what we have)."""
-        if self.tests_left <= 0 or not subset:
+        """Whether the relaxed history of ``subset`` is certainly not linearizable."""
+        if self.effort_left <= 0 or not subset:
             return False
-        self.tests_left -= 1
         chosen = {id(op) for op in subset}
+        # A write invoked after every chosen operation completed can only be ordered after
+        # all of them, so it cannot matter.
+        horizon = max(op.complete_time for op in subset)
         relaxed = list(subset)
-        relaxed.extend(_as_unknown(op) for op in self.writes if id(op) not in chosen)
-        return search_register(relaxed, self.budget_states).linearizable is False
+        relaxed.extend(unknown for identity, unknown in self.relaxed_writes
+                       if identity not in chosen and unknown.invoke_time <= horizon)
+        outcome = search_register(relaxed, min(self.budget_states, self.effort_left))
+        self.effort_left -= len(relaxed) + outcome.states
+        return outcome.linearizable is False
 
     def shortest_failing_prefix(self, ordered: list[Operation]) -> int:
         low, high = 1, len(ordered)  # the whole list is known to fail
@@ -87,18 +95,20 @@ class _Shrinker:
         return low
 
     def remove_chunks(self, suspects: list[Operation]) -> list[Operation]:
+        """Delta debugging's complement step: drop chunks of halving size while it fails."""
         chunk = max(1, len(suspects) // 2)
-        while True:
+        while self.effort_left > 0:
             start = 0
-            while start < len(suspects) and self.tests_left > 0:
+            while start < len(suspects) and self.effort_left > 0:
                 candidate = suspects[:start] + suspects[start + chunk:]
                 if self.fails(candidate):
                     suspects = candidate
                 else:
                     start += chunk
-            if chunk == 1 or self.tests_left <= 0:
-                return suspects
+            if chunk == 1:
+                break
             chunk //= 2
+        return suspects
 
 
 def _as_unknown(op: Operation) -> Operation:
