@@ -61,7 +61,7 @@ _PARSE_ERROR_CODES = {
 
 
 SEQ_HEADER = "X-Dkvs-Seq"
-READ_YOUR_WRITES_WAIT_SECONDS = 1.0
+READ_YOUR_WRITES_WAIT_SECONDS = 0.5
 _last_forward_warning = [0.0]
 
 

@@ -54,11 +54,10 @@ class NodeService(KeyValueService):
         return self._write("put", key, value, acks, timeout, if_seq)
 
     def delete(self, key: str, *, acks: str, timeout: float) -> dict:
-        self._require_master()
-        with self.host.state_lock:
-            absent = self.host.state.get(key) is None
-        if absent:  # linearizes as a read of the master's state: no log entry needed
-            raise KeyNotFound(f"key {key!r} does not exist", key=key)
+        # Always through the log, even when the key looks absent here: the master's state
+        # may hold another client's delete that is not committed and can still roll back,
+        # so "absent" is only known once this delete is applied in order, and only as
+        # durable as its acks (a 404 for acks=majority is backed by a commit).
         return self._write("delete", key, None, acks, timeout)
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
