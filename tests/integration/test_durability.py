@@ -48,3 +48,25 @@ def test_single_node_restart_keeps_its_id_and_data(procs, tmp_path):
     wait_until(lambda: status(again.url)["role"] == "master", 5, what="master again")
     assert get(again.url, "k")[1]["value"] == "kept"
     assert json.loads((tmp_path / "d" / "state.json").read_text())  # the state file is JSON
+
+
+def test_restarted_slave_resumes_from_its_position_without_a_snapshot(procs, tmp_path):
+    # Partial resync: the master still retains the log after the slave's last entry, so the
+    # slave gets only the tail (its snapshot_seq stays 0: no snapshot was installed).
+    dirs = [tmp_path / name for name in "abc"]
+    first = procs.start("--data-dir", str(dirs[0]))
+    nodes = [first] + [procs.start("--data-dir", str(d), "--join", first.url) for d in dirs[1:]]
+    master_url = status(first.url)["master"]["url"]
+    slave_index = next(i for i, n in enumerate(nodes) if n.url != master_url)
+    slave = nodes[slave_index]
+    for i in range(200):
+        put(master_url, f"before{i}", "v", acks="all")
+    port = slave.port
+    slave.kill()
+    for i in range(300):
+        put(master_url, f"after{i}", "v", acks="majority")
+    again = procs.start("--data-dir", str(dirs[slave_index]), port=port)
+    wait_until(lambda: status(again.url)["last_seq"] == status(master_url)["last_seq"], 10,
+               what="the restarted slave catching up")
+    assert status(again.url)["snapshot_seq"] == 0
+    assert get(again.url, "after299")[1]["value"] == "v" and get(again.url, "before0")[1]["value"] == "v"
