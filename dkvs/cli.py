@@ -124,11 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         node.storage.close()
         return 1
     print(f"dkvs node {node.node_id} listening on {node.url}", flush=True)
+    # Tools that start nodes as children (tests, benchmarks, demos) set this so that a
+    # node never outlives them, even when they are killed before they can clean up.
+    parent = os.getppid() if os.environ.get("DKVS_EXIT_WITH_PARENT") == "1" else None
     while not stop.wait(0.5):
         if not node.host.running:
-            logging.getLogger("dkvs").critical("node thread stopped; exiting")
+            logging.getLogger("dkvs").critical("the node stopped working; exiting")
             node.stop()
             return 1
+        if parent is not None and os.getppid() != parent:
+            logging.getLogger("dkvs").warning("the process that started this node is gone; exiting")
+            break
     logging.getLogger("dkvs").info("shutting down")
     node.leave()
     node.stop()

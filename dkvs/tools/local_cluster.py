@@ -30,7 +30,7 @@ class LocalNode:
     """One ``python -m dkvs`` child process. ``url``/``id`` come from its startup line."""
 
     def __init__(self, args: list[str], env: dict | None = None, capture_stderr: bool = True) -> None:
-        full_env = dict(os.environ, **(env or {}))
+        full_env = dict(os.environ, DKVS_EXIT_WITH_PARENT="1", **(env or {}))
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, full_env.get("PYTHONPATH")) if p)
         self.args = list(args)
         self.proc = subprocess.Popen([sys.executable, "-m", "dkvs", *args], stdout=subprocess.PIPE,
