@@ -12,7 +12,7 @@ Rules this module implements (DESIGN §3):
   defers. The most up-to-date live node wins, and the id breaks ties.
 * After a majority of pre-votes the candidate increments its epoch, votes for itself
   (persisted before any request leaves) and asks for real votes. A voter grants at most
-  one vote per epoch (persisted), only to a member whose ``(last_epoch, last_seq)`` is at
+  one vote per epoch (persisted), only to a candidate whose ``(last_epoch, last_seq)`` is at
   least its own, and ignores vote requests while it still hears a live master. A majority
   of votes makes the candidate master; an entry held by a majority is therefore in the log
   of every future master.
@@ -99,12 +99,16 @@ class ElectionMixin:
 
     # -- voting ------------------------------------------------------------------------------
     def handle_vote_request(self, msg: VoteRequest, out: list[Effect]) -> None:
+        # Log freshness alone decides, never the voter's member list: that list may be stale
+        # (a new member it has not heard of yet, or a joiner that knows no members at all).
+        # A removed node cannot win anyway: a majority of the new member list holds the
+        # entry that removed it, so its log is behind theirs; and while a master is alive,
+        # pre-vote keeps it from disturbing anyone.
         up_to_date = (msg.last_epoch, msg.last_seq) >= (self.log.last_epoch, self.log.last_seq)
-        known = msg.sender in self.members
         if msg.pre_vote:
-            self._answer_pre_vote(msg, up_to_date and known, out)
+            self._answer_pre_vote(msg, up_to_date, out)
             return
-        if self.hears_master() or not known:
+        if self.hears_master():
             out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))
             return
         if msg.epoch > self.epoch:

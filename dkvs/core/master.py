@@ -16,6 +16,8 @@ Replication rules (DESIGN §3):
 * Durability levels: ``1`` is answered on append; ``majority`` when committed; ``all``
   when committed and held by every live member.
 * Check-quorum: with 3+ members, a master that heard from no majority within T steps down.
+* Membership changes go one at a time, and only once this master has committed an entry
+  of its own epoch (its opening no-op).
 """
 
 from __future__ import annotations
@@ -123,6 +125,12 @@ class MasterMixin:
         return out
 
     def _membership_change_pending(self) -> bool:
+        """One change at a time, and none before this master committed an entry of its own
+        epoch: until then an uncommitted change of a deposed master may still win an
+        election in the old member list, and two changes would not overlap in a majority
+        (Raft's single-server membership rule)."""
+        if self.log.epoch_at(self.commit_seq) != self.epoch:
+            return True
         return any(e.op in MEMBERSHIP_OPS for e in self.log.entries[self.commit_seq - self.log.snapshot_seq:])
 
     def _write_result(self, seq: int) -> dict:

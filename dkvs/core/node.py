@@ -199,6 +199,10 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
         """The epoch rule, applied before dispatch. Returns whether to handle ``message``."""
         if isinstance(message, VoteRequest):
             return True  # votes have their own epoch rules (pre-votes carry a future epoch)
+        if isinstance(message, VoteReply) and message.pre_vote and message.granted:
+            # A pre-vote grant comes from a voter whose epoch may be older than ours (it never
+            # adopts the epoch a pre-vote proposes); it still counts towards our epoch + 1.
+            return True
         if message.epoch > self.epoch:
             leader = message.sender if isinstance(message, (Append, Snapshot)) else None
             self.become_slave(message.epoch, leader, out)
