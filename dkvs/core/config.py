@@ -27,7 +27,7 @@ class CoreConfig:
     election_ticks: int = 50
     max_batch_entries: int = 1024
     max_batch_bytes: int = 1 << 20
-    append_timeout_ticks: int = 0  # 0 = derive: max(2 heartbeats, T/2)
+    append_timeout_ticks: int = 0  # 0 = derive: 2 heartbeats
     snapshot_timeout_ticks: int = 0  # 0 = derive: 10 T
 
     def __post_init__(self) -> None:
@@ -40,7 +40,10 @@ class CoreConfig:
 
     @property
     def append_timeout(self) -> int:
-        return self.append_timeout_ticks or max(2 * self.heartbeat_ticks, self.election_ticks // 2)
+        """Ticks before an unanswered batch counts as lost. Well below T/2 (the shortest
+        election timeout): a slave hears nothing while its batch is outstanding, so a lost
+        batch must be resent (doubling as a heartbeat) before the slave gives up on us."""
+        return self.append_timeout_ticks or 2 * self.heartbeat_ticks
 
     @property
     def snapshot_timeout(self) -> int:

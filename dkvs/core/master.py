@@ -80,11 +80,20 @@ class MasterMixin:
         self._emit_appended((entry,), out)
         self._broadcast(out, heartbeat=True)
 
-    def _sync_progress(self) -> None:
-        """One Progress per current peer (membership may have changed)."""
+    def _sync_progress(self, joined: bool = False) -> None:
+        """One Progress per current peer (membership may have changed).
+
+        At an election every peer starts optimistic (``next_seq`` past our end; refusals
+        walk it back). A member added while we lead (``joined``) holds nothing yet: it
+        starts at our first retained entry, or at the snapshot when the log is compacted.
+        """
+        if joined:
+            start = self.log.first_seq if self.log.snapshot_seq == 0 else self.log.snapshot_seq
+        else:
+            start = self.log.last_seq + 1
         for peer in self.peers():
             if peer not in self.progress:
-                self.progress[peer] = Progress(next_seq=self.log.last_seq + 1, last_heard_tick=self.now)
+                self.progress[peer] = Progress(next_seq=start, last_heard_tick=self.now)
         for peer in [p for p in self.progress if p not in self.members]:
             del self.progress[peer]
 

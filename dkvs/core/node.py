@@ -113,6 +113,9 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
         progress = self.progress.get(peer_id) if self.role == MASTER else None
         if progress is not None:
             progress.lost()
+            # Retry with the next heartbeat, not the next burst: a dead peer would otherwise
+            # be hammered with a new request after every write.
+            progress.retry_tick = self.now + self.config.heartbeat_ticks
         return []
 
     def compact(self, upto_seq: int) -> None:
@@ -237,7 +240,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
 
     def _members_changed(self) -> None:
         if self.role == MASTER:
-            self._sync_progress()
+            self._sync_progress(joined=True)
 
     def _reply_not_master(self, request_id: int) -> list[Effect]:
         return [Reply(request_id, error="not_master")]

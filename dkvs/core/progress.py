@@ -22,9 +22,12 @@ class Progress:
     resend_from: int = 0  # next_seq to go back to if the outstanding request is lost
     snapshot: bool = False  # the outstanding request is a snapshot
     view_sent_tick: int = -(10**9)
+    retry_tick: int = 0  # after a failed send: no new request before this tick (backoff)
 
     def idle(self, now: int, timeout: int) -> bool:
         """True when a new request may be sent (none outstanding, or it timed out)."""
+        if now < self.retry_tick:
+            return False
         if self.in_flight_since is None:
             return True
         if now - self.in_flight_since >= timeout:
