@@ -145,6 +145,12 @@ function render() {
   const masterCell = $("master");
   masterCell.replaceChildren();
   if (view.master) {
+    // When this page first showed the current master (ms since the epoch): lets an
+    // operator, and the browser test, see how soon a failover became visible.
+    if (masterCell.dataset.masterId !== view.master.id) {
+      masterCell.dataset.masterId = view.master.id;
+      masterCell.dataset.since = String(Date.now());
+    }
     masterCell.append(el("strong", view.master.id), ` ${view.master.url || ""}`);
   } else {
     masterCell.append(el("span", "none known: election in progress", {class: "warn-text"}));

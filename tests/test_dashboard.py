@@ -1,0 +1,112 @@
+"""The web dashboard served at GET / (issue #6).
+
+The browser tests drive headless Chromium through its command line (stdlib only: ``--dump-dom``
+prints the page's DOM after its scripts ran); they skip themselves when no Chromium is
+installed. The static checks need no browser.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from dkvs.tools.local_cluster import FAST_TIMINGS, LocalCluster, http_call, node_status, wait_for
+
+STATIC = Path(__file__).resolve().parents[1] / "dkvs" / "api" / "static"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the cdp helper
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+ROW = re.compile(r'<tr data-member="([^"]+)" data-alive="([^"]+)" data-role="([^"]+)"')
+
+
+def test_static_files_exist_and_reference_only_local_assets():
+    index = (STATIC / "index.html").read_text()
+    script = (STATIC / "dashboard.js").read_text()
+    assert "/static/dashboard.js" in index and "/static/dashboard.css" in index
+    for text in (index, script, (STATIC / "dashboard.css").read_text()):
+        assert not re.search(r"""(src|href)\s*=\s*["']https?://""", text), "no CDN or remote asset"
+    # Data goes into the DOM through textContent only: no innerHTML assignment with data.
+    assert not re.search(r"innerHTML\s*=(?!\s*['\"]{2})", script)
+
+
+def dump_dom(url: str, tmp_path: Path, budget_ms: int) -> subprocess.Popen:
+    """Headless Chromium on ``url``: prints the DOM once the page's timers have run for
+    ``budget_ms`` of virtual time (its fetches still take real time)."""
+    profile = tmp_path / f"profile-{time.monotonic_ns()}"
+    return subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+         f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def members_in(dom: str) -> dict[str, tuple[str, str]]:
+    return {member: (alive, role) for member, alive, role in ROW.findall(dom)}
+
+
+@pytest.fixture
+def cluster():
+    with LocalCluster(*FAST_TIMINGS) as group:
+        nodes = group.start_cluster(3)
+        yield group, nodes
+
+
+@needs_chromium
+def test_dashboard_served_by_a_slave_shows_members_master_and_keys(cluster, tmp_path):
+    group, nodes = cluster
+    master = wait_for(group.master, 5)
+    assert http_call(master.url, "PUT", "/kv/" + urllib.parse.quote("dash/probe", safe=""), b"visible <b>value</b>")[0] == 200
+    slave = next(n for n in nodes if n is not master)
+    browser = dump_dom(slave.url + "/", tmp_path, 6000)
+    dom, _ = browser.communicate(timeout=60)
+    rows = members_in(dom)
+    assert set(rows) == {n.id for n in nodes}, dom[:2000]
+    assert rows[master.id] == ("true", "master")
+    assert all(alive == "true" for alive, _ in rows.values())
+    assert "dash/probe" in dom
+    assert "visible &lt;b&gt;value&lt;/b&gt;" in dom  # shown as text, never as markup
+
+
+MASTER_CELL_JS = ("(() => { const m = document.getElementById('master'); if (!m) return null; "
+                  "const d = m.dataset; "
+                  "const rows = [...document.querySelectorAll('#members tr[data-member]')]"
+                  ".map(r => [r.dataset.member, r.dataset.alive, r.dataset.role]); "
+                  "return {id: d.masterId || null, since: Number(d.since || 0), rows}; })()")
+
+
+@needs_chromium
+def test_open_dashboard_shows_the_new_master_within_two_seconds_of_a_failover(cluster, tmp_path):
+    # A page kept open in headless Chromium (driven over the DevTools protocol, in real
+    # time) must show the new master within 2 s of its election, and the old one dead.
+    from cdp import Browser
+
+    group, nodes = cluster
+    master = wait_for(group.master, 5)
+    slave = next(n for n in nodes if n is not master)
+    browser = Browser(CHROMIUM, slave.url + "/", tmp_path / "profile")
+    try:
+        def page():
+            return browser.evaluate(MASTER_CELL_JS) or {"id": None, "since": 0, "rows": []}
+
+        assert wait_for(lambda: page()["id"] == master.id, 15, interval=0.05), "page never loaded"
+        master.kill()
+        new_master = wait_for(lambda: next((n for n in nodes if n is not master and n.alive()
+                                            and (node_status(n.url, timeout=0.2) or {}).get("role") == "master"),
+                                           None), 5, interval=0.005)
+        assert new_master is not None
+        elected_at_ms = time.time() * 1000
+        shown = wait_for(lambda: (lambda v: v if v["id"] == new_master.id else None)(page()), 5, interval=0.05)
+        assert shown, "the page never showed the new master"
+        assert shown["since"] - elected_at_ms < 2000, f"shown {shown['since'] - elected_at_ms:.0f} ms after"
+        dead = wait_for(lambda: any(m == master.id and alive == "false"
+                                    for m, alive, _ in page()["rows"]), 5, interval=0.05)
+        assert dead, "the killed master is not shown dead"
+    finally:
+        browser.close()
