@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from ..api.service import Limits
 from ..core.config import CoreConfig
 from ..core.node import Node
-from ..storage import MemoryStorage
+from ..core.kvstate import KVState
+from ..storage import FileStorage, MemoryStorage
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
 from .admin import join_cluster, post_internal
@@ -68,8 +69,6 @@ class DkvsNode:
         s = self.settings
         if not s.data_dir:
             return MemoryStorage()
-        from ..storage.file import FileStorage  # imported lazily: memory nodes never need it
-
         return FileStorage(s.data_dir, fsync=s.fsync, fsync_interval_seconds=s.fsync_interval)
 
     def start(self) -> DkvsNode:
@@ -89,14 +88,10 @@ class DkvsNode:
         rng = random.Random(secrets.randbits(64))
         has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
         initial = []
-        if has_state:
+        if has_state or s.join:  # a restart, or a new member: a slave until a master reaches it
             node, state = restore_node(self.node_id, self.storage, config, rng, recovered)
-        elif s.join:
-            node, state = restore_node(self.node_id, self.storage, config, rng, recovered)
-        else:
+        else:  # a new cluster of one
             node, initial = Node.bootstrap(self.node_id, self.url, config, rng)
-            from ..core.kvstate import KVState
-
             state = KVState()
         self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection)
         self.host = NodeHost(node, state, self.storage, self.transport, tick_seconds,
