@@ -30,7 +30,7 @@ class Writer(threading.Thread):
     def __init__(self, cluster: LocalCluster) -> None:
         super().__init__(daemon=True)
         self.cluster = cluster
-        self.ok_times: list[float] = []
+        self.ok_times: list[tuple[float, float]] = []  # (sent, acknowledged) of each write
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -38,12 +38,13 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             live = [n for n in self.cluster.nodes if n.alive()]
             url = live[target % len(live)].url
+            sent = time.monotonic()
             try:
                 code, _ = http_call(url, "PUT", f"/kv/k{i % 1000}?acks=majority&timeout=1", b"v", timeout=1.0)
             except OSError:
                 code = 0
             if code == 200:
-                self.ok_times.append(time.monotonic())
+                self.ok_times.append((sent, time.monotonic()))
                 i += 1
             else:
                 target += 1
@@ -72,7 +73,8 @@ def main() -> int:
             port = master.port
             master.kill()
             killed_at = time.monotonic()
-            first = wait_for(lambda: next((t for t in writer.ok_times[-50:] if t > killed_at), None), 15)
+            # The first write sent after the kill: one sent before may be acknowledged after it.
+            first = wait_for(lambda: next((end for sent, end in writer.ok_times[-50:] if sent > killed_at), None), 15)
             if first is None:
                 print(f"round {round_no}: no write within 15 s", file=sys.stderr)
                 return 1

@@ -43,7 +43,8 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.urls = urls
         self.acked: dict[str, str] = {}
-        self.ok_times: list[float] = []
+        self.ok_times: list[float] = []  # when each acknowledged write completed
+        self.ok_starts: list[float] = []  # ... and when it was sent
         self.failures = 0
         self.stop = threading.Event()
 
@@ -52,6 +53,7 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             key, value = f"k{i}", f"v{i}"
             url = self.urls[target % len(self.urls)]
+            sent = time.monotonic()
             try:
                 code, _ = call(url, "PUT", f"/kv/{key}?acks=majority&timeout=1", value.encode())
             except OSError:
@@ -59,6 +61,7 @@ class Writer(threading.Thread):
             if code == 200:
                 self.acked[key] = value
                 self.ok_times.append(time.monotonic())
+                self.ok_starts.append(sent)
                 i += 1
             else:
                 self.failures += 1
@@ -106,7 +109,10 @@ def main() -> int:
             return 1
         winner, s = found
         elected_after = time.monotonic() - killed_at
-        first_write = wait_for(lambda: next((t for t in writer.ok_times if t > killed_at), None), 10)
+        # The first write *sent* after the kill (one sent before may still be acknowledged
+        # after it: the old master answered just before dying).
+        first_write = wait_for(lambda: next((end for start, end in zip(writer.ok_starts, writer.ok_times)
+                                             if start > killed_at), None), 10)
         write_after = (first_write - killed_at) if first_write else float("nan")
         print(f"elected: {names[winner.id]} ({winner.id}) in epoch {s['epoch']}, {elected_after:.3f} s after the kill; "
               f"first acknowledged write {write_after:.3f} s after the kill")
