@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,23 @@ def test_static_files_exist_and_reference_only_local_assets():
         assert not re.search(r"""(src|href)\s*=\s*["']https?://""", text), "no CDN or remote asset"
     # Data goes into the DOM through textContent only: no innerHTML assignment with data.
     assert not re.search(r"innerHTML\s*=(?!\s*['\"]{2})", script)
+    assert not re.search(r"outerHTML\s*=|insertAdjacentHTML|document\.write", script)
+    # The page talks to the serving node by relative URLs and to members by their /status
+    # URLs: no address is written into the script.
+    assert not re.search(r"https?://\w", script)
+
+
+def test_every_node_serves_the_dashboard_files_with_their_types(tmp_path):
+    with LocalCluster(*FAST_TIMINGS) as group:
+        node = group.start()
+        for path, name, media_type in (("/", "index.html", "text/html"),
+                                       ("/static/dashboard.js", "dashboard.js", "text/javascript"),
+                                       ("/static/dashboard.css", "dashboard.css", "text/css")):
+            with urllib.request.urlopen(node.url + path, timeout=5) as answer:
+                assert answer.headers.get_content_type() == media_type, path
+                assert answer.read() == (STATIC / name).read_bytes(), path
+        for path in ("/static/nope.js", "/static/../static.py", "/static/..%2Fstatic.py", "/static/"):
+            assert http_call(node.url, "GET", path)[0] == 404, path
 
 
 def dump_dom(url: str, tmp_path: Path, budget_ms: int) -> subprocess.Popen:

@@ -15,7 +15,7 @@ const VALUE_PREVIEW_CHARS = 200;
 const SELF = "";                    // poll key of the serving node: same-origin, relative URLs
 
 const $ = (id) => document.getElementById(id);
-const polls = new Map();            // base URL ("" = serving node) -> {result, timer, stopped}
+const polls = new Map();            // base URL ("" = serving node) -> {result, lastOk, timer, stopped}
 let lastBanners = "";
 
 // --- HTTP -----------------------------------------------------------------------------
@@ -45,7 +45,7 @@ const isHttpUrl = (url) => typeof url === "string" && /^https?:\/\/[^\s]+$/.test
 /** Poll base + "/status" forever (one request in flight at a time) until stopped. */
 function startPoll(base) {
   if (polls.has(base)) return;
-  const poll = {result: null, timer: 0, stopped: false};
+  const poll = {result: null, lastOk: null, timer: 0, stopped: false};
   polls.set(base, poll);
   const round = async () => {
     const answer = await call(base + "/status");
@@ -53,6 +53,7 @@ function startPoll(base) {
     const valid = answer.ok && answer.body && typeof answer.body.id === "string";
     poll.result = valid ? {ok: true, status: answer.body, at: Date.now()}
                         : {ok: false, error: answer.error || `HTTP ${answer.status}`, at: Date.now()};
+    if (valid) poll.lastOk = answer.body;
     render();
     poll.timer = setTimeout(round, POLL_INTERVAL_MS);
   };
@@ -95,22 +96,29 @@ function clusterView() {
   const masterRow = rows.find((r) => master && r.id === master.id)
     || rows.find((r) => !master && named && r.id === named.id && r.reachable !== false) || null;
   const masterLast = masterRow ? masterRow.lastSeq : null;
-  for (const r of rows) r.lag = masterLast !== null && r.lastSeq !== null ? masterLast - r.lastSeq : null;
+  for (const r of rows) {
+    const known = masterLast !== null && r.lastSeq !== null && r.reachable !== false;
+    r.lag = known ? masterLast - r.lastSeq : null;
+  }
   return {self, selfResult, epoch, master: masterRow, named, rows, source};
 }
 
 function memberRow(m, self) {
   const base = self && m.id === self.id ? SELF : m.url;
-  const result = resultOf(base);
+  const poll = polls.get(base) || {};
+  const result = poll.result || null;
   const own = result && result.ok && result.status.id === m.id ? result.status : null;
   // reachable: true / false from this browser's own poll, null before the first answer.
   const reachable = result ? Boolean(own) : null;
+  // An unreachable member shows what it last said itself (the master's list forgets a dead
+  // member's position), marked as past.
+  const last = own || (poll.lastOk && poll.lastOk.id === m.id ? poll.lastOk : null);
+  const listSeq = typeof m.last_seq === "number" && m.alive !== false ? m.last_seq : null;
   return {
-    id: m.id, url: m.url, reachable, error: result && !result.ok ? result.error : null,
-    role: own ? own.role : m.role, clusterAlive: m.alive !== false,
-    epoch: own ? own.epoch : null,
-    lastSeq: own ? own.last_seq : (typeof m.last_seq === "number" ? m.last_seq : null),
-    commitSeq: own ? own.commit_seq : null,
+    id: m.id, url: m.url, reachable, stale: !own && Boolean(last),
+    error: result && !result.ok ? result.error : null, clusterAlive: m.alive !== false,
+    role: last ? last.role : m.role, epoch: last ? last.epoch : null,
+    lastSeq: last ? last.last_seq : listSeq, commitSeq: last ? last.commit_seq : null,
   };
 }
 
@@ -138,9 +146,9 @@ function render() {
   syncPolls(view);
   renderBanners(view);
   const self = view.self;
-  $("served-by").textContent = self
-    ? `Served by node ${self.id} (${location.origin}), role ${self.role}`
-    : `Served by ${location.origin}`;
+  const known = self || (polls.get(SELF) || {}).lastOk;
+  $("served-by").textContent = `Served by ${known ? `node ${known.id} ` : ""}(${location.origin})` +
+    (self ? `, role ${self.role}` : known ? ": not answering" : "");
   $("epoch").textContent = show(view.epoch);
   const masterCell = $("master");
   masterCell.replaceChildren();
@@ -165,7 +173,9 @@ function render() {
 function renderMember(r, view) {
   const isMaster = Boolean(view.master && view.master.id === r.id);
   const alive = r.reachable === null ? r.clusterAlive : r.reachable;
-  const tr = el("tr", null, {"data-member": r.id, "data-alive": alive, "data-role": isMaster ? "master" : show(r.role)});
+  const role = isMaster ? "master" : r.stale ? "unknown" : show(r.role);
+  const tr = el("tr", null, {"data-member": r.id, "data-alive": alive, "data-role": role,
+                             "data-master": isMaster});
   if (isMaster) tr.classList.add("is-master");
   if (!alive) tr.classList.add("is-dead");
   const idCell = el("td");
@@ -175,13 +185,13 @@ function renderMember(r, view) {
   if (isHttpUrl(r.url)) urlCell.append(el("a", r.url, {href: r.url + "/"}));
   else urlCell.textContent = show(r.url);
   const roleCell = el("td");
-  roleCell.append(isMaster ? el("strong", "★ master", {class: "tag master-tag"}) : el("span", show(r.role)));
+  if (isMaster) roleCell.append(el("strong", "★ master", {class: "tag master-tag"}));
+  else roleCell.textContent = r.stale ? `was ${show(r.role)}` : show(r.role);
   let aliveText = alive ? "alive" : "dead";
   if (r.reachable === false) aliveText = `dead (${r.error || "unreachable"})`;
   else if (r.reachable && !r.clusterAlive) aliveText = "alive, but its master reports it down";
   tr.append(idCell, urlCell, roleCell, el("td", aliveText, {class: alive ? "ok-text" : "bad-text"}),
-    el("td", show(r.epoch), {class: "num"}), el("td", show(r.lastSeq), {class: "num"}),
-    el("td", show(r.commitSeq), {class: "num"}),
+    ...[r.epoch, r.lastSeq, r.commitSeq].map((v) => el("td", show(v), {class: r.stale ? "num muted" : "num"})),
     el("td", show(r.lag), {class: "num" + (r.lag > 0 ? " warn-text" : "")}));
   return tr;
 }
@@ -203,12 +213,16 @@ function renderBanners(view) {
       ? `Master ${view.named.id} does not answer: election in progress.`
       : "Election in progress: no master is known."]);
   }
-  const warning = view.self && view.self.warning;
-  if (warning) banners.push(["warn", `2-node cluster: no automatic failover. ${warning}`]);
+  const warning = (view.self && view.self.warning) || (view.source && view.source.warning);
+  if (warning) banners.push(["warn", "2-node cluster: no automatic failover.", `The node says: ${warning}`]);
   const signature = JSON.stringify(banners);
   if (signature === lastBanners) return;   // unchanged: do not make screen readers repeat it
   lastBanners = signature;
-  $("banners").replaceChildren(...banners.map(([kind, text]) => el("p", text, {class: `banner ${kind}`})));
+  $("banners").replaceChildren(...banners.map(([kind, text, detail]) => {
+    const p = el("p", text, {class: `banner ${kind}`});
+    if (detail) p.append(" ", el("span", detail, {class: "detail"}));
+    return p;
+  }));
 }
 
 // --- key browser ----------------------------------------------------------------------
