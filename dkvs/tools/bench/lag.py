@@ -29,7 +29,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass
 
-from .load import ERROR_PAUSE_SECONDS, WAIT_FOR_GO_SECONDS, Connection
+from .load import ERROR_PAUSE_SECONDS, Connection, await_go
 
 __all__ = ["LagSpec", "probe_main", "DRAIN_SECONDS", "UNSEEN_AFTER_SECONDS"]
 
@@ -149,13 +149,10 @@ def probe_main(spec: LagSpec, control, results) -> None:
     try:
         probe.warm_up()
         results.put(("ready", "lag", {}))
-        if not control.poll(WAIT_FOR_GO_SECONDS):
+        window = await_go(control)
+        if window is None:
             return
-        message = control.recv()
-        if message[0] != "go":
-            return
-        _, measure_start, measure_end = message
-        results.put(("done", "lag", probe.run(measure_start, measure_end)))
+        results.put(("done", "lag", probe.run(*window)))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except Exception:

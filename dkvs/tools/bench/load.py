@@ -39,7 +39,7 @@ try:
 except ImportError:  # not on Unix: no CPU figures
     resource = None
 
-__all__ = ["LoadSpec", "Connection", "worker_main", "key_path", "REQUEST_TIMEOUT_SECONDS",
+__all__ = ["LoadSpec", "Connection", "worker_main", "await_go", "key_path", "REQUEST_TIMEOUT_SECONDS",
            "ERROR_PAUSE_SECONDS"]
 
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -197,6 +197,17 @@ def _cpu_window(measure_start: float, measure_end: float, out: list[float]) -> N
         out.append(usage.ru_utime + usage.ru_stime)
 
 
+def await_go(control) -> tuple[float, float] | None:
+    """Block until the runner sends ``("go", start, end)``; ``None`` if it never does
+    (timeout, or any other message): the worker then exits without measuring."""
+    if not control.poll(WAIT_FOR_GO_SECONDS):
+        return None
+    message = control.recv()
+    if message[0] != "go":
+        return None
+    return message[1], message[2]
+
+
 def worker_main(spec: LoadSpec, process_index: int, control, results) -> None:
     """Entry point of a load process (see the module docstring for the protocol)."""
     connection_sets: list[dict[str, Connection]] = []
@@ -211,12 +222,10 @@ def worker_main(spec: LoadSpec, process_index: int, control, results) -> None:
         populate_errors = sum((client.populate_errors for client in clients), Counter())
         _paths(spec.keys, spec.acks)  # built once, before the clients share it
         results.put(("ready", process_index, dict(populate_errors)))
-        if not control.poll(WAIT_FOR_GO_SECONDS):
+        window = await_go(control)
+        if window is None:
             return
-        message = control.recv()
-        if message[0] != "go":
-            return
-        _, measure_start, measure_end = message
+        measure_start, measure_end = window
         cpu: list[float] = []
         _run_threads(clients, "run", measure_start, measure_end,
                      meanwhile=lambda: _cpu_window(measure_start, measure_end, cpu))
