@@ -10,3 +10,13 @@ def procs():
         yield group
     finally:
         group.close()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    """One 3-node cluster for a whole test module (for tests that do not disturb it)."""
+    group = ProcessGroup()
+    try:
+        yield group.cluster(3)
+    finally:
+        group.close()

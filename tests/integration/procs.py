@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from dkvs.tools.local_cluster import FAST_TIMINGS, LocalCluster, LocalNode
+from dkvs.tools.local_cluster import FAST_TIMINGS, LocalCluster, LocalNode, wait_for
 
 __all__ = ["ProcessGroup", "LocalNode", "request", "put", "get", "status", "wait_until"]
 
@@ -49,15 +48,19 @@ def status(base: str) -> dict:
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
-    """Poll ``predicate`` until truthy (bounded; integration tests only)."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
+    """:func:`wait_for` that treats a node not answering (OSError) as "not yet", and fails
+    the test with ``what`` when the time is up."""
+    errors: list[OSError] = []
+
+    def attempt():
         try:
-            value = predicate()
-            if value:
-                return value
+            return predicate()
         except OSError as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+            errors.append(exc)
+            return None
+
+    value = wait_for(attempt, timeout, interval)
+    if not value:
+        last = errors[-1] if errors else None
+        raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last})")
+    return value

@@ -8,20 +8,11 @@ import urllib.parse
 
 import pytest
 
-from .procs import ProcessGroup, request
+from .procs import request
 
 
 def nkvd(base: str, route: str, **query) -> tuple[int, object]:
     return request("GET", f"{base}/nkvd/{route}?{urllib.parse.urlencode(query)}" if query else f"{base}/nkvd/{route}")
-
-
-@pytest.fixture(scope="module")
-def shared_cluster():
-    group = ProcessGroup()
-    try:
-        yield group.cluster(3)
-    finally:
-        group.close()
 
 
 @pytest.fixture

@@ -8,16 +8,12 @@ import urllib.request
 
 import pytest
 
-from .procs import ProcessGroup, get, put, request
+from .procs import get, put, request
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    group = ProcessGroup()
-    try:
-        yield group.cluster(3)
-    finally:
-        group.close()
+@pytest.fixture
+def nodes(shared_cluster):
+    return shared_cluster
 
 
 def test_a_write_through_a_slave_is_readable_on_that_slave_at_once(nodes):
