@@ -92,7 +92,8 @@ class NodeDriver:
         self.last_snapshot_bytes = 0
         self.building = False
         self.streaming: set[str] = set()
-        self.snapshots_taken = 0
+        self.snapshots_taken = 0  # builds that ended in a compaction
+        self.builds_started = 0
         self._role = node.role
         self._peers: dict[str, str] | None = None  # what the transport was last given
         self._ready = Ready()
@@ -220,17 +221,17 @@ class NodeDriver:
     def _take(self, effects: list, cause: str, sender: str | None = None, token=None) -> None:
         ready = self._ready
         node = self.node
+        if node.role != self._role:  # nothing on the wire belongs to the new role
+            self._role = node.role
+            self.inflight.reset()
         for effect in effects:
             kind = type(effect)
             if kind is Send:
                 self._route_send(effect, sender, token)
             elif kind in _PERSIST:
                 ready.persist.append(effect)
-            elif kind is Apply or kind is Rollback:
+            elif kind is Apply or kind is Rollback:  # a rollback is narrated with its file's name
                 ready.apply.append(effect)
-                if kind is Rollback:
-                    self._note(WARNING, f"rolling back {len(effect.discarded)} entries after seq "
-                                        f"{effect.after_seq} that the master never had")
             elif kind is Reply:
                 ready.replies.append(effect)
             elif kind is SendSnapshot:
@@ -245,9 +246,6 @@ class NodeDriver:
                 self._note(INFO, f"installing the master's snapshot at seq {effect.snapshot.seq}")
             else:
                 raise AssertionError(f"unknown effect {effect!r}")
-        if node.role != self._role:
-            self._role = node.role
-            self.inflight = InFlight(self.inflight.expiry_ticks)  # nothing of the old role is current
         self.narrator.after(node, cause, sender, ready.notes)
 
     def _route_send(self, effect: Send, sender: str | None, token) -> None:
@@ -269,9 +267,10 @@ class NodeDriver:
         AOF rewrite rule) — and only if the commit point moved past the last snapshot."""
         if self.building or self.log_bytes < max(self.snapshot_threshold_bytes, self.last_snapshot_bytes):
             return
-        if min(self.state.commit_seq, self.node.commit_seq) <= self.node.log.snapshot_seq:
+        if self.node.commit_seq <= self.node.log.snapshot_seq:
             return
         self.building = True
+        self.builds_started += 1
         self._ready.work.append(BuildSnapshot())
 
     def _note(self, level: str, text: str) -> None:

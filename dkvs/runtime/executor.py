@@ -101,8 +101,10 @@ class Executor:
                 if any(e.op in (OP_PUT, OP_DELETE) for e in discarded):
                     where = self.storage.save_rollback(list(discarded))
                     self.rollback_files.append(where)
-                    narration.warning("node %s: %d rolled-back entries after seq %d are kept in %s",
-                                      self.driver.node.id, len(discarded), after_seq, where)
+                    node = self.driver.node
+                    narration.warning("node %s epoch=%d: rolled back %d entries after seq %d that the "
+                                      "master never had; they are kept in %s", node.id, node.epoch,
+                                      len(discarded), after_seq, where)
             elif feed is not None:  # reset: a snapshot replaced the state
                 feed.reset(change[1])
 
