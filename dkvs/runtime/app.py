@@ -22,6 +22,7 @@ from ..api.service import Limits
 from ..core.config import CoreConfig
 from ..core.node import Node
 from ..core.kvstate import KVState
+from ..api.cors import CorsPolicy
 from ..api.routes import route_table
 from ..storage import FileStorage, MemoryStorage
 from ..storage.datadir import DataDirLocked
@@ -104,6 +105,7 @@ class DkvsNode:
             self.storage.close()
             raise listen_error(s.host, s.port, exc) from None
         self.server.route_table = route_table(nkvd=s.nkvd)
+        self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
@@ -134,6 +136,10 @@ class DkvsNode:
                 self.stop()
                 raise
         return self
+
+    def _member_urls(self) -> list[str]:
+        """For CORS: the dashboard of any member may poll this node's /status."""
+        return self.host.query(lambda node: list(node.members.values()), timeout=0.5)
 
     def _wait_for_master(self, timeout: float) -> None:
         """After a join, serve only once the master has reached us: the join commits on a

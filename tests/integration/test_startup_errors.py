@@ -155,9 +155,11 @@ def test_a_secret_file_signs_the_cluster_and_stays_out_of_ps(procs, tmp_path):
 
 
 def test_cors_is_off_by_default_and_opt_in(procs):
-    plain = procs.start()
+    plain, member = procs.cluster(2)
     preflight = {"Origin": "https://evil.test", "Access-Control-Request-Method": "PUT"}
     assert _allow_origin(plain.url, preflight) is None
+    # The dashboard served by one member polls the others: the cluster's own origins pass.
+    assert _allow_origin(plain.url, dict(preflight, Origin=member.url)) == member.url
     opted = procs.start("--cors-origins", "https://ops.test")
     assert _allow_origin(opted.url, dict(preflight, Origin="https://ops.test")) == "https://ops.test"
     assert _allow_origin(opted.url, preflight) is None
