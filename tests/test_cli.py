@@ -111,3 +111,43 @@ def test_secret_file_is_read_stripped_and_refused_when_empty_or_missing(tmp_path
         read_secret_file(str(path))
     with pytest.raises(StartupError, match="cannot read"):
         read_secret_file(str(tmp_path / "absent"))
+
+
+def test_join_tries_each_url_and_each_address_of_a_name_in_turn(monkeypatch):
+    import socket
+
+    from dkvs.runtime import startup
+    from dkvs.transport.auth import Signer
+
+    tried = []
+
+    def fake_post(url, route, body, signer, timeout):
+        tried.append(url)
+        if url == "http://127.0.0.1:7071":
+            return 200, {"id": body["id"]}
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    def fake_resolve(host, port, *args, **kwargs):
+        assert host == "db.example"
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(startup, "post_internal", fake_post)
+    monkeypatch.setattr(startup.socket, "getaddrinfo", fake_resolve)
+    urls = parse_join_urls("10.9.9.9:7070,db.example:7071")
+    assert startup.join_any(urls, "n1", "http://127.0.0.1:7075", Signer(None), 5.0) == {"id": "n1"}
+    assert tried == ["http://10.9.9.9:7070", "http://[::1]:7071", "http://127.0.0.1:7071"]
+
+
+def test_join_gives_up_after_its_timeout_naming_every_url(monkeypatch):
+    from dkvs.runtime import startup
+    from dkvs.transport.auth import Signer
+
+    def refuse(url, *args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(startup, "post_internal", refuse)
+    with pytest.raises(StartupError) as failed:
+        startup.join_any(["http://10.9.9.9:1", "http://10.9.9.9:2"], "n1", "http://x:1", Signer(None), 0.3)
+    assert str(failed.value) == ("could not join a cluster within 0.3 s (--join-timeout); tried "
+                                 "http://10.9.9.9:1 (connection refused); http://10.9.9.9:2 (connection refused)")

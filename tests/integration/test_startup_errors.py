@@ -122,6 +122,14 @@ def test_join_takes_several_urls_and_urls_without_scheme(procs):
     wait_until(lambda: len(status(first.url)["members"]) == 2, 10, what="the second member")
 
 
+def test_join_tries_every_address_of_a_host_name(procs):
+    # "localhost" often resolves to ::1 and 127.0.0.1; the node listens on 127.0.0.1 only.
+    first = procs.start()
+    second = procs.start("--join", f"localhost:{first.port}")
+    assert second.url is not None
+    wait_until(lambda: len(status(first.url)["members"]) == 2, 10, what="the second member")
+
+
 def test_a_refused_join_is_one_line(procs):
     first = procs.start("--cluster-secret", "right")
     line = refused_with("--port", "0", "--join", first.url, "--cluster-secret", "wrong")
