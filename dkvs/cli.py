@@ -151,16 +151,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--election-timeout", _seconds, 1.0, "seconds of master silence before an election "
          "(randomized ±50%%); at least twice --heartbeat-interval", metavar="S"),
     Flag("--default-acks", _choice(ACKS_LEVELS), "1", "durability of writes that give no ?acks= "
-         f"({', '.join(ACKS_LEVELS)})"),
-    Flag("--max-key-bytes", _count, 1024, "largest key, in UTF-8 bytes"),
-    Flag("--max-value-bytes", _count, 1024 * 1024, "largest value, in UTF-8 bytes"),
+         f"({', '.join(ACKS_LEVELS)})", metavar="{" + ",".join(ACKS_LEVELS) + "}"),
+    Flag("--max-key-bytes", _count, 1024, "largest key, in UTF-8 bytes", metavar="BYTES"),
+    Flag("--max-value-bytes", _count, 1024 * 1024, "largest value, in UTF-8 bytes", metavar="BYTES"),
     Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
          "checked (visible in ps: prefer --cluster-secret-file)", metavar="SECRET"),
     Flag("--cluster-secret-file", _text, None, "file holding the cluster secret (one line)", metavar="PATH"),
     Flag("--insecure", _boolean, False, "allow listening beyond loopback without a cluster secret",
          switch=True),
     Flag("--fsync", _choice(FSYNC_MODES), "batch", "with --data-dir: fsync every write (always), every "
-         "--fsync-interval (batch), or never"),
+         "--fsync-interval (batch), or never", metavar="{" + ",".join(FSYNC_MODES) + "}"),
     Flag("--fsync-interval", _seconds, 0.1, "seconds between fsyncs with --fsync batch", metavar="S"),
     Flag("--snapshot-threshold", _count, 1024 * 1024, "snapshot the state and compact the log when the log "
          "passes this size and the size of the last snapshot", metavar="BYTES"),
@@ -170,7 +170,8 @@ FLAGS: tuple[Flag, ...] = (
          "GET: never expose them to browsers)", switch=True),
     Flag("--enable-fault-injection", _boolean, False, "allow /internal/faults to cut this node off from "
          "peers (testing only)", switch=True),
-    Flag("--log-level", _choice(LOG_LEVELS), "info", "logging level"),
+    Flag("--log-level", _choice(LOG_LEVELS), "info", f"logging level ({', '.join(LOG_LEVELS)})",
+         metavar="LEVEL"),
 )
 
 

@@ -33,7 +33,8 @@ from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from .host import NodeHost
 from .recovery import restore_node
 from .service import NodeService
-from .startup import DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, parse_join_urls, validate_settings
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, parse_join_urls,
+                      validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
