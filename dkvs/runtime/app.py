@@ -128,7 +128,7 @@ class DkvsNode:
         self.host.start(initial)
         self.server.start()
         if not self.signer.enabled:
-            log.warning("no --cluster-secret: internal routes (/internal/*) are unauthenticated")
+            log.warning("no cluster secret (--cluster-secret-file): internal routes (/internal/*) are unauthenticated")
         if s.join:
             try:
                 join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
