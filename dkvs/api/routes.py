@@ -10,6 +10,17 @@ the whole rest of the path, slashes included (``/kv/{key}``: ``/kv/a/b`` names t
 prefixes. A known path with a method it lacks answers 405 with ``Allow``; public paths also
 answer ``OPTIONS`` (CORS preflight), which the table compiler adds, so it is not listed.
 
+Query parameters are strict: a route accepts exactly the query parameters its ``params``
+list, each at most once; anything else is a 400 naming the parameter and the accepted
+ones, before the handler runs (a typo such as ``?ack=majority`` must not silently weaken a
+write). Two kinds of route opt out with ``strict_query=False``: the nkvd routes, which keep
+nkvd's own rules (unknown parameters ignored, the last of a repeated one wins), and
+``/internal/``, whose parameters belong to the node-to-node protocol.
+
+Routes with a ``feature`` (``"nkvd"``) exist only in tables compiled with that feature
+(:func:`route_table`); a server without it answers 404 for them, as for any unknown path.
+The server's table is its ``route_table`` attribute (the default table when unset).
+
 A handler is ``handler(exchange, args) -> Reply``: ``args`` holds the parsed parameters,
 ``exchange`` is the request handler, of which routes use only ``service``, ``server``
 (``cors``, ``internal_max_body_bytes``), ``command``, ``headers``, ``query`` (parsed query
@@ -27,16 +38,18 @@ from .. import __version__
 from ..errors import MethodNotAllowed, NotFound
 from .openapi import openapi_document
 from .params import (ACKS, AFTER, AFTER_SEQ, CONSISTENT, IF_SEQ, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT,
-                     WAIT, Param, decode_value, parse_query)
+                     WAIT, Param, check_query, decode_value, parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
 
-__all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "dispatch"]
+__all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "NKVD_FEATURE", "dispatch",
+           "route_table"]
 
 INTERNAL_PREFIX = "/internal/"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEALTH_BODY = b'{"status":"ok"}'
+NKVD_FEATURE = "nkvd"
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class Route:
     ``responses`` maps status → (description, schema name in the OpenAPI components or
     None); ``body`` is (media type, description) for routes that take a request body.
     ``public`` routes are documented and get CORS; internal ones are neither.
+    ``strict_query``: unknown or repeated query parameters are a 400 (see the module
+    docstring); ``feature``: the route exists only where that feature is enabled.
     """
 
     method: str
@@ -57,6 +72,13 @@ class Route:
     body: tuple[str, str] | None = None
     public: bool = True
     documented: bool = True  # in /openapi.json (the dashboard's pages are not API)
+    strict_query: bool = True
+    feature: str | None = None
+
+    @property
+    def query_names(self) -> tuple[str, ...]:
+        """The query parameters this route accepts, in table order."""
+        return tuple(p.name for p in self.params if p.location == "query")
 
 
 # --- handlers -------------------------------------------------------------------------
@@ -99,7 +121,7 @@ def get_health(ex, args: dict) -> Reply:
 
 
 def get_openapi(ex, args: dict) -> Reply:
-    return Reply(200, openapi_document(ROUTES, ex.service.limits, __version__))
+    return Reply(200, openapi_document(_table_of(ex).routes, ex.service.limits, __version__))
 
 
 def internal(ex, args: dict) -> Reply:
@@ -147,12 +169,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/static/{name}", serve_static, "Dashboard assets", (STATIC_NAME,),
           {200: ("A static file.", None)}, documented=False),
     *(Route("GET", NKVD_PREFIX + path, handler, summary, params,
-            {200: ("As nkvd answers.", None), 400: ("nkvd error code.", None), 404: ("MISSING_RECORD.", None)})
+            {200: ("As nkvd answers.", None), 400: ("nkvd error code.", None), 404: ("MISSING_RECORD.", None)},
+            strict_query=False, feature=NKVD_FEATURE)
       for path, handler, summary, params in NKVD_HANDLERS),
     Route("GET", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
-          (INTERNAL_PATH,), public=False),
+          (INTERNAL_PATH,), public=False, strict_query=False),
     Route("POST", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
-          (INTERNAL_PATH,), public=False),
+          (INTERNAL_PATH,), public=False, strict_query=False),
 )
 
 
@@ -169,9 +192,15 @@ class _PathEntry:
 
 
 class RouteTable:
-    """``ROUTES`` compiled for lookup: exact paths in a dict, captured tails by prefix."""
+    """``ROUTES`` compiled for lookup: exact paths in a dict, captured tails by prefix.
 
-    def __init__(self, routes: tuple[Route, ...]) -> None:
+    Only routes without a feature, or whose feature is in ``features``, are kept;
+    ``routes`` holds them (what ``/openapi.json`` documents).
+    """
+
+    def __init__(self, routes: tuple[Route, ...], features: frozenset[str] = frozenset()) -> None:
+        routes = tuple(r for r in routes if r.feature is None or r.feature in features)
+        self.routes = routes
         self.exact: dict[str, _PathEntry] = {}
         self.prefixes: list[tuple[str, _PathEntry]] = []
         entries: dict[str, _PathEntry] = {}
@@ -188,8 +217,9 @@ class RouteTable:
         for pattern, entry in entries.items():
             if entry.public:
                 allow = ", ".join(sorted(entry.methods))
+                # A browser sends the preflight to the request's own URL, query included.
                 entry.methods["OPTIONS"] = Route(
-                    "OPTIONS", pattern, _preflight_for(allow), "CORS preflight", ())
+                    "OPTIONS", pattern, _preflight_for(allow), "CORS preflight", (), strict_query=False)
             entry.allow = ", ".join(sorted(entry.methods))
         # Longest prefix first, so a more specific captured route wins.
         self.prefixes.sort(key=lambda item: -len(item[0]))
@@ -230,6 +260,16 @@ def _preflight_for(allow: str) -> Callable[[object, dict], Reply]:
 
 
 TABLE = RouteTable(ROUTES)
+_NKVD_TABLE = RouteTable(ROUTES, frozenset({NKVD_FEATURE}))
+
+
+def route_table(*, nkvd: bool = False) -> RouteTable:
+    """The compiled table for a server: the default one, or with the nkvd routes."""
+    return _NKVD_TABLE if nkvd else TABLE
+
+
+def _table_of(ex) -> RouteTable:
+    return getattr(ex.server, "route_table", None) or TABLE
 
 
 def dispatch(ex, path: str, query: str) -> Reply:
@@ -238,7 +278,7 @@ def dispatch(ex, path: str, query: str) -> Reply:
     Sets ``ex.query`` (the parsed query) and ``ex.args`` (the parsed parameters, which the
     forwarder reads for its time budget) before calling the handler.
     """
-    found = TABLE.lookup(path)
+    found = _table_of(ex).lookup(path)
     if found is None:
         raise NotFound(f"no route for {ex.command} {path[:80]}")
     entry, captured = found
@@ -250,7 +290,10 @@ def dispatch(ex, path: str, query: str) -> Reply:
                              allow=entry.allow.split(", ")),
             (("Allow", entry.allow),))
     limits = ex.service.limits
-    ex.query = values = parse_query(query)
+    pairs = parse_query_pairs(query)
+    if route.strict_query:
+        check_query(pairs, route.query_names)
+    ex.query = values = dict(pairs)
     args = {}
     for param in route.params:
         raw = captured if param.location == "path" else values.get(param.name)

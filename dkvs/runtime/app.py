@@ -4,6 +4,10 @@
 in-process. Start-up order matters: the HTTP server binds first (so ``--port 0`` yields a
 real url that the node can announce), then the node is recovered or created, then its
 threads start, then — with ``--join`` — it asks the cluster to add it.
+
+Before any of that, the settings are checked (:func:`~dkvs.runtime.startup.validate_settings`):
+a node that cannot start raises :class:`~dkvs.runtime.startup.StartupError` with one
+sentence, before it holds a data dir lock or a socket.
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ from ..api.service import Limits
 from ..core.config import CoreConfig
 from ..core.node import Node
 from ..core.kvstate import KVState
+from ..api.cors import CorsPolicy
+from ..api.routes import route_table
 from ..storage import FileStorage, MemoryStorage
+from ..storage.datadir import DataDirLocked
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
-from .admin import join_cluster, post_internal
+from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from .host import NodeHost
 from .recovery import restore_node
 from .service import NodeService
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, parse_join_urls,
+                      validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
@@ -49,17 +58,24 @@ class Settings:
     fsync: str = "batch"
     fsync_interval: float = 0.1
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()  # off: same-origin only (the dashboard is served by the node)
     fault_injection: bool = False
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT_SECONDS
+    nkvd: bool = False  # the /nkvd routes change state on GET: off unless asked for
+    insecure: bool = False  # allow listening beyond loopback without a cluster secret
 
 
 class DkvsNode:
     """One running node. ``start()`` returns once it serves; ``stop()`` tears it down."""
 
     def __init__(self, settings: Settings) -> None:
+        validate_settings(settings)
         self.settings = settings
         self.signer = Signer(settings.cluster_secret)
-        self.storage = self._open_storage()
+        try:
+            self.storage = self._open_storage()
+        except DataDirLocked as exc:
+            raise StartupError(str(exc)) from None
         self.server = None
         self.host: NodeHost | None = None
         self.transport: HttpTransport | None = None
@@ -78,12 +94,19 @@ class DkvsNode:
         s = self.settings
         recovered = self.storage.load()
         if s.node_id and recovered.node_id and s.node_id != recovered.node_id:
-            raise SystemExit(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
+            self.storage.close()
+            raise StartupError(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
         self.node_id = s.node_id or recovered.node_id or secrets.token_hex(4)
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
         service = NodeService(s.limits, self.signer)
-        self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+        try:
+            self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+        except OSError as exc:
+            self.storage.close()
+            raise listen_error(s.host, s.port, exc) from None
+        self.server.route_table = route_table(nkvd=s.nkvd)
+        self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
@@ -105,15 +128,19 @@ class DkvsNode:
         self.host.start(initial)
         self.server.start()
         if not self.signer.enabled:
-            log.warning("no --cluster-secret: internal routes (/internal/*) are unauthenticated")
+            log.warning("no cluster secret (--cluster-secret-file): internal routes (/internal/*) are unauthenticated")
         if s.join:
             try:
-                join_cluster(s.join, self.node_id, self.url, self.signer)
+                join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def _member_urls(self) -> list[str]:
+        """For CORS: the dashboard of any member may poll this node's /status."""
+        return self.host.query(lambda node: list(node.members.values()), timeout=0.5)
 
     def _wait_for_master(self, timeout: float) -> None:
         """After a join, serve only once the master has reached us: the join commits on a
