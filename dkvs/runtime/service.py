@@ -196,7 +196,9 @@ class NodeService(KeyValueService):
         return 200, _json(self.admin.remove(str(request.get("id", "")), must_be_dead=False))
 
     def _remove(self, query: dict, body: bytes) -> tuple[int, bytes]:
-        return 200, _json(self.admin.remove(query.get("id", ""), must_be_dead=True))
+        # ``?id=`` from an operator; a slave relaying the request puts the id in the body.
+        node_id = query.get("id") or str(_json_object(body).get("id", "")) if body else query.get("id", "")
+        return 200, _json(self.admin.remove(node_id, must_be_dead=True))
 
     def _faults(self, query: dict, body: bytes) -> tuple[int, bytes]:
         request = _json_object(body)
