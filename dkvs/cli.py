@@ -157,6 +157,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
          "checked (visible in ps: prefer --cluster-secret-file)", metavar="SECRET"),
     Flag("--cluster-secret-file", _text, None, "file holding the cluster secret (one line)", metavar="PATH"),
+    Flag("--auth-file", _text, None, "JSON file of client tokens with roles and key prefixes; clients then "
+         "send 'Authorization: Bearer TOKEN'; re-read on SIGHUP (docs/security.md)", metavar="PATH"),
     Flag("--insecure", _boolean, False, "allow listening beyond loopback without a cluster secret",
          switch=True),
     Flag("--fsync", _choice(FSYNC_MODES), "batch", "with --data-dir: fsync every write (always), every "
@@ -243,7 +245,7 @@ def settings_from_values(v: dict):
                     fsync=v["fsync"], fsync_interval=v["fsync_interval"],
                     snapshot_threshold=v["snapshot_threshold"], cors_origins=v["cors_origins"],
                     fault_injection=v["enable_fault_injection"], join_timeout=v["join_timeout"],
-                    nkvd=v["nkvd"], insecure=v["insecure"])
+                    nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"])
 
 
 def _fail(message: str) -> int:
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001 — already failing; the first error is the one to show
                 pass
         return _fail(f"cannot start: {exc} ({type(exc).__name__}; --log-level debug shows the traceback)")
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: node.reload_auth())
     print(f"dkvs node {node.node_id} listening on {node.url}", flush=True)
     # Tools that start nodes as children (tests, benchmarks, demos) set this so that a
     # node never outlives them, even when they are killed before they can clean up.
