@@ -14,6 +14,7 @@ import json
 import pytest
 
 from dkvs.tools.local_cluster import http_call
+from dkvs.tools.members import main as members_tool
 from dkvs.transport.auth import Signer
 
 from .procs import ProcessGroup, put, wait_until
@@ -136,11 +137,18 @@ def test_with_a_secret_a_node_can_only_leave_for_itself_and_signatures_bind_the_
                             headers=signer.headers("POST", "/internal/join", join))
         assert code == 403, answer
         assert len(members(master.url)) == 3
+        # The repair command: a dead member is removed by an operator holding the secret.
+        b.kill()
+        wait_until(lambda: members(master.url)[b.id]["alive"] is False, 10, what="the death")
+        assert members_tool(["remove", a.url, b.id]) == 1  # unsigned: refused
+        assert members_tool(["remove", a.url, a.id, "--cluster-secret-file", str(secret)]) == 1  # alive
+        assert members_tool(["remove", a.url, b.id, "--cluster-secret-file", str(secret)]) == 0
+        assert sorted(members(master.url)) == sorted([master.id, a.id])
     finally:
         group.close()
 
 
-def test_with_auth_removing_a_member_needs_an_admin_token(tmp_path):
+def test_with_auth_removing_a_member_needs_an_admin_token(tmp_path, monkeypatch):
     auth = tmp_path / "auth.json"
     auth.write_text(json.dumps({"tokens": [{"token": "admin-t", "role": "admin"},
                                            {"token": "write-t", "role": "write"}]}))
@@ -158,5 +166,10 @@ def test_with_auth_removing_a_member_needs_an_admin_token(tmp_path):
         code, body = call(other.url, "POST", path, b"", headers=admin)  # relayed with the token
         assert code == 200, body
         assert slave.id not in members(master.url, admin)
+        assert members_tool(["remove", master.url, other.id, "--force"]) == 1  # no token
+        monkeypatch.setenv("DKVS_TOKEN", "admin-t")
+        assert members_tool(["remove", master.url, other.id]) == 1  # alive, no --force
+        assert members_tool(["remove", master.url, other.id, "--force"]) == 0
+        assert list(members(master.url, admin)) == [master.id]
     finally:
         group.close()
