@@ -105,5 +105,7 @@ class KeyValueService(abc.ABC):
         ``path`` is the part after ``/internal/`` (e.g. ``"raft"``, ``"join"``), ``query``
         the parsed query string (``{name: last value}``), ``headers`` a case-insensitive
         mapping. Returns (HTTP status, JSON body bytes). The service authenticates (cluster
-        secret) and decodes; the front end only passes the raw request through.
+        secret: the head in :meth:`internal_head`, which the front end calls first, before
+        reading the body; the body against its signed digest here) and decodes; the front
+        end only passes the raw request through.
         """
