@@ -9,7 +9,8 @@ and deletes) or ``admin`` (also membership: ``/internal/remove``, fault injectio
 are ordered: a stronger role may do what a weaker one may. ``prefixes`` (optional) limits
 the token to keys starting with one of them; without it the token covers every key.
 
-One place decides (:meth:`Authenticator.authorize`), driven by the route table: every
+One place decides (:mod:`dkvs.api.routes`, with :meth:`Authenticator.authorize`), driven
+by the route table: every
 route declares the role it needs (:data:`OPEN` routes need none, ``/internal/`` peer routes
 are authenticated by the cluster signature instead). A request without a token, or with an
 unknown one, is a 401; a token whose role or prefixes do not allow the operation is a 403.
@@ -168,17 +169,15 @@ class Authenticator:
             raise Unauthorized("unknown token")
         return grant
 
-    def authorize(self, headers: Mapping[str, str], needed: str | None, key: str | None = None) -> Grant | None:
-        """The one authorization decision for a route needing role ``needed`` on ``key``.
+    def authorize(self, headers: Mapping[str, str], needed: str | None) -> Grant | None:
+        """The token of a request to a route needing role ``needed``.
 
         Returns the grant (None when auth is off or the route is open or peer-only);
-        raises Unauthorized (401) or Forbidden (403).
+        raises Unauthorized (401) or Forbidden (403: the role is too weak).
         """
         if self._entries is None or needed is OPEN or needed == PEER:
             return None
         grant = self.authenticate(headers)
         if not grant.has_role(needed):
             raise Forbidden(f"this token has the {grant.role} role; this operation needs {needed}")
-        if key is not None and not grant.visible(key):
-            raise Forbidden(f"this token does not cover the key {key[:100]!r}")
         return grant

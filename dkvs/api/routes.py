@@ -21,7 +21,8 @@ Routes with a ``feature`` (``"nkvd"``) exist only in tables compiled with that f
 (:func:`route_table`); a server without it answers 404 for them, as for any unknown path.
 The server's table is its ``route_table`` attribute (the default table when unset).
 
-Authorization is decided here and nowhere else (:func:`authorize`): every route declares
+Authorization is decided here and nowhere else (:func:`authenticate`, then
+:func:`authorize` once the parameters are parsed): every route declares
 the ``role`` a client token needs (``read``, ``write``, ``admin``; ``OPEN`` for none,
 ``PEER`` for node-to-node routes, which the cluster signature protects instead) and its
 ``scope``: ``"key"`` (the ``key`` parameter must be covered by the token's prefixes),
@@ -53,7 +54,7 @@ from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
 
 __all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "NKVD_FEATURE", "dispatch",
-           "route_table", "authorize", "SCOPE_KEY", "SCOPE_LISTING"]
+           "route_table", "authenticate", "authorize", "SCOPE_KEY", "SCOPE_LISTING"]
 
 INTERNAL_PREFIX = "/internal/"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -330,6 +331,7 @@ def dispatch(ex, path: str, query: str) -> Reply:
             MethodNotAllowed(f"{path[:80]} does not accept {ex.command}; use {entry.allow}",
                              allow=entry.allow.split(", ")),
             (("Allow", entry.allow),))
+    grant = authenticate(ex, route)  # 401/403 on the role before any parameter is looked at
     limits = ex.service.limits
     pairs = parse_query_pairs(query)
     if route.strict_query:
@@ -340,22 +342,32 @@ def dispatch(ex, path: str, query: str) -> Reply:
         raw = captured if param.location == "path" else values.get(param.name)
         args[param.name] = param.parse(raw, limits)
     ex.args = args
-    ex.grant = authorize(ex, route, args)
+    ex.grant = authorize(grant, route, args)
     return route.handler(ex, args)
 
 
-def authorize(ex, route: Route, args: dict) -> Grant | None:
-    """The one authorization decision: may this request's token call ``route`` with ``args``?
+# --- authorization: the one place, driven by each route's role and scope ----------------
 
-    Returns the token's grant (None when auth is off or the route needs no token); raises
-    Unauthorized (401) or Forbidden (403) before the handler runs, so a refused request
-    changes nothing and its body is never read.
+def authenticate(ex, route: Route) -> Grant | None:
+    """The request's token checked against the role ``route`` needs.
+
+    Returns its grant (None when auth is off or the route needs no token); raises
+    Unauthorized (401: no or unknown token) or Forbidden (403: too weak a role).
     """
     auth = getattr(ex.server, "auth", None) or _AUTH_OFF
-    scope = route.scope
-    key = args.get("key") if scope == SCOPE_KEY else None
-    grant = auth.authorize(ex.headers, route.role, key)
-    if grant is not None and scope is not None and scope.startswith(_NAMESPACE) \
-            and not grant.covers_prefix(scope[len(_NAMESPACE):]):
-        raise Forbidden(f"this token does not cover every key under {scope[len(_NAMESPACE):]!r}")
+    return auth.authorize(ex.headers, route.role)
+
+
+def authorize(grant: Grant | None, route: Route, args: dict) -> Grant | None:
+    """The token's key prefixes checked against the key(s) ``route`` touches with ``args``.
+
+    Runs before the handler, so a refused request changes nothing and its body is never
+    read; listings are filtered by the handler instead (scope ``listing``).
+    """
+    if grant is None or route.scope is None:
+        return grant
+    if route.scope == SCOPE_KEY and not grant.visible(args["key"]):
+        raise Forbidden(f"this token does not cover the key {args['key'][:100]!r}")
+    if route.scope.startswith(_NAMESPACE) and not grant.covers_prefix(route.scope[len(_NAMESPACE):]):
+        raise Forbidden(f"this token does not cover every key under {route.scope[len(_NAMESPACE):]!r}")
     return grant

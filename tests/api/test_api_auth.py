@@ -191,3 +191,10 @@ def test_bad_auth_files_are_refused_with_a_sentence(text, problem):
     with pytest.raises(AuthFileError, match=problem) as caught:
         parse_auth_file(text.encode("latin-1"))
     assert "\n" not in str(caught.value)
+
+
+def test_the_token_is_checked_before_the_parameters(secured):
+    _, _, api, _ = secured
+    assert api.request("GET", "/kv?bogus=1").status == 401
+    assert api.request("PUT", key_path("k") + "?acks=7", b"v", bearer("reader-token")).status == 403
+    assert api.request("GET", "/kv?bogus=1", headers=bearer("reader-token")).status == 400
