@@ -1,0 +1,375 @@
+"""The selector thread: accepts connections and watches every one that no worker serves.
+
+One thread does all the waiting, so waiting costs no thread: it accepts, reads without
+blocking until a request head (and a small body) is buffered, then hands the connection
+to a worker pool (``dispatch``), and takes it back after the answer (:meth:`give_back`).
+It also enforces the limits an outsider could otherwise abuse:
+
+* ``max_connections``: a connection accepted beyond it gets one 503 JSON answer, its
+  write side is shut and it is closed shortly after (those lingering rejects are capped
+  too); connections already open keep being served.
+* ``request_timeout``: a request head must arrive within it; a body must then keep the
+  average rate of :data:`~dkvs.api.connection.MIN_BODY_RATE` (the rule is spelled out in
+  :mod:`dkvs.api.connection`). A head that misses it gets 408 and the connection closes;
+  a body that misses it is handed to a worker marked expired, which answers 408 at once.
+* ``idle_timeout``: a keep-alive connection with no request for that long is closed; a
+  body silent that long is a stall (400).
+* Bodies up to :data:`PREFETCH_MAX_BYTES` are read here while the total buffered stays
+  under :data:`PREFETCH_BUDGET_BYTES`; larger, chunked or ``Expect: 100-continue``
+  bodies are read by the worker under the same deadline.
+
+Every connection it holds is closed by :meth:`stop`. Only this thread touches the
+selector and the connection table; workers talk to it through :meth:`give_back`, a
+locked list plus a one-byte wake-up on a socket pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from .connection import BODY, BUSY, HEAD, IDLE, LINGER, NEW, RECV_BYTES, Connection
+from .response import Reply, encode_json, render
+
+__all__ = ["ConnectionManager", "PREFETCH_MAX_BYTES", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES",
+           "head_length", "framing"]
+
+log = logging.getLogger("dkvs.http")
+
+PREFETCH_MAX_BYTES = 2 * 1024 * 1024
+PREFETCH_BUDGET_BYTES = 64 * 1024 * 1024
+HEAD_BUFFER_MAX_BYTES = 128 * 1024  # a head not done by then is read on by a worker (414/431)
+LINGER_SECONDS = 2.0  # after an error answer: read and drop what the client still sends
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+REJECT_LINGER_SECONDS = 1.0
+MAX_LINGERING = 256  # lingering connections beyond this are closed at once
+ACCEPT_BATCH = 64
+_LISTENER, _WAKE = object(), object()
+
+
+def head_length(buf: bytearray, pos: int) -> int:
+    """Length of the complete request head at ``buf[pos:]`` (blank line included), or -1."""
+    end_crlf = buf.find(b"\n\r\n", pos)
+    end_lf = buf.find(b"\n\n", pos)
+    ends = [e + 3 for e in (end_crlf,) if e >= 0] + [e + 2 for e in (end_lf,) if e >= 0]
+    return min(ends) - pos if ends else -1
+
+
+def framing(head: bytes) -> int | None:
+    """The body size to prefetch for ``head``, or None when the worker must read it.
+
+    0 for no body; None for chunked, ``Expect`` or anything unusual (the handler applies
+    the full rules, :mod:`dkvs.api.body`, and answers errors).
+    """
+    lower = head.lower()
+    if b"\ntransfer-encoding:" in lower or b"\nexpect:" in lower:
+        return None
+    at = lower.find(b"\ncontent-length:")
+    if at < 0:
+        return 0
+    if lower.find(b"\ncontent-length:", at + 1) >= 0:
+        return None
+    text = lower[at + 16:lower.find(b"\n", at + 1)].strip()
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+def _answer(status: int, code: str, message: str, extra: str) -> bytes:
+    body = encode_json({"error": code, "message": message}).encode("utf-8")
+    return render(Reply(status, body), extra + "Connection: close\r\n")
+
+
+class ConnectionManager:
+    """Owns the listening socket and every connection not in a worker's hands."""
+
+    def __init__(self, listener: socket.socket, *, dispatch: Callable[[Connection], None],
+                 max_connections: int, request_timeout: float, idle_timeout: float,
+                 header_lines: Callable[[], str]) -> None:
+        self.listener = listener
+        self.dispatch = dispatch
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.header_lines = header_lines  # Server and Date lines for the answers sent here
+        self.live = 0  # open connections, lingering ones excepted (read by tests/metrics)
+        self.rejected = 0
+        self.timed_out = 0
+        self._conns: dict[int, Connection] = {}  # fd -> connection watched here
+        self._lingering = 0
+        self._prefetched = 0
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._returned: list[tuple[Connection, str]] = []
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._stopping = False
+        self._stopped = False
+        self._accept_paused_until = 0.0
+        self._tick = max(0.01, min(0.25, request_timeout / 8, idle_timeout / 8))
+
+    # --- called from workers ---------------------------------------------------------
+
+    def give_back(self, conn: Connection, mode: str) -> None:
+        """A worker is done with ``conn``: ``"keep"`` (keep-alive), ``"linger"`` or ``"close"``."""
+        with self._lock:
+            if not self._stopped:
+                self._returned.append((conn, mode))
+                if self._wake_pending:
+                    return
+                self._wake_pending = True
+                wake = True
+            else:
+                wake = False
+        if wake:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:  # the pair is full or closed: the selector is awake anyway
+                pass
+            return
+        conn.close()  # the selector is gone (stop): nothing watches the connection anymore
+        with self._lock:
+            self.live -= 1
+
+    def stop(self) -> None:
+        self._stopping = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    # --- the loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        sel = self._selector
+        sel.register(self.listener, selectors.EVENT_READ, _LISTENER)
+        sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        next_sweep = time.monotonic() + self._tick
+        try:
+            while not self._stopping:
+                for key, _ in sel.select(max(0.0, next_sweep - time.monotonic())):
+                    data = key.data
+                    if data is _LISTENER:
+                        self._accept()
+                    elif data is _WAKE:
+                        self._take_returned()
+                    elif data.fd in self._conns:  # may have been closed earlier in this batch
+                        self._on_readable(data)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + self._tick
+        finally:
+            self.shutdown()
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # out of file descriptors, most likely: pause a little
+                log.warning("cannot accept connections: %s", exc)
+                self._selector.unregister(self.listener)
+                self._accept_paused_until = time.monotonic() + self._tick
+                return
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            now = time.monotonic()
+            conn = Connection(sock, address, now)
+            with self._lock:
+                over = self.live >= self.max_connections
+                if not over:
+                    self.live += 1
+            if over:
+                self._reject(conn, now)
+                continue
+            conn.deadline = now + self.request_timeout
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _reject(self, conn: Connection, now: float) -> None:
+        self.rejected += 1
+        answer = _answer(503, "too_many_connections",
+                         f"this node already serves {self.max_connections} connections "
+                         "(its --max-connections); retry shortly", self.header_lines() + "Retry-After: 1\r\n")
+        self._send_and_linger(conn, answer, now + REJECT_LINGER_SECONDS)
+
+    def _send_and_linger(self, conn: Connection, answer: bytes, until: float) -> None:
+        """Best-effort answer, then read and drop input until EOF or ``until``, then close."""
+        try:
+            conn.sock.send(answer)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        if self._lingering >= MAX_LINGERING:
+            conn.close()
+            return
+        self._lingering += 1
+        conn.state, conn.deadline, conn.linger_left = LINGER, until, LINGER_MAX_BYTES
+        self._watch(conn, selectors.EVENT_READ)
+
+    def _watch(self, conn: Connection, events: int) -> None:
+        self._conns[conn.fd] = conn
+        self._selector.register(conn.sock, events, conn)
+
+    def _forget(self, conn: Connection) -> None:
+        del self._conns[conn.fd]
+        self._selector.unregister(conn.sock)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.fd in self._conns:
+            self._forget(conn)
+        self._release_prefetch(conn)
+        conn.close()
+        if conn.state == LINGER:
+            self._lingering -= 1
+        else:
+            with self._lock:
+                self.live -= 1
+
+    def _release_prefetch(self, conn: Connection) -> None:
+        self._prefetched -= conn.reserved
+        conn.reserved = 0
+
+    def _on_readable(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        now = time.monotonic()
+        if conn.state == LINGER:
+            conn.linger_left -= len(data)
+            if not data or conn.linger_left <= 0:
+                self._close(conn)
+            return
+        if not data:
+            conn.eof = True
+            if conn.state in (HEAD, BODY):  # let the handler answer what it can (400)
+                self._hand_over(conn)
+            else:
+                self._close(conn)
+            return
+        if conn.state in (NEW, IDLE):
+            if conn.state == IDLE:
+                conn.start_request(now)
+            conn.state = HEAD
+        conn.received(data, now)
+        self._advance(conn)
+
+    def _advance(self, conn: Connection) -> None:
+        """Dispatch ``conn`` if its request is ready, else note what it still waits for."""
+        if conn.state == HEAD:
+            length = head_length(conn.buf, conn.pos)
+            if length < 0:
+                if conn.buffered > HEAD_BUFFER_MAX_BYTES:
+                    self._hand_over(conn)
+                else:
+                    conn.deadline = conn.request_deadline(self.request_timeout)
+                return
+            conn.head_end = conn.pos + length
+            body = framing(bytes(conn.buf[conn.pos:conn.head_end]))
+            if not body or body > PREFETCH_MAX_BYTES or self._prefetched + body > PREFETCH_BUDGET_BYTES:
+                self._hand_over(conn)
+                return
+            conn.reserved = body
+            self._prefetched += body
+            conn.need = length + body
+            conn.state = BODY
+        if conn.state == BODY:
+            if conn.buffered >= conn.need:
+                self._hand_over(conn)
+            else:
+                conn.deadline = conn.request_deadline(self.request_timeout)
+
+    def _hand_over(self, conn: Connection) -> None:
+        self._forget(conn)
+        self._release_prefetch(conn)
+        conn.state = BUSY
+        conn.sock.setblocking(True)
+        self.dispatch(conn)
+
+    def _take_returned(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+        with self._lock:
+            returned, self._returned = self._returned, []
+            self._wake_pending = False
+        now = time.monotonic()
+        for conn, mode in returned:
+            if mode == "keep":
+                conn.sock.setblocking(False)
+                conn.compact()
+                conn.start_request(now)
+                if conn.buffered:  # pipelined: the next request is (partly) here already
+                    conn.state = HEAD
+                    self._watch(conn, selectors.EVENT_READ)
+                    self._advance(conn)
+                else:
+                    conn.state, conn.deadline = IDLE, now + self.idle_timeout
+                    self._watch(conn, selectors.EVENT_READ)
+            elif mode == "linger":
+                conn.sock.setblocking(False)
+                with self._lock:
+                    self.live -= 1
+                conn.state = LINGER
+                self._send_and_linger(conn, b"", now + LINGER_SECONDS)
+            else:
+                conn.state = BUSY
+                self._close(conn)
+
+    def _sweep(self, now: float) -> None:
+        """Apply the deadlines; also resume accepting after a pause."""
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            self._selector.register(self.listener, selectors.EVENT_READ, _LISTENER)
+        for conn in list(self._conns.values()):
+            if conn.state == BODY and now - conn.last_read >= self.idle_timeout:
+                conn.expired = "stall"
+                self._hand_over(conn)
+            elif now < conn.deadline:
+                continue
+            elif conn.state == HEAD:
+                self.timed_out += 1
+                answer = _answer(408, "request_timeout", "the request head did not arrive within "
+                                 f"{self.request_timeout:g} s (the node's --request-timeout)", self.header_lines())
+                self._forget(conn)
+                with self._lock:
+                    self.live -= 1
+                conn.state = LINGER
+                self._send_and_linger(conn, answer, now + REJECT_LINGER_SECONDS)
+            elif conn.state == BODY:
+                self.timed_out += 1
+                conn.expired = "deadline"
+                self._hand_over(conn)
+            else:  # NEW, IDLE, LINGER: close quietly
+                self._close(conn)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stopped = True
+            returned, self._returned = self._returned, []
+        for conn, _ in returned:
+            conn.close()
+            with self._lock:
+                self.live -= 1
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
