@@ -81,6 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     add("--enable-fault-injection", action="store_true",
         default=_env("ENABLE_FAULT_INJECTION", "") not in ("", "0", "false"),
         help="allow /internal/faults to cut this node off from peers (testing only) [DKVS_ENABLE_FAULT_INJECTION]")
+    # Connection limits (docs/architecture.md, "Connections and workers"); env strings are
+    # checked by the same type functions, so a bad value is one line on stderr and exit 2.
+    def _limit(kind, flag: str):
+        """A type for a positive limit that reports a bad value in one line (exit 2)."""
+        def parse(text: str):
+            try:
+                value = kind(text)
+            except ValueError:
+                value = None
+            if value is None or not value > 0 or value != value or value == float("inf"):
+                print(f"dkvs: {flag} (or DKVS_{flag[2:].upper().replace('-', '_')}) must be a positive "
+                      f"{'integer' if kind is int else 'number'}; got {text!r}", file=sys.stderr)
+                raise SystemExit(2)
+            return value
+        return parse
+
+    add("--max-connections", metavar="N", type=_limit(int, "--max-connections"),
+        default=_env("MAX_CONNECTIONS", "1024"),
+        help="open connections served at once; more get a 503 and are closed [DKVS_MAX_CONNECTIONS]")
+    add("--request-timeout", metavar="S", type=_limit(float, "--request-timeout"),
+        default=_env("REQUEST_TIMEOUT", "10"),
+        help="seconds a request head has to arrive; a body then must keep 64 KiB/s [DKVS_REQUEST_TIMEOUT]")
+    add("--idle-timeout", metavar="S", type=_limit(float, "--idle-timeout"),
+        default=_env("IDLE_TIMEOUT", "60"),
+        help="seconds an idle keep-alive connection stays open [DKVS_IDLE_TIMEOUT]")
     add("--log-level", default=_env("LOG_LEVEL", "info"),
         choices=("debug", "info", "warning", "error", "critical"), help="logging level [DKVS_LOG_LEVEL]")
     add("--version", action="version", version=f"dkvs {__version__}")
@@ -98,7 +123,9 @@ def settings_from_args(args: argparse.Namespace):
                     fsync=args.fsync, fsync_interval=args.fsync_interval,
                     snapshot_threshold=args.snapshot_threshold,
                     cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
-                    fault_injection=args.enable_fault_injection)
+                    fault_injection=args.enable_fault_injection,
+                    max_connections=args.max_connections, request_timeout=args.request_timeout,
+                    idle_timeout=args.idle_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

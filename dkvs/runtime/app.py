@@ -50,6 +50,9 @@ class Settings:
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
     cors_origins: tuple[str, ...] = ("*",)
     fault_injection: bool = False
+    max_connections: int = 1024
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
 
 
 class DkvsNode:
@@ -82,7 +85,9 @@ class DkvsNode:
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
         service = NodeService(s.limits, self.signer)
-        self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+        self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
+                                  max_connections=s.max_connections, request_timeout_seconds=s.request_timeout,
+                                  idle_timeout_seconds=s.idle_timeout)
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))

@@ -1,0 +1,221 @@
+"""Bounded resources: connection cap, request and idle deadlines, and worker pools that
+client load cannot exhaust for internal traffic or watches.
+
+Real sockets on 127.0.0.1, small timeouts (0.3 s) so the server's own clock ends each
+wait; every socket read is bounded by a client-side timeout far above those.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+
+import pytest
+from api_clients import ApiClient, RawClient
+from fake_service import FakeService
+
+from dkvs.api.server import CLIENT_WORKERS, INTERNAL_WORKERS, WATCH_WORKERS
+from dkvs.cli import build_parser, main, settings_from_args
+from dkvs.tools.local_cluster import wait_for
+
+SHORT = 0.3  # seconds: the server-side timeouts used here
+WAIT = 10.0  # seconds: the client-side bound on any single read
+
+
+class BlockingService(FakeService):
+    """Writes block until ``release`` is set; ``entered`` counts writes that are blocked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def put(self, key, value, *, acks, timeout, **kwargs):
+        self.entered.release()
+        assert self.release.wait(WAIT)
+        return super().put(key, value, acks=acks, timeout=timeout)
+
+    def watch_key(self, key, after_seq, wait):
+        return {"key": key, "changed": False, "index": 0}
+
+
+def _http_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("dkvs-http")]
+
+
+def _closed_by_server(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (bounded by WAIT per read)."""
+    sock.settimeout(WAIT)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_connection_over_the_cap_gets_503_while_open_ones_keep_working(start_server):
+    server = start_server(max_connections=2)
+    first = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=WAIT)
+    first.connect()  # accepted in this order: first, second, then third over the cap
+    second = RawClient(server.url)
+    third = RawClient(server.url)
+    try:
+        first.request("PUT", "/kv/a", body=b"1")
+        response = first.getresponse()
+        assert response.status == 200 and response.read()
+        second.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert second.read_answer().status == 200
+        third.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = third.read_answer()
+        assert answer.status == 503 and answer.json()["error"] == "too_many_connections"
+        assert answer.headers["connection"] == "close" and answer.headers["retry-after"] == "1"
+        assert third.at_eof()
+        for _ in range(3):  # the open keep-alive connections are still served
+            first.request("GET", "/kv/a")
+            response = first.getresponse()
+            assert response.status == 200 and response.read()
+        second.close()  # a slot frees up: a new client is served again
+        assert wait_for(lambda: server.connections.live < 2, WAIT)
+        assert ApiClient(server.url).request("GET", "/health").status == 200
+    finally:
+        first.close()
+        second.close()
+        third.close()
+
+
+def test_slow_head_gets_408_and_is_closed_after_the_request_timeout(start_server):
+    server = start_server(request_timeout_seconds=SHORT)
+    client = RawClient(server.url)
+    try:
+        client.send(b"GET /health HTTP/1.1\r\nHo")  # and never the rest
+        answer = client.read_answer()
+        assert answer.status == 408 and answer.json()["error"] == "request_timeout"
+        assert client.at_eof()
+    finally:
+        client.close()
+
+
+def test_two_hundred_slow_clients_hold_no_thread_and_are_all_closed(start_server):
+    server = start_server(request_timeout_seconds=SHORT, idle_timeout_seconds=SHORT)
+    limit = 1 + CLIENT_WORKERS + INTERNAL_WORKERS + WATCH_WORKERS
+    sockets = []
+    try:
+        for i in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=WAIT)
+            sock.sendall(b"PUT /kv/k HTTP/1.1\r\n" if i % 2 else b"P")  # heads that never end
+            sockets.append(sock)
+        # A normal client is served meanwhile, and the slow ones took no worker.
+        assert ApiClient(server.url).request("GET", "/health").status == 200
+        assert len(_http_threads()) <= 2  # the selector and the one worker /health needed
+        assert len(_http_threads()) <= limit
+        for sock in sockets:
+            assert _closed_by_server(sock).startswith(b"HTTP/1.1 408 ")
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(start_server):
+    server = start_server(idle_timeout_seconds=SHORT)
+    client = RawClient(server.url)
+    try:
+        client.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_answer().status == 200
+        assert client.at_eof()  # nothing more sent: the server closes it
+    finally:
+        client.close()
+
+
+def test_connection_that_never_sends_a_request_is_closed_after_the_request_timeout(start_server):
+    server = start_server(request_timeout_seconds=SHORT)
+    fresh = socket.create_connection(("127.0.0.1", server.server_port), timeout=WAIT)
+    try:
+        assert _closed_by_server(fresh) == b""
+    finally:
+        fresh.close()
+
+
+def test_body_slower_than_the_deadline_gets_408(start_server):
+    # A long idle timeout: only the request deadline can end this, not the stall rule.
+    server = start_server(request_timeout_seconds=SHORT, idle_timeout_seconds=60)
+    client = RawClient(server.url)
+    try:
+        client.send(b"PUT /kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+        answer = client.read_answer()
+        assert answer.status == 408 and answer.json()["error"] == "request_timeout"
+        assert client.at_eof()
+    finally:
+        client.close()
+
+
+def test_large_body_read_by_a_worker_keeps_the_deadline_too(start_server, fake):
+    # Over the selector's prefetch size, so a worker reads it, under the same rule.
+    server = start_server(fake, request_timeout_seconds=SHORT, idle_timeout_seconds=60)
+    client = RawClient(server.url)
+    try:
+        client.send(b"POST /internal/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
+                    + b"x" * 1024)
+        answer = client.read_answer()
+        assert answer.status == 408 and answer.json()["error"] == "request_timeout"
+    finally:
+        client.close()
+    assert fake.calls == []
+
+
+def test_internal_requests_and_watches_are_served_while_every_client_worker_is_blocked(start_server):
+    service = BlockingService()
+    server = start_server(service, client_workers=2)
+    api = ApiClient(server.url)
+    results: list[int] = []
+    writers = [threading.Thread(target=lambda i=i: results.append(api.request("PUT", f"/kv/b{i}", b"v").status))
+               for i in range(3)]
+    try:
+        for writer in writers:
+            writer.start()
+        for _ in range(2):  # both client workers are now stuck in the service
+            assert service.entered.acquire(timeout=WAIT)
+        answer = api.request("POST", "/internal/raft", b"{}")
+        assert answer.status == 200 and answer.json()["path"] == "raft"
+        watch = api.request("GET", "/kv/w?wait=5")
+        assert watch.status == 200 and watch.json()["changed"] is False
+        assert results == []  # the writes are still blocked, the third one queued
+    finally:
+        service.release.set()
+        for writer in writers:
+            writer.join(WAIT)
+    assert results == [200, 200, 200]
+
+
+def test_pipelined_requests_are_all_answered_in_order(server, raw):
+    client = raw(server)
+    client.send(b"PUT /kv/p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nv1"
+                b"GET /kv/p HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert client.read_answer().status == 200
+    assert client.read_answer().json()["value"] == "v1"
+    assert client.read_answer().status == 200
+
+
+@pytest.mark.parametrize("argv", [["--max-connections", "0"], ["--max-connections", "x"],
+                                  ["--request-timeout", "-1"], ["--idle-timeout", "nan"]])
+def test_bad_limit_flags_are_one_line_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dkvs: " + argv[0])
+
+
+def test_bad_limit_from_the_environment_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setenv("DKVS_IDLE_TIMEOUT", "soon")
+    with pytest.raises(SystemExit) as stopped:
+        main([])
+    assert stopped.value.code == 2 and "DKVS_IDLE_TIMEOUT" in capsys.readouterr().err
+
+
+def test_limit_flags_and_env_reach_the_settings(monkeypatch):
+    monkeypatch.setenv("DKVS_REQUEST_TIMEOUT", "2.5")
+    settings = settings_from_args(build_parser().parse_args(["--max-connections", "7", "--idle-timeout", "9"]))
+    assert (settings.max_connections, settings.request_timeout, settings.idle_timeout) == (7, 2.5, 9.0)
+    defaults = settings_from_args(build_parser().parse_args([]))
+    assert (defaults.max_connections, defaults.idle_timeout) == (1024, 60.0)
