@@ -51,7 +51,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "address", "buf", "pos", "state", "deadline", "request_started",
                  "request_bytes", "last_read", "head_end", "need", "reserved", "expired", "eof",
-                 "linger_left", "kind")
+                 "linger_left", "kind", "over_cap")
 
     def __init__(self, sock: socket.socket, address, now: float) -> None:
         self.sock = sock
@@ -71,6 +71,7 @@ class Connection:
         self.eof = False
         self.linger_left = 0
         self.kind = "client"
+        self.over_cap = False
 
     @property
     def buffered(self) -> int:

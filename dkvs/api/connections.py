@@ -7,7 +7,10 @@ It also enforces the limits an outsider could otherwise abuse:
 
 * ``max_connections``: a connection accepted beyond it gets one 503 JSON answer, its
   write side is shut and it is closed shortly after (those lingering rejects are capped
-  too); connections already open keep being served.
+  too); connections already open keep being served. Node-to-node traffic must not be
+  locked out by clients, so up to :data:`INTERNAL_RESERVE` connections over the cap are
+  admitted on probation: each of their requests is served only if it is internal
+  (``/internal/*``), otherwise it is answered with the same 503.
 * ``request_timeout``: a request head must arrive within it; a body must then keep the
   average rate of :data:`~dkvs.api.connection.MIN_BODY_RATE` (the rule is spelled out in
   :mod:`dkvs.api.connection`). A head that misses it gets 408 and the connection closes;
@@ -35,7 +38,7 @@ from collections.abc import Callable
 from .connection import BODY, BUSY, HEAD, IDLE, LINGER, NEW, RECV_BYTES, Connection
 from .response import Reply, encode_json, render
 
-__all__ = ["ConnectionManager", "PREFETCH_MAX_BYTES", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES",
+__all__ = ["ConnectionManager", "INTERNAL_RESERVE", "PREFETCH_MAX_BYTES", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES",
            "head_length", "framing"]
 
 log = logging.getLogger("dkvs.http")
@@ -46,6 +49,7 @@ HEAD_BUFFER_MAX_BYTES = 128 * 1024  # a head not done by then is read on by a wo
 LINGER_SECONDS = 2.0  # after an error answer: read and drop what the client still sends
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 REJECT_LINGER_SECONDS = 1.0
+INTERNAL_RESERVE = 64  # connections over the cap admitted for node-to-node requests only
 MAX_LINGERING = 256  # lingering connections beyond this are closed at once
 ACCEPT_BATCH = 64
 _LISTENER, _WAKE = object(), object()
@@ -87,10 +91,12 @@ def _answer(status: int, code: str, message: str, extra: str) -> bytes:
 class ConnectionManager:
     """Owns the listening socket and every connection not in a worker's hands."""
 
-    def __init__(self, listener: socket.socket, *, dispatch: Callable[[Connection], None],
+    def __init__(self, listener: socket.socket, *, classify: Callable[[Connection], str],
+                 dispatch: Callable[[Connection], None],
                  max_connections: int, request_timeout: float, idle_timeout: float,
                  header_lines: Callable[[], str]) -> None:
         self.listener = listener
+        self.classify = classify  # sets and returns conn.kind: "internal", "client", "watch"
         self.dispatch = dispatch
         self.max_connections = max_connections
         self.request_timeout = request_timeout
@@ -101,6 +107,7 @@ class ConnectionManager:
         self.timed_out = 0
         self._conns: dict[int, Connection] = {}  # fd -> connection watched here
         self._lingering = 0
+        self._over_cap = 0  # open connections admitted on probation beyond max_connections
         self._prefetched = 0
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -188,11 +195,17 @@ class ConnectionManager:
             conn = Connection(sock, address, now)
             with self._lock:
                 over = self.live >= self.max_connections
-                if not over:
+                if not over or self._over_cap < INTERNAL_RESERVE:
                     self.live += 1
-            if over:
+                    admitted = True
+                else:
+                    admitted = False
+            if not admitted:
                 self._reject(conn, now)
                 continue
+            if over:
+                conn.over_cap = True
+                self._over_cap += 1
             conn.deadline = now + self.request_timeout
             self._watch(conn, selectors.EVENT_READ)
 
@@ -231,11 +244,17 @@ class ConnectionManager:
             self._forget(conn)
         self._release_prefetch(conn)
         conn.close()
+        self._drop_over_cap(conn)
         if conn.state == LINGER:
             self._lingering -= 1
         else:
             with self._lock:
                 self.live -= 1
+
+    def _drop_over_cap(self, conn: Connection) -> None:
+        if conn.over_cap:
+            conn.over_cap = False
+            self._over_cap -= 1
 
     def _release_prefetch(self, conn: Connection) -> None:
         self._prefetched -= conn.reserved
@@ -297,6 +316,13 @@ class ConnectionManager:
     def _hand_over(self, conn: Connection) -> None:
         self._forget(conn)
         self._release_prefetch(conn)
+        if self.classify(conn) != "internal" and conn.over_cap:  # probation: internal only
+            self._drop_over_cap(conn)
+            with self._lock:
+                self.live -= 1
+            conn.state = LINGER
+            self._reject(conn, time.monotonic())
+            return
         conn.state = BUSY
         conn.sock.setblocking(True)
         self.dispatch(conn)
@@ -325,6 +351,7 @@ class ConnectionManager:
                     self._watch(conn, selectors.EVENT_READ)
             elif mode == "linger":
                 conn.sock.setblocking(False)
+                self._drop_over_cap(conn)
                 with self._lock:
                     self.live -= 1
                 conn.state = LINGER
@@ -349,6 +376,7 @@ class ConnectionManager:
                 answer = _answer(408, "request_timeout", "the request head did not arrive within "
                                  f"{self.request_timeout:g} s (the node's --request-timeout)", self.header_lines())
                 self._forget(conn)
+                self._drop_over_cap(conn)
                 with self._lock:
                     self.live -= 1
                 conn.state = LINGER

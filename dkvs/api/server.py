@@ -112,14 +112,16 @@ class DkvsHTTPServer:
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
         self.connections = ConnectionManager(
-            self.socket, dispatch=self._dispatch, max_connections=max_connections,
+            self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
             request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
             header_lines=lambda: self.server_line + date_line())
 
     # --- the request path ----------------------------------------------------------
 
-    def _dispatch(self, conn: Connection) -> None:
-        """Called by the selector: queue ``conn`` on the pool its request belongs to."""
+    @staticmethod
+    def _classify(conn: Connection) -> str:
+        """The pool for the request buffered on ``conn``, from its request line (also kept
+        in ``conn.kind``)."""
         line_end = conn.buf.find(b"\n", conn.pos, conn.pos + 65536)
         words = bytes(conn.buf[conn.pos:line_end if line_end >= 0 else conn.pos + 256]).split()
         target = words[1] if len(words) > 1 else b""
@@ -129,6 +131,10 @@ class DkvsHTTPServer:
             conn.kind = "watch"
         else:
             conn.kind = "client"
+        return conn.kind
+
+    def _dispatch(self, conn: Connection) -> None:
+        """Called by the selector: queue ``conn`` on the pool its request belongs to."""
         if not self.pools[conn.kind].submit(conn):
             self.connections.give_back(conn, "close")
 

@@ -83,6 +83,25 @@ def test_connection_over_the_cap_gets_503_while_open_ones_keep_working(start_ser
         third.close()
 
 
+def test_node_to_node_requests_are_served_over_the_cap(start_server):
+    # Clients filling the cap must not lock peers out: heartbeats would fail, then elections.
+    server = start_server(max_connections=1)
+    holder, peer, client = RawClient(server.url), RawClient(server.url), RawClient(server.url)
+    try:
+        holder.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert holder.read_answer().status == 200
+        for _ in range(2):  # the peer's connection stays usable for internal requests
+            peer.send(b"POST /internal/raft HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            assert peer.read_answer().status == 200
+        client.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_answer().json()["error"] == "too_many_connections"
+        peer.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # over the cap: internal only
+        assert peer.read_answer().status == 503 and peer.at_eof()
+    finally:
+        for c in (holder, peer, client):
+            c.close()
+
+
 def test_slow_head_gets_408_and_is_closed_after_the_request_timeout(start_server):
     server = start_server(request_timeout_seconds=SHORT)
     client = RawClient(server.url)
