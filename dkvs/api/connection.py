@@ -143,6 +143,8 @@ class ConnectionReader:
             if stall:
                 raise
             raise RequestTimedOut("the request did not arrive in time") from None
+        finally:
+            conn.sock.setblocking(False)  # the selector's mode, whatever happens
         if not data:
             conn.eof = True
             return False
@@ -179,8 +181,10 @@ class ConnectionReader:
 class ConnectionWriter:
     """``write(data)``: all of it, within ``timeout`` seconds plus time for its size.
 
-    A client that stops reading its answers cannot hold a worker longer than that
-    (``socket.sendall``'s timeout bounds the whole call since Python 3.5).
+    The socket stays non-blocking (the selector's mode): one ``send`` usually takes the
+    whole answer; only the rest of a large one waits, and a client that stops reading
+    cannot hold a worker longer than the bound (``socket.sendall``'s timeout covers the
+    whole call since Python 3.5).
     """
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
@@ -188,8 +192,17 @@ class ConnectionWriter:
         self.timeout = timeout
 
     def write(self, data: bytes) -> int:
-        self.sock.settimeout(self.timeout + len(data) / MIN_BODY_RATE)
-        self.sock.sendall(data)
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            sock.settimeout(self.timeout + len(data) / MIN_BODY_RATE)
+            try:
+                sock.sendall(memoryview(data)[sent:])
+            finally:
+                sock.setblocking(False)
         return len(data)
 
     def flush(self) -> None:

@@ -21,21 +21,25 @@ It also enforces the limits an outsider could otherwise abuse:
   under :data:`PREFETCH_BUDGET_BYTES`; larger, chunked or ``Expect: 100-continue``
   bodies are read by the worker under the same deadline.
 
-Every connection it holds is closed by :meth:`stop`. Only this thread touches the
-selector and the connection table; workers talk to it through :meth:`give_back`, a
-locked list plus a one-byte wake-up on a socket pair.
+Every connection no worker holds is closed by :meth:`stop`. Only this thread changes the
+connection table. Sockets are watched one event at a time (:mod:`dkvs.api.poller`): a
+connection handed to a worker cannot wake the selector, and a worker done with a
+keep-alive connection re-arms it itself (with epoll), so the common request costs the
+selector one wake-up. Everything else a worker gives back (close, lingering close,
+pipelined bytes already buffered) goes through :meth:`give_back`: a locked list plus a
+one-byte wake-up on a socket pair.
 """
 
 from __future__ import annotations
 
 import logging
-import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable
 
 from .connection import BODY, BUSY, HEAD, IDLE, LINGER, NEW, RECV_BYTES, Connection
+from .poller import OneShotPoller
 from .response import Reply, encode_json, render
 
 __all__ = ["ConnectionManager", "INTERNAL_RESERVE", "PREFETCH_MAX_BYTES", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES",
@@ -92,9 +96,9 @@ class ConnectionManager:
     """Owns the listening socket and every connection not in a worker's hands."""
 
     def __init__(self, listener: socket.socket, *, classify: Callable[[Connection], str],
-                 dispatch: Callable[[Connection], None],
-                 max_connections: int, request_timeout: float, idle_timeout: float,
-                 header_lines: Callable[[], str]) -> None:
+                 dispatch: Callable[[Connection], None], max_connections: int,
+                 request_timeout: float, idle_timeout: float, header_lines: Callable[[], str],
+                 poller: OneShotPoller | None = None) -> None:
         self.listener = listener
         self.classify = classify  # sets and returns conn.kind: "internal", "client", "watch"
         self.dispatch = dispatch
@@ -105,11 +109,11 @@ class ConnectionManager:
         self.live = 0  # open connections, lingering ones excepted (read by tests/metrics)
         self.rejected = 0
         self.timed_out = 0
-        self._conns: dict[int, Connection] = {}  # fd -> connection watched here
+        self._conns: dict[int, Connection] = {}  # fd -> every open connection, busy ones too
         self._lingering = 0
         self._over_cap = 0  # open connections admitted on probation beyond max_connections
         self._prefetched = 0
-        self._selector = selectors.DefaultSelector()
+        self._poller = poller if poller is not None else OneShotPoller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -125,6 +129,20 @@ class ConnectionManager:
 
     def give_back(self, conn: Connection, mode: str) -> None:
         """A worker is done with ``conn``: ``"keep"`` (keep-alive), ``"linger"`` or ``"close"``."""
+        if mode == "keep" and self._poller.threadsafe_rearm:
+            conn.compact()
+            if not conn.buffered:  # the usual case: wait for the next request, no wake-up
+                now = time.monotonic()
+                conn.start_request(now)
+                conn.deadline = now + self.idle_timeout
+                conn.state = IDLE  # the selector owns it again from here
+                try:
+                    self._poller.rearm(conn.fd)
+                except OSError:
+                    pass
+                if self._stopped:  # stop() may have missed it while it was busy
+                    conn.close()
+                return
         with self._lock:
             if not self._stopped:
                 self._returned.append((conn, mode))
@@ -141,8 +159,6 @@ class ConnectionManager:
                 pass
             return
         conn.close()  # the selector is gone (stop): nothing watches the connection anymore
-        with self._lock:
-            self.live -= 1
 
     def stop(self) -> None:
         self._stopping = True
@@ -154,19 +170,18 @@ class ConnectionManager:
     # --- the loop -------------------------------------------------------------------
 
     def run(self) -> None:
-        sel = self._selector
-        sel.register(self.listener, selectors.EVENT_READ, _LISTENER)
-        sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        poller = self._poller
+        poller.add(self.listener.fileno(), _LISTENER, oneshot=False)
+        poller.add(self._wake_r.fileno(), _WAKE, oneshot=False)
         next_sweep = time.monotonic() + self._tick
         try:
             while not self._stopping:
-                for key, _ in sel.select(max(0.0, next_sweep - time.monotonic())):
-                    data = key.data
+                for data in poller.poll(max(0.0, next_sweep - time.monotonic())):
                     if data is _LISTENER:
                         self._accept()
                     elif data is _WAKE:
                         self._take_returned()
-                    elif data.fd in self._conns:  # may have been closed earlier in this batch
+                    elif self._conns.get(data.fd) is data and data.state != BUSY:
                         self._on_readable(data)
                 now = time.monotonic()
                 if now >= next_sweep:
@@ -183,7 +198,7 @@ class ConnectionManager:
                 return
             except OSError as exc:  # out of file descriptors, most likely: pause a little
                 log.warning("cannot accept connections: %s", exc)
-                self._selector.unregister(self.listener)
+                self._poller.remove(self.listener.fileno())
                 self._accept_paused_until = time.monotonic() + self._tick
                 return
             sock.setblocking(False)
@@ -195,11 +210,9 @@ class ConnectionManager:
             conn = Connection(sock, address, now)
             with self._lock:
                 over = self.live >= self.max_connections
-                if not over or self._over_cap < INTERNAL_RESERVE:
+                admitted = not over or self._over_cap < INTERNAL_RESERVE
+                if admitted:
                     self.live += 1
-                    admitted = True
-                else:
-                    admitted = False
             if not admitted:
                 self._reject(conn, now)
                 continue
@@ -207,7 +220,7 @@ class ConnectionManager:
                 conn.over_cap = True
                 self._over_cap += 1
             conn.deadline = now + self.request_timeout
-            self._watch(conn, selectors.EVENT_READ)
+            self._watch(conn)
 
     def _reject(self, conn: Connection, now: float) -> None:
         self.rejected += 1
@@ -217,33 +230,43 @@ class ConnectionManager:
         self._send_and_linger(conn, answer, now + REJECT_LINGER_SECONDS)
 
     def _send_and_linger(self, conn: Connection, answer: bytes, until: float) -> None:
-        """Best-effort answer, then read and drop input until EOF or ``until``, then close."""
+        """Best-effort answer, then read and drop input until EOF or ``until``, then close.
+
+        ``conn`` no longer counts as live (the caller made sure of it).
+        """
+        conn.state = LINGER
         try:
-            conn.sock.send(answer)
+            if answer:
+                conn.sock.send(answer)
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            conn.close()
+            self._discard(conn)
             return
         if self._lingering >= MAX_LINGERING:
-            conn.close()
+            self._discard(conn)
             return
         self._lingering += 1
-        conn.state, conn.deadline, conn.linger_left = LINGER, until, LINGER_MAX_BYTES
-        self._watch(conn, selectors.EVENT_READ)
+        conn.deadline, conn.linger_left = until, LINGER_MAX_BYTES
+        self._watch(conn)
 
-    def _watch(self, conn: Connection, events: int) -> None:
-        self._conns[conn.fd] = conn
-        self._selector.register(conn.sock, events, conn)
-
-    def _forget(self, conn: Connection) -> None:
-        del self._conns[conn.fd]
-        self._selector.unregister(conn.sock)
-
-    def _close(self, conn: Connection) -> None:
+    def _watch(self, conn: Connection) -> None:
+        """Watch ``conn`` for its next event (adding it to the table if new)."""
         if conn.fd in self._conns:
-            self._forget(conn)
+            self._poller.rearm(conn.fd)
+        else:
+            self._conns[conn.fd] = conn
+            self._poller.add(conn.fd, conn)
+
+    def _discard(self, conn: Connection) -> None:
+        """Forget and close ``conn`` without touching the counters."""
+        if self._conns.get(conn.fd) is conn:
+            del self._conns[conn.fd]
+            self._poller.remove(conn.fd)
         self._release_prefetch(conn)
         conn.close()
+
+    def _close(self, conn: Connection) -> None:
+        self._discard(conn)
         self._drop_over_cap(conn)
         if conn.state == LINGER:
             self._lingering -= 1
@@ -260,10 +283,17 @@ class ConnectionManager:
         self._prefetched -= conn.reserved
         conn.reserved = 0
 
+    def _stop_counting(self, conn: Connection) -> None:
+        """``conn`` goes to a lingering close: it no longer takes a connection slot."""
+        self._drop_over_cap(conn)
+        with self._lock:
+            self.live -= 1
+
     def _on_readable(self, conn: Connection) -> None:
         try:
             data = conn.sock.recv(RECV_BYTES)
         except BlockingIOError:
+            self._watch(conn)
             return
         except OSError:
             self._close(conn)
@@ -273,6 +303,8 @@ class ConnectionManager:
             conn.linger_left -= len(data)
             if not data or conn.linger_left <= 0:
                 self._close(conn)
+            else:
+                self._watch(conn)
             return
         if not data:
             conn.eof = True
@@ -289,7 +321,7 @@ class ConnectionManager:
         self._advance(conn)
 
     def _advance(self, conn: Connection) -> None:
-        """Dispatch ``conn`` if its request is ready, else note what it still waits for."""
+        """Dispatch ``conn`` if its request is ready, else watch it for more bytes."""
         if conn.state == HEAD:
             length = head_length(conn.buf, conn.pos)
             if length < 0:
@@ -297,6 +329,7 @@ class ConnectionManager:
                     self._hand_over(conn)
                 else:
                     conn.deadline = conn.request_deadline(self.request_timeout)
+                    self._watch(conn)
                 return
             conn.head_end = conn.pos + length
             body = framing(bytes(conn.buf[conn.pos:conn.head_end]))
@@ -312,19 +345,16 @@ class ConnectionManager:
                 self._hand_over(conn)
             else:
                 conn.deadline = conn.request_deadline(self.request_timeout)
+                self._watch(conn)
 
     def _hand_over(self, conn: Connection) -> None:
-        self._forget(conn)
+        """Give ``conn`` (not armed) to a worker; over the cap, only internal requests pass."""
         self._release_prefetch(conn)
         if self.classify(conn) != "internal" and conn.over_cap:  # probation: internal only
-            self._drop_over_cap(conn)
-            with self._lock:
-                self.live -= 1
-            conn.state = LINGER
+            self._stop_counting(conn)
             self._reject(conn, time.monotonic())
             return
         conn.state = BUSY
-        conn.sock.setblocking(True)
         self.dispatch(conn)
 
     def _take_returned(self) -> None:
@@ -339,65 +369,58 @@ class ConnectionManager:
         now = time.monotonic()
         for conn, mode in returned:
             if mode == "keep":
-                conn.sock.setblocking(False)
                 conn.compact()
                 conn.start_request(now)
                 if conn.buffered:  # pipelined: the next request is (partly) here already
                     conn.state = HEAD
-                    self._watch(conn, selectors.EVENT_READ)
                     self._advance(conn)
                 else:
                     conn.state, conn.deadline = IDLE, now + self.idle_timeout
-                    self._watch(conn, selectors.EVENT_READ)
+                    self._watch(conn)
             elif mode == "linger":
-                conn.sock.setblocking(False)
-                self._drop_over_cap(conn)
-                with self._lock:
-                    self.live -= 1
-                conn.state = LINGER
+                self._stop_counting(conn)
                 self._send_and_linger(conn, b"", now + LINGER_SECONDS)
             else:
-                conn.state = BUSY
                 self._close(conn)
 
     def _sweep(self, now: float) -> None:
         """Apply the deadlines; also resume accepting after a pause."""
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
-            self._selector.register(self.listener, selectors.EVENT_READ, _LISTENER)
+            self._poller.add(self.listener.fileno(), _LISTENER, oneshot=False)
         for conn in list(self._conns.values()):
-            if conn.state == BODY and now - conn.last_read >= self.idle_timeout:
+            state = conn.state
+            if state == BUSY:
+                continue
+            if state == BODY and now - conn.last_read >= self.idle_timeout:
                 conn.expired = "stall"
-                self._hand_over(conn)
             elif now < conn.deadline:
                 continue
-            elif conn.state == HEAD:
+            if state == HEAD:
                 self.timed_out += 1
                 answer = _answer(408, "request_timeout", "the request head did not arrive within "
                                  f"{self.request_timeout:g} s (the node's --request-timeout)", self.header_lines())
-                self._forget(conn)
-                self._drop_over_cap(conn)
-                with self._lock:
-                    self.live -= 1
-                conn.state = LINGER
+                self._stop_counting(conn)
                 self._send_and_linger(conn, answer, now + REJECT_LINGER_SECONDS)
-            elif conn.state == BODY:
-                self.timed_out += 1
-                conn.expired = "deadline"
+            elif state == BODY:
+                self.timed_out += conn.expired is None
+                conn.expired = conn.expired or "deadline"
+                self._poller.disarm(conn.fd)
                 self._hand_over(conn)
             else:  # NEW, IDLE, LINGER: close quietly
                 self._close(conn)
 
     def shutdown(self) -> None:
+        """Close the listening side of things and every connection no worker holds."""
         with self._lock:
             self._stopped = True
             returned, self._returned = self._returned, []
         for conn, _ in returned:
             conn.close()
-            with self._lock:
-                self.live -= 1
         for conn in list(self._conns.values()):
-            self._close(conn)
-        self._selector.close()
+            if conn.state != BUSY:
+                conn.close()
+        self._conns.clear()
+        self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
