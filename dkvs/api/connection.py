@@ -24,12 +24,15 @@ about ``request_timeout``, whatever it declared. Besides, a body that stays *sil
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 __all__ = ["Connection", "ConnectionReader", "ConnectionWriter", "RequestTimedOut", "MIN_BODY_RATE",
+           "HOT_WAIT_SECONDS",
            "NEW", "IDLE", "HEAD", "BODY", "BUSY", "LINGER"]
 
 MIN_BODY_RATE = 64 * 1024  # bytes per second a request must average after its grace period
+HOT_WAIT_SECONDS = 0.005  # a worker's wait for the next request on its connection (SO_RCVTIMEO)
 RECV_BYTES = 64 * 1024
 _COMPACT_BYTES = 64 * 1024  # drop consumed bytes from the buffer once this many piled up
 
@@ -51,7 +54,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "address", "buf", "pos", "state", "deadline", "request_started",
                  "request_bytes", "last_read", "head_end", "need", "reserved", "expired", "eof",
-                 "linger_left", "kind", "over_cap")
+                 "linger_left", "kind", "over_cap", "hot")
 
     def __init__(self, sock: socket.socket, address, now: float) -> None:
         self.sock = sock
@@ -72,6 +75,7 @@ class Connection:
         self.linger_left = 0
         self.kind = "client"
         self.over_cap = False
+        self.hot = False
 
     @property
     def buffered(self) -> int:
@@ -92,6 +96,28 @@ class Connection:
 
     def request_deadline(self, request_timeout: float) -> float:
         return self.request_started + request_timeout + self.request_bytes / MIN_BODY_RATE
+
+    def setup_socket(self) -> None:
+        """Socket options for the life of the connection.
+
+        The socket stays in blocking mode: the selector passes ``MSG_DONTWAIT`` on each
+        call instead, and a worker's plain ``recv`` waits at most ``HOT_WAIT_SECONDS``
+        (``SO_RCVTIMEO``). So the common request needs no mode switch (each one is a
+        system call that releases the GIL, and under load every release costs a thread
+        switch). Where ``SO_RCVTIMEO`` cannot be set, ``hot`` is False and workers never
+        wait on the connection.
+        """
+        sock = self.sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            struct.pack("ll", 0, int(HOT_WAIT_SECONDS * 1_000_000)))
+            self.hot = True
+        except (OSError, struct.error):
+            self.hot = False
 
     def compact(self) -> None:
         if self.pos >= _COMPACT_BYTES or (self.pos and self.pos == len(self.buf)):
@@ -144,7 +170,7 @@ class ConnectionReader:
                 raise
             raise RequestTimedOut("the request did not arrive in time") from None
         finally:
-            conn.sock.setblocking(False)  # the selector's mode, whatever happens
+            conn.sock.settimeout(None)  # back to blocking mode (see Connection.setup_socket)
         if not data:
             conn.eof = True
             return False
@@ -181,10 +207,9 @@ class ConnectionReader:
 class ConnectionWriter:
     """``write(data)``: all of it, within ``timeout`` seconds plus time for its size.
 
-    The socket stays non-blocking (the selector's mode): one ``send`` usually takes the
-    whole answer; only the rest of a large one waits, and a client that stops reading
-    cannot hold a worker longer than the bound (``socket.sendall``'s timeout covers the
-    whole call since Python 3.5).
+    One ``send`` without waiting usually takes the whole answer; only the rest of a large
+    one waits, and a client that stops reading cannot hold a worker longer than the bound
+    (``socket.sendall``'s timeout covers the whole call since Python 3.5).
     """
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
@@ -194,7 +219,7 @@ class ConnectionWriter:
     def write(self, data: bytes) -> int:
         sock = self.sock
         try:
-            sent = sock.send(data)
+            sent = sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         if sent < len(data):
@@ -202,7 +227,7 @@ class ConnectionWriter:
             try:
                 sock.sendall(memoryview(data)[sent:])
             finally:
-                sock.setblocking(False)
+                sock.settimeout(None)
         return len(data)
 
     def flush(self) -> None:

@@ -43,7 +43,7 @@ from .poller import OneShotPoller
 from .response import Reply, encode_json, render
 
 __all__ = ["ConnectionManager", "INTERNAL_RESERVE", "PREFETCH_MAX_BYTES", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES",
-           "head_length", "framing"]
+           "head_length", "framing", "request_ready"]
 
 log = logging.getLogger("dkvs.http")
 
@@ -85,6 +85,16 @@ def framing(head: bytes) -> int | None:
     if not text.isdigit() or len(text) > 18:
         return None
     return int(text)
+
+
+def request_ready(conn: Connection) -> bool:
+    """Whether a worker can start on the bytes buffered on ``conn`` without the selector:
+    a whole head, and the whole body when it is one the selector would have prefetched."""
+    length = head_length(conn.buf, conn.pos)
+    if length < 0:
+        return False
+    body = framing(bytes(conn.buf[conn.pos:conn.pos + length]))
+    return not body or body > PREFETCH_MAX_BYTES or conn.buffered >= length + body
 
 
 def _answer(status: int, code: str, message: str, extra: str) -> bytes:
@@ -138,7 +148,7 @@ class ConnectionManager:
                 conn.state = IDLE  # the selector owns it again from here
                 try:
                     self._poller.rearm(conn.fd)
-                except OSError:
+                except (OSError, ValueError):  # the poller is closed (stop)
                     pass
                 if self._stopped:  # stop() may have missed it while it was busy
                     conn.close()
@@ -201,13 +211,9 @@ class ConnectionManager:
                 self._poller.remove(self.listener.fileno())
                 self._accept_paused_until = time.monotonic() + self._tick
                 return
-            sock.setblocking(False)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
             now = time.monotonic()
             conn = Connection(sock, address, now)
+            conn.setup_socket()
             with self._lock:
                 over = self.live >= self.max_connections
                 admitted = not over or self._over_cap < INTERNAL_RESERVE
@@ -237,7 +243,7 @@ class ConnectionManager:
         conn.state = LINGER
         try:
             if answer:
-                conn.sock.send(answer)
+                conn.sock.send(answer, socket.MSG_DONTWAIT)
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._discard(conn)
@@ -291,7 +297,7 @@ class ConnectionManager:
 
     def _on_readable(self, conn: Connection) -> None:
         try:
-            data = conn.sock.recv(RECV_BYTES)
+            data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
         except BlockingIOError:
             self._watch(conn)
             return

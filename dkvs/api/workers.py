@@ -62,6 +62,11 @@ class WorkerPool:
         return self._busy
 
     @property
+    def queued(self) -> int:
+        """Items waiting for a worker."""
+        return len(self._queue)
+
+    @property
     def threads(self) -> int:
         return len(self._threads)
 
