@@ -238,3 +238,55 @@ def test_limit_flags_and_env_reach_the_settings(monkeypatch):
     assert (settings.max_connections, settings.request_timeout, settings.idle_timeout) == (7, 2.5, 9.0)
     defaults = settings_from_args(build_parser().parse_args([]))
     assert (defaults.max_connections, defaults.idle_timeout) == (1024, 60.0)
+
+
+def test_a_hot_connection_does_not_keep_the_only_worker_from_others(start_server):
+    # One client worker; A sends back to back. Its worker may serve A's next request
+    # itself only while nobody else waits, so B is answered while A is still going.
+    server = start_server(client_workers=1)
+    b_done = threading.Event()
+    a_requests = []
+
+    def run_a() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=WAIT)
+        try:
+            while not b_done.is_set() and len(a_requests) < 20000:
+                conn.request("GET", "/health")
+                conn.getresponse().read()
+                a_requests.append(1)
+        finally:
+            conn.close()
+
+    a = threading.Thread(target=run_a)
+    a.start()
+    try:
+        assert wait_for(lambda: len(a_requests) >= 20, WAIT)
+        assert ApiClient(server.url).request("GET", "/health").status == 200
+    finally:
+        b_done.set()
+        a.join(WAIT)
+    assert len(a_requests) < 20000
+
+
+def test_keep_alive_pipelining_and_idle_close_without_epoll(start_server, monkeypatch):
+    import dkvs.api.connections as connections
+    from dkvs.api.poller import OneShotPoller
+
+    monkeypatch.setattr(connections, "OneShotPoller", lambda: OneShotPoller(use_epoll=False))
+    server = start_server(idle_timeout_seconds=SHORT)
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=WAIT)
+    try:
+        for i in range(20):
+            conn.request("PUT", f"/kv/e{i}", body=b"v")
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+    finally:
+        conn.close()
+    client = RawClient(server.url)
+    try:
+        client.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /kv/e3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_answer().status == 200
+        assert client.read_answer().json()["value"] == "v"
+        assert client.at_eof()  # then idle: closed after the idle timeout
+    finally:
+        client.close()
