@@ -49,7 +49,7 @@ from .service import KeyValueService
 from .workers import WorkerPool
 
 __all__ = ["DkvsHTTPServer", "make_server", "IDLE_TIMEOUT_SECONDS", "REQUEST_TIMEOUT_SECONDS",
-           "MAX_CONNECTIONS", "CLIENT_WORKERS", "INTERNAL_WORKERS", "WATCH_WORKERS",
+           "MAX_CONNECTIONS", "CLIENT_WORKERS", "CLIENT_THREADS_MAX", "INTERNAL_WORKERS", "WATCH_WORKERS",
            "INTERNAL_MAX_BODY_BYTES"]
 
 log = logging.getLogger("dkvs.http")
@@ -58,6 +58,7 @@ IDLE_TIMEOUT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 1024
 CLIENT_WORKERS = 32
+CLIENT_THREADS_MAX = 128  # client workers running + those lending their place while forwarding
 INTERNAL_WORKERS = 8
 WATCH_WORKERS = 64
 INTERNAL_MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -79,7 +80,7 @@ class DkvsHTTPServer:
                  request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
                  max_connections: int = MAX_CONNECTIONS,
                  client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
-                 watch_workers: int = WATCH_WORKERS,
+                 watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                  internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES,
                  forwarder: Forwarder | None = None) -> None:
         self.service = service
@@ -88,8 +89,9 @@ class DkvsHTTPServer:
         self.idle_timeout_seconds = idle_timeout_seconds
         self.request_timeout_seconds = request_timeout_seconds
         self.internal_max_body_bytes = internal_max_body_bytes
-        # One pooled connection to the master per client worker that may be forwarding.
-        self.forwarder = forwarder if forwarder is not None else Forwarder(max_idle_per_target=client_workers)
+        # One pooled connection to the master per client thread that may be forwarding.
+        client_threads_max = max(client_workers, client_threads_max)
+        self.forwarder = forwarder if forwarder is not None else Forwarder(max_idle_per_target=client_threads_max)
         self.server_line = f"Server: dkvs/{__version__}\r\n"
         self.stopping = False
         self._lock = threading.Lock()
@@ -108,7 +110,7 @@ class DkvsHTTPServer:
         bound_host, self.server_port = self.server_address[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{self.server_port}"
-        self.pools = {"client": WorkerPool("client", client_workers, self._serve),
+        self.pools = {"client": WorkerPool("client", client_workers, self._serve, max_threads=client_threads_max),
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
         self.connections = ConnectionManager(
@@ -137,6 +139,10 @@ class DkvsHTTPServer:
         """Called by the selector: queue ``conn`` on the pool its request belongs to."""
         if not self.pools[conn.kind].submit(conn):
             self.connections.give_back(conn, "close")
+
+    def blocking(self, conn: Connection):
+        """Context manager for a handler about to wait on the network (see WorkerPool)."""
+        return self.pools[conn.kind].blocking()
 
     def _serve(self, conn: Connection) -> None:
         """Run in a worker: answer requests on ``conn``, then hand the connection back.
@@ -240,14 +246,15 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
                 request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
                 max_connections: int = MAX_CONNECTIONS,
                 client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
-                watch_workers: int = WATCH_WORKERS,
+                watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                 internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES) -> DkvsHTTPServer:
     """A bound, not yet started server for ``service``; call ``start()`` then ``stop()``.
 
     ``idle_timeout_seconds`` closes keep-alive connections idle that long (and bounds a
     body's silence); ``request_timeout_seconds`` is the time a request head has to arrive
     (bodies get more at 64 KiB/s); ``max_connections`` caps open connections;
-    ``*_workers`` size the three pools; ``internal_max_body_bytes`` caps bodies of
+    ``*_workers`` size the three pools (``client_threads_max`` also counts client workers
+    waiting on a forward, see :class:`~dkvs.api.workers.WorkerPool`); ``internal_max_body_bytes`` caps bodies of
     ``/internal/`` routes.
     """
     return DkvsHTTPServer(service, host, port, cors_origins=cors_origins,
@@ -256,4 +263,5 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
                           request_timeout_seconds=request_timeout_seconds,
                           max_connections=max_connections, client_workers=client_workers,
                           internal_workers=internal_workers, watch_workers=watch_workers,
+                          client_threads_max=client_threads_max,
                           internal_max_body_bytes=internal_max_body_bytes)

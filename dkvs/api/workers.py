@@ -9,6 +9,12 @@ Threads are started lazily, one when an item arrives and no worker is idle, up t
 ``size``; they then stay for the life of the pool. Items beyond that wait in the queue
 (the number of connections, hence of queued items, is capped by the server). ``work(item)``
 must not raise; if it does, the error is logged and the worker goes on.
+
+``size`` bounds the workers that *run*; a worker about to wait on the network (a slave
+forwarding a write to its master) says so with ``with pool.blocking():`` and lends its
+place: the pool may then start another thread, up to ``max_threads`` in all. So a slave can
+keep many forwards in flight while the number of threads competing for the GIL stays at
+``size`` (Java's ``ForkJoinPool.ManagedBlocker`` is the same idea).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 __all__ = ["WorkerPool"]
 
@@ -27,17 +34,20 @@ log = logging.getLogger("dkvs.http")
 class WorkerPool:
     """``submit(item)`` runs ``work(item)`` on one of at most ``size`` threads."""
 
-    def __init__(self, name: str, size: int, work: Callable[[object], None]) -> None:
+    def __init__(self, name: str, size: int, work: Callable[[object], None], *,
+                 max_threads: int | None = None) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one thread")
         self.name = name
         self.size = size
+        self.max_threads = max(size, max_threads or size)
         self._work = work
         self._queue: deque = deque()
         self._cond = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._idle = 0  # workers waiting and not yet claimed by a submit
         self._busy = 0
+        self._blocked = 0  # workers inside blocking()
         self._closed = False
 
     def submit(self, item) -> bool:
@@ -49,12 +59,30 @@ class WorkerPool:
             if self._idle > 0:
                 self._idle -= 1
                 self._cond.notify()
-            elif len(self._threads) < self.size:
-                thread = threading.Thread(target=self._run, name=f"dkvs-http-{self.name}-{len(self._threads)}",
-                                          daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            else:
+                self._maybe_spawn()
         return True
+
+    def _maybe_spawn(self) -> None:
+        """Start a thread if one may run (called with the lock held, no idle worker)."""
+        threads = len(self._threads)
+        if threads < self.max_threads and threads - self._blocked < self.size:
+            thread = threading.Thread(target=self._run, name=f"dkvs-http-{self.name}-{threads}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        """Around a wait for the network: queued items may get another thread meanwhile."""
+        with self._cond:
+            self._blocked += 1
+            if self._queue and self._idle == 0 and not self._closed:
+                self._maybe_spawn()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._blocked -= 1
 
     @property
     def busy(self) -> int:

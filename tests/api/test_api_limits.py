@@ -15,7 +15,7 @@ import pytest
 from api_clients import ApiClient, RawClient
 from fake_service import FakeService
 
-from dkvs.api.server import CLIENT_WORKERS, INTERNAL_WORKERS, WATCH_WORKERS
+from dkvs.api.server import CLIENT_THREADS_MAX, INTERNAL_WORKERS, WATCH_WORKERS
 from dkvs.cli import build_parser, main, settings_from_args
 from dkvs.tools.local_cluster import wait_for
 
@@ -116,7 +116,7 @@ def test_slow_head_gets_408_and_is_closed_after_the_request_timeout(start_server
 
 def test_two_hundred_slow_clients_hold_no_thread_and_are_all_closed(start_server):
     server = start_server(request_timeout_seconds=SHORT, idle_timeout_seconds=SHORT)
-    limit = 1 + CLIENT_WORKERS + INTERNAL_WORKERS + WATCH_WORKERS
+    limit = 1 + CLIENT_THREADS_MAX + INTERNAL_WORKERS + WATCH_WORKERS
     sockets = []
     try:
         for i in range(200):
@@ -290,3 +290,25 @@ def test_keep_alive_pipelining_and_idle_close_without_epoll(start_server, monkey
         assert client.at_eof()  # then idle: closed after the idle timeout
     finally:
         client.close()
+
+
+def test_a_worker_waiting_on_a_forward_lends_its_place(start_server):
+    # The slave's only client worker forwards a write to a master that hangs; the slave
+    # still answers its other clients, because a forward waits on the network, not the CPU.
+    master_service = BlockingService()
+    master = start_server(master_service)
+    slave_service = FakeService(node_id="slave")
+    slave_service.raise_not_master = master.url
+    slave = start_server(slave_service, client_workers=1)
+    api = ApiClient(slave.url)
+    result: list[int] = []
+    writer = threading.Thread(target=lambda: result.append(api.request("PUT", "/kv/f", b"v").status))
+    writer.start()
+    try:
+        assert master_service.entered.acquire(timeout=WAIT)  # the forward is in flight
+        assert api.request("GET", "/health").status == 200
+        assert result == []
+    finally:
+        master_service.release.set()
+        writer.join(WAIT)
+    assert result == [200]
