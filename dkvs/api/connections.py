@@ -40,14 +40,13 @@ from collections.abc import Callable
 
 from .connection import BODY, BUSY, HEAD, IDLE, LINGER, NEW, RECV_BYTES, Connection
 from .poller import OneShotPoller
+from .prefetch import PREFETCH_MAX_BYTES, framing, head_length
 from .response import Reply, encode_json, render
 
-__all__ = ["ConnectionManager", "INTERNAL_RESERVE", "PREFETCH_MAX_BYTES", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES",
-           "head_length", "framing", "request_ready"]
+__all__ = ["ConnectionManager", "INTERNAL_RESERVE", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES"]
 
 log = logging.getLogger("dkvs.http")
 
-PREFETCH_MAX_BYTES = 2 * 1024 * 1024
 PREFETCH_BUDGET_BYTES = 64 * 1024 * 1024
 HEAD_BUFFER_MAX_BYTES = 128 * 1024  # a head not done by then is read on by a worker (414/431)
 LINGER_SECONDS = 2.0  # after an error answer: read and drop what the client still sends
@@ -57,44 +56,6 @@ INTERNAL_RESERVE = 64  # connections over the cap admitted for node-to-node requ
 MAX_LINGERING = 256  # lingering connections beyond this are closed at once
 ACCEPT_BATCH = 64
 _LISTENER, _WAKE = object(), object()
-
-
-def head_length(buf: bytearray, pos: int) -> int:
-    """Length of the complete request head at ``buf[pos:]`` (blank line included), or -1."""
-    end_crlf = buf.find(b"\n\r\n", pos)
-    end_lf = buf.find(b"\n\n", pos)
-    ends = [e + 3 for e in (end_crlf,) if e >= 0] + [e + 2 for e in (end_lf,) if e >= 0]
-    return min(ends) - pos if ends else -1
-
-
-def framing(head: bytes) -> int | None:
-    """The body size to prefetch for ``head``, or None when the worker must read it.
-
-    0 for no body; None for chunked, ``Expect`` or anything unusual (the handler applies
-    the full rules, :mod:`dkvs.api.body`, and answers errors).
-    """
-    lower = head.lower()
-    if b"\ntransfer-encoding:" in lower or b"\nexpect:" in lower:
-        return None
-    at = lower.find(b"\ncontent-length:")
-    if at < 0:
-        return 0
-    if lower.find(b"\ncontent-length:", at + 1) >= 0:
-        return None
-    text = lower[at + 16:lower.find(b"\n", at + 1)].strip()
-    if not text.isdigit() or len(text) > 18:
-        return None
-    return int(text)
-
-
-def request_ready(conn: Connection) -> bool:
-    """Whether a worker can start on the bytes buffered on ``conn`` without the selector:
-    a whole head, and the whole body when it is one the selector would have prefetched."""
-    length = head_length(conn.buf, conn.pos)
-    if length < 0:
-        return False
-    body = framing(bytes(conn.buf[conn.pos:conn.pos + length]))
-    return not body or body > PREFETCH_MAX_BYTES or conn.buffered >= length + body
 
 
 def _answer(status: int, code: str, message: str, extra: str) -> bytes:

@@ -38,7 +38,8 @@ from collections.abc import Iterable
 
 from .. import __version__
 from .connection import HOT_WAIT_SECONDS, RECV_BYTES, Connection
-from .connections import ConnectionManager, request_ready
+from .connections import ConnectionManager
+from .prefetch import request_ready
 from .cors import CorsPolicy
 from .forward import Forwarder
 from .handler import DkvsRequestHandler

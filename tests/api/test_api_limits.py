@@ -312,3 +312,18 @@ def test_a_worker_waiting_on_a_forward_lends_its_place(start_server):
         master_service.release.set()
         writer.join(WAIT)
     assert result == [200]
+
+
+@pytest.mark.parametrize("head, expected", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+    (b"PUT /kv/a HTTP/1.1\r\ncontent-LENGTH:  12 \r\n\r\n", 12),
+    (b"PUT /kv/a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", None),  # the handler decides
+    (b"PUT /kv/a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", None),
+    (b"PUT /kv/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"PUT /kv/a HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", None),
+])
+def test_the_selector_prefetches_only_plainly_framed_bodies(head, expected):
+    from dkvs.api.prefetch import framing, head_length
+
+    assert head_length(bytearray(head + b"body"), 0) == len(head)
+    assert framing(head) == expected
