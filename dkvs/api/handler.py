@@ -204,6 +204,8 @@ class DkvsRequestHandler:
         except Exception:
             log.exception("unexpected error answering %r", self.requestline)
             reply = error_reply(InternalError("unexpected error in the node; see its log"))
+        if self.server.stopping:  # this is the connection's last answer: say so
+            self.close_connection = True
         drain = self._settle_unread_body()
         self._send(reply)
         self.server.metrics.observe(self.route_pattern, self.command, reply.status, time.perf_counter() - started)

@@ -327,3 +327,24 @@ def test_the_selector_prefetches_only_plainly_framed_bodies(head, expected):
 
     assert head_length(bytearray(head + b"body"), 0) == len(head)
     assert framing(head) == expected
+
+
+def test_stop_lets_a_busy_worker_finish_its_answer_then_closes(start_server):
+    service = BlockingService()
+    server = start_server(service)
+    client = RawClient(server.url)
+    stopper = threading.Thread(target=server.stop)
+    try:
+        client.send(b"PUT /kv/s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv")
+        assert service.entered.acquire(timeout=WAIT)  # the worker is inside the service
+        stopper.start()
+        assert wait_for(lambda: server.stopping, WAIT)
+        service.release.set()
+        answer = client.read_answer()
+        assert answer.status == 200 and answer.headers["connection"] == "close"
+        assert client.at_eof()
+    finally:
+        service.release.set()
+        stopper.join(WAIT)
+        client.close()
+    assert not stopper.is_alive()
