@@ -32,7 +32,7 @@ __all__ = ["Connection", "ConnectionReader", "ConnectionWriter", "RequestTimedOu
            "NEW", "IDLE", "HEAD", "BODY", "BUSY", "LINGER"]
 
 MIN_BODY_RATE = 64 * 1024  # bytes per second a request must average after its grace period
-HOT_WAIT_SECONDS = 0.005  # a worker's wait for the next request on its connection (SO_RCVTIMEO)
+HOT_WAIT_SECONDS = 0.005  # one slice of a worker's wait for the next request (SO_RCVTIMEO)
 RECV_BYTES = 64 * 1024
 _COMPACT_BYTES = 64 * 1024  # drop consumed bytes from the buffer once this many piled up
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterable
 
 from .. import __version__
-from .connection import HOT_WAIT_SECONDS, RECV_BYTES, Connection
+from .connection import RECV_BYTES, Connection
 from .connections import ConnectionManager
 from .prefetch import request_ready
 from .cors import CorsPolicy
@@ -50,7 +50,8 @@ from .service import KeyValueService
 from .workers import WorkerPool
 
 __all__ = ["DkvsHTTPServer", "make_server", "IDLE_TIMEOUT_SECONDS", "REQUEST_TIMEOUT_SECONDS",
-           "MAX_CONNECTIONS", "CLIENT_WORKERS", "CLIENT_THREADS_MAX", "INTERNAL_WORKERS", "WATCH_WORKERS",
+           "MAX_CONNECTIONS", "CLIENT_WORKERS", "CLIENT_THREADS_MAX", "HOT_WAIT_MAX_SECONDS",
+           "INTERNAL_WORKERS", "WATCH_WORKERS",
            "INTERNAL_MAX_BODY_BYTES"]
 
 log = logging.getLogger("dkvs.http")
@@ -64,6 +65,7 @@ INTERNAL_WORKERS = 8
 WATCH_WORKERS = 64
 INTERNAL_MAX_BODY_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT_SECONDS = 5.0
+HOT_WAIT_MAX_SECONDS = 0.025  # longest a worker waits for the next request on its connection
 
 
 def is_watch(target: bytes) -> bool:
@@ -149,11 +151,13 @@ class DkvsHTTPServer:
         """Run in a worker: answer requests on ``conn``, then hand the connection back.
 
         A *hot* keep-alive connection — its next request arrives within
-        :data:`~dkvs.api.connection.HOT_WAIT_SECONDS` while no other request waits for this pool — is served
-        again by the same worker: the selector round trip (two thread switches) is then
-        skipped, which is most of the cost of a request under light load. Under heavy load
-        the queue is never empty and every connection goes back to the selector, so it
-        cannot keep a worker from the others.
+        :data:`HOT_WAIT_MAX_SECONDS` while no other request waits for this pool — is served
+        again by the same worker: the selector round trip (two thread wake-ups, each of
+        which can cost milliseconds on a busy machine) is skipped. The wait is cut into
+        slices of :data:`~dkvs.api.connection.HOT_WAIT_SECONDS` (the socket's
+        ``SO_RCVTIMEO``) and ends as soon as a request is queued for the pool, so a queued
+        request waits at most one slice for a worker. Under heavy load the queue is never
+        empty and every connection goes back to the selector.
         """
         kind = conn.kind
         pool = self.pools[kind]
@@ -169,28 +173,29 @@ class DkvsHTTPServer:
             except BaseException:
                 self.connections.give_back(conn, "close")
                 raise
-            if mode == "keep" and kind != "watch" and not conn.over_cap and not pool.queued \
-                    and self._next_request_here(conn) and self._classify(conn) == kind:
+            if mode == "keep" and kind != "watch" and not conn.over_cap \
+                    and self._next_request_here(conn, pool) and self._classify(conn) == kind:
                 continue
             if conn.eof:
                 mode = "close"
             self.connections.give_back(conn, mode)
             return
 
-    @staticmethod
-    def _next_request_here(conn: Connection) -> bool:
-        """Wait briefly for the next request on ``conn``; True once a worker can serve it."""
+    def _next_request_here(self, conn: Connection, pool: WorkerPool) -> bool:
+        """Wait a little for the next request on ``conn``; True once this worker can serve it."""
         conn.compact()
         conn.start_request(time.monotonic())
         if not conn.hot:
             return bool(conn.buffered) and request_ready(conn)
-        deadline = time.monotonic() + HOT_WAIT_SECONDS
+        deadline = time.monotonic() + HOT_WAIT_MAX_SECONDS
         while not request_ready(conn):
-            if time.monotonic() >= deadline:
+            if pool.queued or self.stopping or time.monotonic() >= deadline:
                 return False
-            try:  # blocking, but SO_RCVTIMEO ends it after HOT_WAIT_SECONDS
+            try:  # blocking, but SO_RCVTIMEO ends it after one slice
                 data = conn.sock.recv(RECV_BYTES)
-            except OSError:  # nothing came (cold: back to the selector), or failed
+            except BlockingIOError:  # a slice went by in silence
+                continue
+            except OSError:
                 return False
             if not data:
                 conn.eof = True
