@@ -172,6 +172,12 @@ FLAGS: tuple[Flag, ...] = (
          "GET: never expose them to browsers)", switch=True),
     Flag("--enable-fault-injection", _boolean, False, "allow /internal/faults to cut this node off from "
          "peers (testing only)", switch=True),
+    # Connection limits (docs/architecture.md, "Connections and workers").
+    Flag("--max-connections", _count, 1024, "open connections served at once; more get a 503 and are "
+         "closed", metavar="N"),
+    Flag("--request-timeout", _seconds, 10.0, "seconds a request head has to arrive; a body then must keep "
+         "64 KiB/s", metavar="S"),
+    Flag("--idle-timeout", _seconds, 60.0, "seconds an idle keep-alive connection stays open", metavar="S"),
     Flag("--log-level", _choice(LOG_LEVELS), "info", f"logging level ({', '.join(LOG_LEVELS)})",
          metavar="LEVEL"),
 )
@@ -245,7 +251,9 @@ def settings_from_values(v: dict):
                     fsync=v["fsync"], fsync_interval=v["fsync_interval"],
                     snapshot_threshold=v["snapshot_threshold"], cors_origins=v["cors_origins"],
                     fault_injection=v["enable_fault_injection"], join_timeout=v["join_timeout"],
-                    nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"])
+                    nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
+                    max_connections=v["max_connections"], request_timeout=v["request_timeout"],
+                    idle_timeout=v["idle_timeout"])
 
 
 def _fail(message: str) -> int:

@@ -64,6 +64,9 @@ class Settings:
     nkvd: bool = False  # the /nkvd routes change state on GET: off unless asked for
     insecure: bool = False  # allow listening beyond loopback without a cluster secret
     auth_file: str | None = None  # client tokens (--auth-file); None: no client authentication
+    max_connections: int = 1024
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
 
 
 class DkvsNode:
@@ -104,7 +107,10 @@ class DkvsNode:
         self.signer.bind(self.node_id)
         service = NodeService(s.limits, self.signer)
         try:
-            self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+            self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
+                                      max_connections=s.max_connections,
+                                      request_timeout_seconds=s.request_timeout,
+                                      idle_timeout_seconds=s.idle_timeout)
         except OSError as exc:
             self.storage.close()
             raise listen_error(s.host, s.port, exc) from None
