@@ -16,7 +16,7 @@ from api_clients import ApiClient, RawClient
 from fake_service import FakeService
 
 from dkvs.api.server import CLIENT_THREADS_MAX, INTERNAL_WORKERS, WATCH_WORKERS
-from dkvs.cli import build_parser, main, settings_from_args
+from dkvs.cli import build_parser, main, resolve, settings_from_values
 from dkvs.tools.local_cluster import wait_for
 
 SHORT = 0.3  # seconds: the server-side timeouts used here
@@ -218,25 +218,30 @@ def test_pipelined_requests_are_all_answered_in_order(server, raw):
 @pytest.mark.parametrize("argv", [["--max-connections", "0"], ["--max-connections", "x"],
                                   ["--request-timeout", "-1"], ["--idle-timeout", "nan"]])
 def test_bad_limit_flags_are_one_line_and_exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    assert stopped.value.code == 2
+    assert _exit_status(main, argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("dkvs: " + argv[0])
+    assert err.count("\n") == 1 and err.startswith("dkvs: error: " + argv[0])
+
+
+def _exit_status(main, argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stopped:
+        return stopped.code
 
 
 def test_bad_limit_from_the_environment_is_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setenv("DKVS_IDLE_TIMEOUT", "soon")
-    with pytest.raises(SystemExit) as stopped:
-        main([])
-    assert stopped.value.code == 2 and "DKVS_IDLE_TIMEOUT" in capsys.readouterr().err
+    assert _exit_status(main, []) == 2 and "DKVS_IDLE_TIMEOUT" in capsys.readouterr().err
 
 
 def test_limit_flags_and_env_reach_the_settings(monkeypatch):
     monkeypatch.setenv("DKVS_REQUEST_TIMEOUT", "2.5")
-    settings = settings_from_args(build_parser().parse_args(["--max-connections", "7", "--idle-timeout", "9"]))
+    settings = settings_from_values(resolve(build_parser().parse_args(["--max-connections", "7",
+                                                                       "--idle-timeout", "9"])))
     assert (settings.max_connections, settings.request_timeout, settings.idle_timeout) == (7, 2.5, 9.0)
-    defaults = settings_from_args(build_parser().parse_args([]))
+    monkeypatch.delenv("DKVS_REQUEST_TIMEOUT")
+    defaults = settings_from_values(resolve(build_parser().parse_args([])))
     assert (defaults.max_connections, defaults.idle_timeout) == (1024, 60.0)
 
 
