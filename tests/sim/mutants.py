@@ -136,8 +136,8 @@ MUTANTS: tuple[Mutant, ...] = (
        "truncated entries are undone in the state and kept in a rollback file"),
     _m("fork_point_search_moves_back", "master.py",
        "return max(p.match_seq + 1, min(candidate, msg.match_seq), 1)",
-       "return max(p.match_seq + 1, candidate, 1)",
-       "after a refusal the master retries strictly before the refused point"),
+       "return max(p.match_seq + 1, msg.match_seq + 1, 1)",
+       "after a refusal the master retries strictly before the refused point, so the search ends"),
     # -- membership ------------------------------------------------------------------------------
     _m("single_membership_change", "master.py",
        "        return any(e.op in MEMBERSHIP_OPS for e in self.log.entries[self.commit_seq - self.log.snapshot_seq:])",
