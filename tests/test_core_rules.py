@@ -143,3 +143,15 @@ def test_a_snapshot_older_than_the_commit_point_is_not_installed():
     assert not [e for e in out if isinstance(e, InstallSnapshot)]
     assert node.commit_seq == 10 and node.log.snapshot_seq == 10
     assert [m.success for m in sends(out, AppendReply)] == [True]
+
+
+# -- epochs ---------------------------------------------------------------------------------------
+
+def test_a_batch_from_a_deposed_master_is_refused_with_the_newer_epoch():
+    # Epoch fencing: a master of epoch 1 that missed the election of epoch 2 can neither
+    # write to this slave nor become its master; it is told the newer epoch to step down.
+    node = slave("c", epoch=2)
+    node.step(heartbeat(epoch=2, master="b"))
+    out = node.step(heartbeat(epoch=1, master="a", entries=[Entry(1, 4, OP_PUT, "k", "stale")]))
+    assert [(m.epoch, m.success) for m in sends(out, AppendReply)] == [(2, False)]
+    assert node.master_id == "b" and node.log.last_seq == 3 and node.epoch == 2
