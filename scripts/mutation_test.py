@@ -122,17 +122,17 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def copy_tree(dest: Path) -> Path:
+def copy_tree(source: Path, dest: Path) -> Path:
     tree = dest / "repo"
-    shutil.copytree(ROOT, tree, ignore=COPY_IGNORE)
+    shutil.copytree(source, tree, ignore=COPY_IGNORE)
     return tree
 
 
-def run_mutant(mutant: Mutant, workdir: Path, timeout: float) -> Outcome:
+def run_mutant(mutant: Mutant, pristine: Path, workdir: Path, timeout: float) -> Outcome:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-", dir=workdir) as tmp:
-        tree = copy_tree(Path(tmp))
-        (tree / mutant.path).write_text(patched_text(ROOT, mutant), encoding="utf-8")
+        tree = copy_tree(pristine, Path(tmp))
+        (tree / mutant.path).write_text(patched_text(pristine, mutant), encoding="utf-8")
         code, out = run_tests(tree, timeout)
     seconds = time.monotonic() - start
     if code is None:
@@ -193,17 +193,19 @@ def main(argv=None) -> int:
             return 0
         with tempfile.TemporaryDirectory(prefix="dkvs-mutation-") as work:
             workdir = Path(work)
+            # One snapshot of the tree for the whole run: edits made meanwhile cannot leak in.
+            pristine = copy_tree(ROOT, workdir)
             if not args.skip_baseline:
                 start = time.monotonic()
                 with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-                    code, out = run_tests(copy_tree(Path(tmp)), args.timeout)
+                    code, out = run_tests(copy_tree(pristine, Path(tmp)), args.timeout)
                 if code != 0:
                     raise Usage(f"the unmutated tests do not pass (exit {code}); first failure: "
                                 f"{first_failure(out or '')}")
                 print(f"{'baseline (no mutant)':34} passes  ({time.monotonic() - start:.1f} s)", flush=True)
             outcomes = []
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                futures = [pool.submit(run_mutant, m, workdir, args.timeout) for m in mutants]
+                futures = [pool.submit(run_mutant, m, pristine, workdir, args.timeout) for m in mutants]
                 try:
                     for future in futures:
                         outcome = future.result()

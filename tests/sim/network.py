@@ -12,7 +12,9 @@ message in flight when a partition starts is lost, as on a real network):
 * :meth:`partition` splits the nodes into groups that cannot talk to each other;
 * :meth:`isolate` cuts one node (or a few) off from everyone else;
 * :meth:`cut` blocks one direction only (``frm`` can no longer reach ``to``);
-* :meth:`heal` restores every link.
+* :meth:`heal` restores every link;
+* :meth:`pause` holds every message to a node (a long GC or a starved process: it hears
+  nothing, but nothing is lost) until :meth:`resume`, which delivers them in order.
 
 A lost message can be *noticed*, as the HTTP transport notices a failed request: with
 probability ``notice_rate`` the node that made the request (the sender of a request, the
@@ -73,6 +75,7 @@ class SimNetwork:
         self._heap: list[tuple[int, int, str, str, object, bool]] = []
         self._counter = 0
         self._down: set[tuple[str, str]] = set()
+        self._paused: dict[str, list] = {}  # node -> held heap items, in arrival order
 
     # -- faults ------------------------------------------------------------------------------
     def set_faults(self, *, drop_rate: float | None = None, dup_rate: float | None = None,
@@ -111,6 +114,19 @@ class SimNetwork:
 
     def heal(self) -> None:
         self._down.clear()
+
+    def pause(self, node: str) -> None:
+        """Hold messages to ``node`` (the cluster stops its clock); nothing is lost."""
+        self._paused.setdefault(node, [])
+
+    def resume(self, node: str) -> None:
+        """Deliver what was held for ``node``, in order, from the next tick on."""
+        for item in self._paused.pop(node, []):
+            self._counter += 1
+            heapq.heappush(self._heap, (self.now + 1, self._counter) + item[2:])
+
+    def paused(self, node: str) -> bool:
+        return node in self._paused
 
     def link_up(self, frm: str, to: str) -> bool:
         return (frm, to) not in self._down
@@ -164,7 +180,11 @@ class SimNetwork:
         """
         heap = self._heap
         while heap and heap[0][0] <= self.now:
-            _, _, frm, to, message, copy = heapq.heappop(heap)
+            item = heapq.heappop(heap)
+            _, _, frm, to, message, copy = item
+            if to in self._paused:
+                self._paused[to].append(item)
+                continue
             if (frm, to) in self._down and message is not UNREACHABLE:
                 self.stats.cut += 1
                 if not copy:
@@ -174,7 +194,7 @@ class SimNetwork:
             yield frm, to, message, copy
 
     def in_flight(self) -> int:
-        return len(self._heap)
+        return len(self._heap) + sum(len(held) for held in self._paused.values())
 
     def clear(self) -> None:
         """Forget every message in flight (used by scenarios that want a quiet start)."""
