@@ -59,9 +59,9 @@ class Outcome:
     seconds: float
 
 
-def test_files(root: Path) -> list[str]:
+def test_files(root: Path, sim_only: bool = False) -> list[str]:
     files: list[str] = []
-    for pattern in CORE_TESTS + SIM_TESTS:
+    for pattern in (() if sim_only else CORE_TESTS) + SIM_TESTS:
         for path in sorted(root.glob(pattern)):
             rel = str(path.relative_to(root))
             if rel not in files:
@@ -92,9 +92,10 @@ def first_failure(output: str) -> str:
     return "?"
 
 
-def run_tests(tree: Path, timeout: float) -> tuple[int | None, str]:
+def run_tests(tree: Path, timeout: float, sim_only: bool = False) -> tuple[int | None, str]:
     """Run the CI tests in ``tree``; returns (exit code or None on timeout, output)."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *test_files(tree)]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider",
+           *test_files(tree, sim_only)]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -128,12 +129,12 @@ def copy_tree(source: Path, dest: Path) -> Path:
     return tree
 
 
-def run_mutant(mutant: Mutant, pristine: Path, workdir: Path, timeout: float) -> Outcome:
+def run_mutant(mutant: Mutant, pristine: Path, workdir: Path, timeout: float, sim_only: bool) -> Outcome:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-", dir=workdir) as tmp:
         tree = copy_tree(pristine, Path(tmp))
         (tree / mutant.path).write_text(patched_text(pristine, mutant), encoding="utf-8")
-        code, out = run_tests(tree, timeout)
+        code, out = run_tests(tree, timeout, sim_only)
     seconds = time.monotonic() - start
     if code is None:
         return Outcome(mutant, True, f"timeout after {timeout:.0f} s", seconds)
@@ -173,6 +174,8 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                         help=f"seconds per mutant before it counts as killed by a hang "
                              f"(default {DEFAULT_TIMEOUT_SECONDS})")
+    parser.add_argument("--sim-only", action="store_true",
+                        help="run only tests/sim (not the core rule tests): how much the simulator proves alone")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="do not first check that the unmutated tests pass")
     args = parser.parse_args(argv)
@@ -198,14 +201,15 @@ def main(argv=None) -> int:
             if not args.skip_baseline:
                 start = time.monotonic()
                 with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-                    code, out = run_tests(copy_tree(pristine, Path(tmp)), args.timeout)
+                    code, out = run_tests(copy_tree(pristine, Path(tmp)), args.timeout, args.sim_only)
                 if code != 0:
                     raise Usage(f"the unmutated tests do not pass (exit {code}); first failure: "
                                 f"{first_failure(out or '')}")
                 print(f"{'baseline (no mutant)':34} passes  ({time.monotonic() - start:.1f} s)", flush=True)
             outcomes = []
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                futures = [pool.submit(run_mutant, m, pristine, workdir, args.timeout) for m in mutants]
+                futures = [pool.submit(run_mutant, m, pristine, workdir, args.timeout, args.sim_only)
+                           for m in mutants]
                 try:
                     for future in futures:
                         outcome = future.result()

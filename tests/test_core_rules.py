@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from dkvs.core.config import CoreConfig
-from dkvs.core.effects import InstallSnapshot, Reply, Send
+from dkvs.core.effects import InstallSnapshot, PersistState, Reply, Send
 from dkvs.core.log import OP_MEMBER_ADD, OP_NOOP, OP_PUT, Entry
 from dkvs.core.messages import Append, AppendReply, Snapshot, VoteReply, VoteRequest
 from dkvs.core.node import CANDIDATE, MASTER, SLAVE, Node
@@ -107,6 +107,33 @@ def test_a_voter_grants_one_candidate_per_epoch():
     assert [m.granted for m in sends(node.step(VoteRequest(2, "a", 3, 1)), VoteReply)] == [True]
     assert [m.granted for m in sends(node.step(VoteRequest(2, "b", 3, 1)), VoteReply)] == [False]
     assert node.voted_for == "a"
+
+
+def test_a_vote_is_on_disk_before_it_is_sent_so_a_restart_cannot_vote_twice():
+    # The voter grants a, then crashes and restarts from what it persisted. Asked by b for
+    # the same epoch it must refuse: two grants in one epoch can elect two masters.
+    voter = slave("c")
+    out = voter.step(VoteRequest(2, "a", 3, 1))
+    assert [m.granted for m in sends(out, VoteReply)] == [True]
+    disk = [(1, None)] + [(e.epoch, e.voted_for) for e in out if isinstance(e, PersistState)]
+    restarted = slave("c", epoch=disk[-1][0], voted_for=disk[-1][1])
+    out = restarted.step(VoteRequest(2, "b", 3, 1))
+    assert [m.granted for m in sends(out, VoteReply)] == [False]
+
+
+def test_a_candidate_persists_its_epoch_and_self_vote_before_asking():
+    # A candidate that crashes right after asking for votes in epoch 2 must not, once
+    # restarted, grant epoch 2 to someone else: it already voted for itself there.
+    node = slave("b")
+    effects = []
+    while node.role != CANDIDATE:
+        effects += node.tick()
+    effects += node.step(VoteReply(1, "c", True, pre_vote=True))
+    assert node.epoch == 2 and sends(effects, VoteRequest)[-1].epoch == 2
+    disk = [(1, None)] + [(e.epoch, e.voted_for) for e in effects if isinstance(e, PersistState)]
+    restarted = slave("b", epoch=disk[-1][0], voted_for=disk[-1][1])
+    out = restarted.step(VoteRequest(2, "c", 3, 1))
+    assert [m.granted for m in sends(out, VoteReply)] == [False]
 
 
 # -- membership -----------------------------------------------------------------------------------

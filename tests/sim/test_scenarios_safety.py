@@ -76,30 +76,6 @@ def test_figure_8_old_epoch_entry_on_a_majority_is_not_committed_by_count():
     assert (base + 1, 1) in c.inv.rolled_back["n1"]  # n1 acknowledged X: it keeps a rollback record
 
 
-def test_a_vote_survives_a_restart_so_no_epoch_gets_two_masters():
-    # Proves that a vote is persisted before it is sent: n3 votes for n1 in epoch 2, crashes
-    # and restarts at once; asked again in the same epoch by n2 it must refuse (its vote is on
-    # disk), or n1 and n2 would both be master of epoch 2.
-    c = SimCluster(3, seed=22, min_delay=1, max_delay=1)
-    c.run(2 * T)
-    c.crash("n1")
-    c.crash("n2")
-    c.restart("n1")
-    c.restart("n2")
-    c.cut("n1", "n2")
-    c.cut("n2", "n1")
-    # n1 campaigns first (its clock runs fast) and gets n3's vote; n2 asks n3 afterwards.
-    c.nodes["n1"].rate = 2.0
-    wait_for(c, lambda: node(c, "n3").voted_for is not None, 4 * T, "n3 voting")
-    voted, epoch = node(c, "n3").voted_for, node(c, "n3").epoch
-    c.crash("n3")
-    c.restart("n3")
-    assert node(c, "n3").voted_for == voted and node(c, "n3").epoch == epoch
-    c.run(6 * T)
-    c.settle()
-    assert len({m for e, m in c.inv.masters_by_epoch.items() if e == epoch}) <= 1
-
-
 def test_stale_consistent_read_after_a_long_pause_of_the_master_is_refused():
     # Proves the read-index round: the master is paused (a long GC or a starved thread: it
     # neither ticks nor hears anything) for longer than the election timeout; n2 and n3 elect
