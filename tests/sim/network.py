@@ -14,7 +14,9 @@ message in flight when a partition starts is lost, as on a real network):
 * :meth:`cut` blocks one direction only (``frm`` can no longer reach ``to``);
 * :meth:`heal` restores every link;
 * :meth:`pause` holds every message to a node (a long GC or a starved process: it hears
-  nothing, but nothing is lost) until :meth:`resume`, which delivers them in order.
+  nothing, but nothing is lost) until :meth:`resume`, which delivers them in order;
+* :meth:`hold` does the same for one direction of one link (a message stuck in a slow
+  connection) until :meth:`release`: scenarios use it to deliver a request *late*.
 
 A lost message can be *noticed*, as the HTTP transport notices a failed request: with
 probability ``notice_rate`` the node that made the request (the sender of a request, the
@@ -76,6 +78,7 @@ class SimNetwork:
         self._counter = 0
         self._down: set[tuple[str, str]] = set()
         self._paused: dict[str, list] = {}  # node -> held heap items, in arrival order
+        self._held: dict[tuple[str, str], list] = {}  # (frm, to) -> held heap items
 
     # -- faults ------------------------------------------------------------------------------
     def set_faults(self, *, drop_rate: float | None = None, dup_rate: float | None = None,
@@ -121,12 +124,22 @@ class SimNetwork:
 
     def resume(self, node: str) -> None:
         """Deliver what was held for ``node``, in order, from the next tick on."""
-        for item in self._paused.pop(node, []):
-            self._counter += 1
-            heapq.heappush(self._heap, (self.now + 1, self._counter) + item[2:])
+        self._redeliver(self._paused.pop(node, []))
 
     def paused(self, node: str) -> bool:
         return node in self._paused
+
+    def hold(self, frm: str, to: str) -> None:
+        """Hold messages from ``frm`` to ``to`` (none is lost) until :meth:`release`."""
+        self._held.setdefault((frm, to), [])
+
+    def release(self, frm: str, to: str) -> None:
+        self._redeliver(self._held.pop((frm, to), []))
+
+    def _redeliver(self, items: list) -> None:
+        for item in items:
+            self._counter += 1
+            heapq.heappush(self._heap, (self.now + 1, self._counter) + item[2:])
 
     def link_up(self, frm: str, to: str) -> bool:
         return (frm, to) not in self._down
@@ -185,6 +198,9 @@ class SimNetwork:
             if to in self._paused:
                 self._paused[to].append(item)
                 continue
+            if (frm, to) in self._held:
+                self._held[(frm, to)].append(item)
+                continue
             if (frm, to) in self._down and message is not UNREACHABLE:
                 self.stats.cut += 1
                 if not copy:
@@ -194,7 +210,8 @@ class SimNetwork:
             yield frm, to, message, copy
 
     def in_flight(self) -> int:
-        return len(self._heap) + sum(len(held) for held in self._paused.values())
+        held = list(self._paused.values()) + list(self._held.values())
+        return len(self._heap) + sum(len(items) for items in held)
 
     def clear(self) -> None:
         """Forget every message in flight (used by scenarios that want a quiet start)."""

@@ -114,3 +114,111 @@ def test_a_slave_that_misses_heartbeats_keeps_forwarding_to_the_healthy_master()
     c.net.heal()
     wait_for(c, lambda: node(c, "n3").role == SLAVE, 2 * T, "n3 following n1 again")
     c.settle()
+
+
+# -- late vote requests ------------------------------------------------------------------------------
+
+def _late_vote_request(seed: int) -> SimCluster:
+    """n3 passes a pre-vote with n2's help while both miss the master n1, then asks n2 for
+    its real vote for epoch 2; that request is held on the n3 → n2 link, and n2 hears n1
+    again. Returns the cluster in that state (release with ``net.release("n3", "n2")``)."""
+    c = SimCluster(3, seed=seed, min_delay=1, max_delay=1)
+    c.run(2 * T)
+    c.cut("n1", "n3")
+    c.net.hold("n1", "n2")  # n2 misses n1 too (nothing is lost: it arrives on release)
+    c.nodes["n3"].rate = 2.0  # n3 campaigns while n1 is still master (before check-quorum)
+
+    def hold_the_real_vote_request(cluster):
+        n3 = cluster.nodes["n3"].node
+        if n3.role == CANDIDATE and not n3.pre_voting:
+            cluster.net.hold("n3", "n2")
+    c.extra_checks.append(hold_the_real_vote_request)
+    wait_for(c, lambda: node(c, "n3").epoch == 2, T, "n3 asking for real votes in epoch 2")
+    c.extra_checks.remove(hold_the_real_vote_request)
+    assert node(c, "n1").role == MASTER and node(c, "n1").epoch == 1
+    c.net.release("n1", "n2")
+    wait_for(c, lambda: node(c, "n2").hears_master(), HB, "n2 hearing n1 again")
+    return c
+
+
+def test_a_vote_request_arriving_after_the_voter_hears_its_master_again_is_refused():
+    # Proves vote stickiness: n3's request for epoch 2 reaches n2 only once n2 hears the
+    # healthy master n1 again. n2 must refuse it and stay in epoch 1; granting would elect
+    # n3 and depose a master that a majority can still reach.
+    c = _late_vote_request(seed=31)
+    c.net.release("n3", "n2")
+    c.run(2 * HB)
+    assert node(c, "n2").epoch == 1 and node(c, "n2").voted_for is None
+    assert c.master().id == "n1" and 2 not in c.inv.masters_by_epoch
+    c.settle()
+
+
+def test_a_restarted_voter_refuses_a_candidate_that_missed_a_commit():
+    # Proves the voter's freshness check on real votes. n3 passed its pre-vote while its log
+    # equalled n2's; then n1 commits a durable write with n2, and n2 restarts (so it hears
+    # no master) just before n3's late request for epoch 2 arrives. n3 lacks the write: n2
+    # must refuse, or n3 becomes master without an acknowledged acks=majority write.
+    c = _late_vote_request(seed=32)
+    write = c.put("k", "committed by n1 and n2", acks="majority", via="n1")
+    wait_done(c, write, ticks=T)
+    assert write.ok and node(c, "n3").log.last_seq < write.result["seq"]
+    c.net.hold("n1", "n2")  # n2 restarts hearing no master...
+    c.crash("n2")
+    c.restart("n2")
+    c.net.release("n3", "n2")  # ...and the first thing it gets is n3's request
+    c.run(2 * HB)
+    assert 2 not in c.inv.masters_by_epoch or c.inv.masters_by_epoch[2] != "n3"
+    c.net.release("n1", "n2")
+    c.settle()
+
+
+# -- membership and snapshots --------------------------------------------------------------------
+
+def test_two_membership_changes_at_once_could_split_the_majority():
+    # Proves the single-change rule. n1 leads {n1, n2, n3}, cut off from n2 and n3, and tries
+    # to add n4 and n5 at once. Were both appended, n1, n4 and n5 would be a majority of the
+    # five-member list and could commit a durable write that n2 and n3 (still a majority of
+    # the three-member list) never see; they would then elect a master without it.
+    c = SimCluster(3, seed=33)
+    c.run(2 * T)
+    n4, n5 = c.add_node("n4"), c.add_node("n5")
+    c.cut("n1", "n2")
+    c.cut("n1", "n3")
+    first = c.propose("member_add", "n4", n4.url, acks="majority", timeout=4 * T)
+    second = c.propose("member_add", "n5", n5.url, acks="majority", timeout=4 * T)
+    write = c.put("k", "v", acks="majority", timeout=4 * T)
+    c.run(T // 2)
+    c.crash("n1")
+    wait_master(c, among={"n2", "n3"}, ticks=10 * T)  # the invariants fail here without the rule
+    c.run(T)
+    assert second.error == "membership_change_in_progress"
+    assert not first.ok and not write.ok
+    c.settle()
+
+
+def test_a_late_duplicate_of_a_snapshot_is_ignored():
+    # Proves the snapshot install guard: a copy of a snapshot the slave installed long ago
+    # (a duplicated or retried delivery) arrives after the slave has moved past it and
+    # compacted its own log. Installing it would move the commit point back.
+    c = SimCluster(3, seed=34)
+    c.run(2 * T)
+    c.crash("n3")
+    wait_done(c, *[c.put(f"k{i}", "v", acks="majority") for i in range(10)])
+    assert c.compact("n1")
+    sent = []
+    original = c.net.send_snapshot
+
+    def record(frm, to, message):
+        sent.append((frm, to, message))
+        original(frm, to, message)
+    c.net.send_snapshot = record
+    c.restart("n3")
+    wait_for(c, lambda: sent and node(c, "n3").log.snapshot_seq == sent[0][2].seq, 4 * T, "n3 installing the snapshot")
+    wait_done(c, *[c.put(f"j{i}", "v", acks="all") for i in range(5)])
+    wait_for(c, lambda: node(c, "n3").commit_seq == node(c, "n1").log.last_seq, 2 * T, "n3 committing the writes")
+    assert c.compact("n3") and node(c, "n3").log.snapshot_seq > sent[0][2].seq
+    frm, to, snapshot = sent[0]
+    c.net.send(frm, to, snapshot)  # the late copy
+    c.run(2 * HB)
+    assert node(c, "n3").log.snapshot_seq > snapshot.seq
+    c.settle()
