@@ -79,6 +79,7 @@ class SimNetwork:
         self._down: set[tuple[str, str]] = set()
         self._paused: dict[str, list] = {}  # node -> held heap items, in arrival order
         self._held: dict[tuple[str, str], list] = {}  # (frm, to) -> held heap items
+        self.on_send = None  # optional hook(frm, to, message), called as a message leaves
 
     # -- faults ------------------------------------------------------------------------------
     def set_faults(self, *, drop_rate: float | None = None, dup_rate: float | None = None,
@@ -152,6 +153,8 @@ class SimNetwork:
     # -- sending -----------------------------------------------------------------------------
     def send(self, frm: str, to: str, message: object) -> None:
         """Queue ``message``; it may be dropped, duplicated and delayed."""
+        if self.on_send is not None:
+            self.on_send(frm, to, message)
         self.stats.sent += 1
         rng = self.rng
         if self.drop_rate and rng.random() < self.drop_rate:

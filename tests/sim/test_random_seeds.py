@@ -310,6 +310,7 @@ def run_seed(seed: int) -> tuple[SimCluster, FaultDriver]:
     try:
         cluster = SimCluster(plan.nodes, seed, config=config, skew=plan.skew, max_delay=plan.max_delay,
                              notice_rate=plan.notice_rate, wire=plan.wire)
+        cluster.net.on_send = lambda frm, to, msg: cluster.inv.on_send(cluster.nodes[frm], to, msg)
         driver = FaultDriver(cluster, plan, seed)
         for _ in range(plan.fault_ticks):
             driver.tick()
