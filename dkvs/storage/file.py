@@ -280,7 +280,11 @@ class FileStorage(Storage):
         Reads ``_base_seq``/``_last_seq`` under the snapshot lock, which :meth:`compact`
         and :meth:`save_snapshot` hold when they move the base."""
         self._check_writable()
-        return self._snapshots.build(seq, epoch, members, data, should_stop, self._build_problem)
+
+        def stop() -> bool:
+            return self._closed or (should_stop is not None and should_stop())
+
+        return self._snapshots.build(seq, epoch, members, data, stop, self._build_problem)
 
     def _build_problem(self, seq: int) -> str | None:
         if self._closed:

@@ -80,7 +80,7 @@ class MemoryStorage(Storage):
         with self._lock:
             installs = self._installs
         try:
-            items = [item for chunk in sorted_item_chunks(data, should_stop) for item in chunk]
+            items = [[k, v, s] for chunk in sorted_item_chunks(data, should_stop) for k, v, s in chunk]
         except InterruptedError as exc:
             raise SnapshotSuperseded(str(exc)) from None
         snapshot = StoredSnapshot(seq, epoch, tuple(tuple(m) for m in members), items)
