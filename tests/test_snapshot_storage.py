@@ -296,3 +296,34 @@ def test_encoded_reader_memory_stays_bounded():
         assert len(reader._buf) <= 3000 + 1000
         total += chunk
     assert total == b"".join(pieces)
+
+
+def test_files_with_bigger_chunks_written_before_still_read(tmp_path):
+    # Frames used to hold 4096 items; readers take any count, so old data dirs still load.
+    from dkvs.storage.snapshot_file import chunked, encode_snapshot
+
+    items = [[f"k{i:05d}", "v", i] for i in range(10_000)]
+    path = tmp_path / "old.snap"
+    path.write_bytes(b"".join(encode_snapshot(10_000, 1, MEMBERS, chunked(items, 4096))))
+    assert read_snapshot(str(path)).items == items
+
+
+def test_serving_a_snapshot_never_parses_or_loads_the_file(tmp_path, monkeypatch):
+    # The issue: the master re-read and parsed its whole snapshot for every catch-up
+    # attempt. A reader only copies bytes by offset; parsing is forbidden here.
+    import dkvs.storage.snapshot_store as store_module
+
+    storage = FileStorage(tmp_path / "d", fsync="never")
+    storage.load()
+    storage.append(log_entries(1, 5))
+    storage.write_snapshot(5, 1, MEMBERS, {f"k{i}": ("v" * 100, i) for i in range(5000)})
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the snapshot was parsed to serve it")
+
+    monkeypatch.setattr(store_module, "read_snapshot", forbidden)
+    monkeypatch.setattr(store_module, "read_snapshot_from", forbidden)
+    for _attempt in range(3):
+        with storage.snapshot_reader() as reader:
+            assert max(len(chunk) for _, chunk in reader.chunks(chunk_bytes=64 * 1024)) <= 64 * 1024
+    storage.close()

@@ -138,8 +138,12 @@ def test_chunk_past_its_total_or_a_stream_that_is_no_snapshot_is_refused():
 
 
 def test_parse_chunk_query_round_trips():
+    # Also through the HTTP layer's own query parser, which the service's route receives.
+    from dkvs.api.params import parse_query
+
     meta = ChunkMeta("node é", 3, 10, 20, 30, 0xFFFFFFFF)
     assert parse_chunk_query(query_of(meta)) == meta
+    assert parse_chunk_query(parse_query(chunk_query(meta))) == meta
 
 
 def test_default_stream_joins_chunks_and_hands_over_the_message():

@@ -39,7 +39,7 @@ import threading
 
 from ..core.log import Entry
 from .atomic import fsync_dir, remove_temp_files
-from .base import CorruptStorage, Recovered, Storage, StoredSnapshot
+from .base import Recovered, Storage, StoredSnapshot
 from .datadir import (ROLLBACK_DIR_NAME, DataDirLocked, lock_data_dir, read_state, write_rollback,
                       write_state)
 from .records import corruption, encode_entries
@@ -276,24 +276,17 @@ class FileStorage(Storage):
         return self._snapshots.seq
 
     def write_snapshot(self, seq, epoch, members, data, should_stop=None) -> int:
-        """See :meth:`Storage.write_snapshot`; the file work is :meth:`SnapshotStore.build`.
-        Reads ``_base_seq``/``_last_seq`` under the snapshot lock, which :meth:`compact`
-        and :meth:`save_snapshot` hold when they move the base."""
+        """See :meth:`Storage.write_snapshot` (worker thread; :meth:`SnapshotStore.build`).
+        ``problem`` runs under the snapshot lock, held by whoever moves ``_base_seq``."""
         self._check_writable()
 
-        def stop() -> bool:
-            return self._closed or (should_stop is not None and should_stop())
+        def problem(seq: int) -> str | None:
+            if seq < self._base_seq or seq > self._last_seq:
+                return f"snapshot at {seq} is outside the stored log ({self._base_seq}, {self._last_seq}]"
+            return None
 
-        return self._snapshots.build(seq, epoch, members, data, stop, self._build_problem)
-
-    def _build_problem(self, seq: int) -> str | None:
-        if self._closed:
-            return "storage closed"
-        if seq < self._base_seq:
-            return f"snapshot at {seq} is older than the stored log, which starts after {self._base_seq}"
-        if seq > self._last_seq:
-            return f"snapshot at {seq} is beyond the stored log, which ends at {self._last_seq}"
-        return None
+        return self._snapshots.build(seq, epoch, members, data,
+                                     lambda: self._closed or bool(should_stop and should_stop()), problem)
 
     def compact(self, seq: int) -> None:
         """Seal the segment being written and unlink the segments a durable snapshot covers
