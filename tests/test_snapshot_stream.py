@@ -258,3 +258,44 @@ def test_http_stream_to_an_unsigned_peer_fails_cleanly():
     finally:
         transport.close()
         server.close()
+
+
+def test_a_received_snapshot_is_stored_by_copying_its_verified_bytes(tmp_path, monkeypatch):
+    # The slave's install writes the bytes it received (no second encoding of the state),
+    # the file is released afterwards, and a restart recovers the same items.
+    import dkvs.storage.snapshot_store as store_module
+    from dkvs.storage import FileStorage
+    from dkvs.storage.base import StoredSnapshot
+
+    reader = stored_reader(keys=5000)
+    sent = reader.read(0, reader.meta.size)
+    snapshot, _ = send_all(SnapshotAssembler(directory=str(tmp_path)), reader)
+    storage = FileStorage(tmp_path / "d", fsync="never")
+    storage.load()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the received snapshot was encoded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "encode_snapshot", forbidden)
+        storage.save_snapshot(StoredSnapshot(snapshot.seq, snapshot.snap_epoch, snapshot.members, snapshot.data))
+    assert snapshot.data.source is None  # released
+    with storage.snapshot_reader() as stored:
+        assert stored.read(0, stored.meta.size) == sent and stored.meta == reader.meta
+    storage.close()
+    again = FileStorage(tmp_path / "d", fsync="never")
+    assert again.load().snapshot.items == snapshot.data
+    again.close()
+
+
+def test_a_received_snapshot_stored_under_another_header_is_encoded_afresh(tmp_path):
+    from dkvs.storage import FileStorage
+    from dkvs.storage.base import StoredSnapshot
+
+    snapshot, _ = send_all(SnapshotAssembler(), stored_reader(keys=100))
+    storage = FileStorage(tmp_path / "d", fsync="never")
+    storage.load()
+    storage.save_snapshot(StoredSnapshot(snapshot.seq, snapshot.snap_epoch + 1, snapshot.members, snapshot.data))
+    stored = storage.load_snapshot()
+    assert stored.epoch == snapshot.snap_epoch + 1 and stored.items == snapshot.data
+    storage.close()

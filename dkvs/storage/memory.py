@@ -6,7 +6,7 @@ import threading
 
 from ..core.log import Entry
 from .base import Recovered, SnapshotMeta, SnapshotReader, SnapshotSuperseded, Storage, StoredSnapshot
-from .snapshot_file import chunked, encode_snapshot, sorted_item_chunks
+from .snapshot_file import SnapshotItems, chunked, encode_snapshot, sorted_item_chunks
 from .snapshot_reader import EncodedSnapshotReader, measure
 
 __all__ = ["MemoryStorage"]
@@ -59,6 +59,8 @@ class MemoryStorage(Storage):
         self.entries = keep
 
     def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        if isinstance(snapshot.items, SnapshotItems):
+            snapshot.items.release()  # a received file: the items are all this storage needs
         with self._lock:
             self.snapshot = snapshot
             self._installs += 1

@@ -51,6 +51,7 @@ __all__ = [
     "write_snapshot_to",
     "sorted_item_chunks",
     "SORT_RUN_KEYS",
+    "SnapshotItems",
 ]
 
 SNAPSHOT_MAGIC = b"DKVSSNP1"
@@ -143,6 +144,29 @@ def sorted_item_chunks(data: dict, should_stop: Callable[[], bool] | None = None
     for batch in chunked(merged, chunk_items):
         pause()
         yield [(key, *data[key]) for key in batch]
+
+
+class SnapshotItems(list):
+    """Items of a snapshot received as a verified file, with that file still attached.
+
+    A list like any other (``KVState.restore`` and every storage take it as is); storing
+    it in a data dir copies ``source``'s bytes instead of encoding a million items again
+    (:meth:`.snapshot_store.SnapshotStore.install`). ``header`` is ``(seq, epoch, members)``
+    as the file says; ``size`` and ``crc32`` describe its bytes. :meth:`release` closes
+    the file (it is unnamed: its space returns to the file system).
+    """
+
+    def attach(self, source: BinaryIO, header: tuple, size: int, crc: int) -> SnapshotItems:
+        self.source, self.header, self.size, self.crc32 = source, header, size, crc
+        return self
+
+    def release(self) -> None:
+        source, self.source = getattr(self, "source", None), None
+        if source is not None:
+            source.close()
+
+    def __del__(self) -> None:  # a snapshot dropped unstored (e.g. stale): close quietly
+        self.release()
 
 
 def write_snapshot(path: str, snapshot: StoredSnapshot) -> int:

@@ -21,18 +21,30 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable
 
 from .atomic import TEMP_SUFFIX, fsync_dir, write_atomically
 from .base import CorruptStorage, SnapshotMeta, SnapshotReader, SnapshotSuperseded, StoredSnapshot
-from .snapshot_file import (chunked, encode_snapshot, parse_snapshot_name, read_snapshot, read_snapshot_from,
-                            snapshot_name, sorted_item_chunks, write_snapshot_to)
+from .snapshot_file import (SnapshotItems, chunked, encode_snapshot, parse_snapshot_name, read_snapshot,
+                            read_snapshot_from, snapshot_name, sorted_item_chunks, write_snapshot_to)
 from .snapshot_reader import FileSnapshotReader, file_crc32
 
 __all__ = ["SnapshotStore"]
 
 log = logging.getLogger("dkvs.storage")
+
+_COPY_BYTES = 1024 * 1024
+
+
+def _verified_source(snapshot: StoredSnapshot):
+    """The received file behind ``snapshot.items``, if it holds exactly this snapshot."""
+    items = snapshot.items
+    if not isinstance(items, SnapshotItems) or getattr(items, "source", None) is None:
+        return None
+    members = tuple(tuple(m) for m in snapshot.members)
+    return items.source if items.header == (snapshot.seq, snapshot.epoch, members) else None
 
 
 class SnapshotStore:
@@ -85,6 +97,13 @@ class SnapshotStore:
             sizes: list[tuple[int, int]] = []
 
             def write(file) -> None:
+                source = _verified_source(snapshot)
+                if source is not None:  # received as a file: copy its bytes, do not re-encode
+                    source.seek(0)
+                    shutil.copyfileobj(source, file, _COPY_BYTES)
+                    sizes.append((snapshot.items.size, snapshot.items.crc32))
+                    snapshot.items.release()
+                    return
                 pieces = encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, chunked(snapshot.items))
                 sizes.append(write_snapshot_to(file, pieces))
 

@@ -20,7 +20,9 @@ with the node's replies once the last chunk made a whole, verified snapshot.
 Receiver rules (:class:`SnapshotAssembler`): a chunk at offset 0 of a different stream
 starts it afresh (dropping the one in progress unless that one's sender has a higher
 epoch); a chunk at an offset other than the one wanted changes nothing; a complete
-stream whose crc32 does not match is dropped and restarted from 0.
+stream whose crc32 does not match is dropped and restarted from 0. The verified file
+goes along with the items (:class:`~dkvs.storage.snapshot_file.SnapshotItems`), so a
+data dir stores it by copying bytes instead of encoding the state again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from zlib import crc32
 
 from ..core.messages import Snapshot
 from ..storage.base import CorruptStorage
-from ..storage.snapshot_file import read_snapshot_from
+from ..storage.snapshot_file import SnapshotItems, read_snapshot_from
 from .codec import CodecError, encode_snapshot_answer
 
 __all__ = ["ChunkMeta", "SnapshotAssembler", "chunk_query", "parse_chunk_query", "receive_chunk",
@@ -149,20 +151,28 @@ class SnapshotAssembler:
                 return None, self._want
             file, crc = self._file, self._crc
             self._file, self._meta, self._want, self._crc = None, None, 0, 0
-        with file:  # parse outside the lock: other chunks are not held up behind it
+        # Parse outside the lock: other chunks are not held up behind it. The verified file
+        # stays attached to the items, so a data dir stores it by copying bytes.
+        try:
             if crc != meta.crc32:
                 log.warning("snapshot at seq %d from %s failed its checksum; asking for it again",
                             meta.seq, meta.sender)
+                file.close()
                 return None, 0
             file.seek(0)
-            try:
-                stored = read_snapshot_from(file, f"snapshot stream from {meta.sender}")
-            except CorruptStorage as exc:
-                raise CodecError(str(exc)) from None
-        if stored.seq != meta.seq:
-            raise CodecError(f"snapshot stream says seq {meta.seq}, its header says {stored.seq}")
+            stored = read_snapshot_from(file, f"snapshot stream from {meta.sender}")
+            if stored.seq != meta.seq:
+                raise CodecError(f"snapshot stream says seq {meta.seq}, its header says {stored.seq}")
+        except CorruptStorage as exc:
+            file.close()
+            raise CodecError(str(exc)) from None
+        except BaseException:
+            file.close()
+            raise
+        items = SnapshotItems(stored.items).attach(file, (stored.seq, stored.epoch, stored.members),
+                                                   meta.total, crc)
         return Snapshot(meta.sender_epoch, meta.sender, stored.seq, stored.epoch, stored.members,
-                        stored.items), meta.total
+                        items), meta.total
 
     def reset(self) -> None:
         """Drop the stream in progress."""
