@@ -15,7 +15,10 @@ uncommitted writes on top), then prints:
   next to the same probe with no snapshot running, with a busy pure-Python worker (the
   floor any worker thread costs unless it yields), and with one big ``sorted()`` on a
   worker (what a naive background sort would cost);
-* reading the stored snapshot back in 1 MiB chunks (the streaming source): time, MB/s.
+* reading the stored snapshot back in 1 MiB chunks (the streaming source): time, MB/s;
+* the slave's side without the network: assembling, verifying and parsing the chunks,
+  storing the received snapshot (by copying its bytes, and by encoding it again), and
+  restoring the state from it.
 
 Figures vary with the machine's load; run it on a quiet machine and compare the lines of
 one run with each other. Temporary files go to a temp dir that is removed at the end.
@@ -39,6 +42,7 @@ from dkvs.core.kvstate import KVState  # noqa: E402
 from dkvs.core.log import OP_PUT, Entry  # noqa: E402
 from dkvs.storage.base import StoredSnapshot  # noqa: E402
 from dkvs.storage.file import FileStorage  # noqa: E402
+from dkvs.transport.snapshot_stream import ChunkMeta, SnapshotAssembler  # noqa: E402
 
 KEY_BYTES, VALUE_BYTES = 64, 256
 MEMBERS = (("bench", "http://127.0.0.1:1"),)
@@ -125,6 +129,28 @@ def summary(lateness: list[float]) -> str:
             f"max {ordered[-1] * 1000:7.2f} ms over {len(ordered)} writes")
 
 
+def receive(reader, directory: str) -> None:
+    """The slave's side, without the network: assemble + verify + parse, store, restore."""
+    meta = reader.meta
+    assembler = SnapshotAssembler(directory=directory)
+    started = time.perf_counter()
+    snapshot = None
+    for offset, chunk in reader.chunks():
+        snapshot = assembler.accept(ChunkMeta("bench", 1, meta.seq, offset, meta.size, meta.crc32), chunk)
+    print(f"slave: assemble + verify + parse: {time.perf_counter() - started:.2f} s")
+    slave = FileStorage(Path(directory) / "slave", fsync="batch")
+    slave.load()
+    install_s, _ = timed(lambda: slave.save_snapshot(StoredSnapshot(snapshot.seq, snapshot.snap_epoch,
+                                                                    snapshot.members, snapshot.data)), repeat=1)
+    print(f"slave: save_snapshot (copies the received bytes): {install_s:.2f} s")
+    encode_s, _ = timed(lambda: slave.save_snapshot(StoredSnapshot(snapshot.seq, snapshot.snap_epoch,
+                                                                   snapshot.members, list(snapshot.data))), repeat=1)
+    print(f"slave: save_snapshot (encodes the items again):   {encode_s:.2f} s")
+    restore_s, _ = timed(lambda: KVState().restore(snapshot.seq, snapshot.data), repeat=1)
+    print(f"slave: KVState.restore:                            {restore_s:.2f} s")
+    slave.close()
+
+
 def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=positive, default=1_000_000, help="keys in the state")
@@ -165,6 +191,7 @@ def main(argv=None) -> int:
             read_s, count = timed(lambda: sum(1 for _ in reader.chunks()), repeat=1)
             print(f"read back in 1 MiB chunks:      {read_s:.2f} s for {count} chunks "
                   f"({reader.meta.size / 1e6 / read_s:.0f} MB/s)")
+            receive(reader, directory)
         storage.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
