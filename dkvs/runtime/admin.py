@@ -24,6 +24,7 @@ from ..core.log import OP_MEMBER_ADD, OP_MEMBER_REMOVE
 from ..core.node import MASTER
 from ..errors import BadRequest, Conflict, DkvsError, KeyNotFound, NoMaster
 from ..transport.auth import Signer
+from .answers import raise_for
 
 __all__ = ["ClusterAdmin", "join_cluster", "post_internal", "JoinRefused"]
 
@@ -60,7 +61,7 @@ class ClusterAdmin:
 
     def _propose(self, op: str, node_id: str, url: str | None) -> None:
         outcome = self.host.propose(op, node_id, url, "majority", MEMBERSHIP_TIMEOUT_SECONDS)
-        self.service._raise_for(outcome, "majority", MEMBERSHIP_TIMEOUT_SECONDS)
+        raise_for(outcome, "majority", MEMBERSHIP_TIMEOUT_SECONDS, self.service.master_url())
 
     def join(self, node_id: str, url: str) -> dict:
         if not node_id or not url.startswith("http://"):

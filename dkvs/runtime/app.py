@@ -22,7 +22,8 @@ from ..storage import FileStorage, MemoryStorage
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
 from .admin import join_cluster, post_internal
-from .host import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeHost
+from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
+from .host import NodeHost
 from .recovery import restore_node
 from .service import NodeService
 
@@ -93,9 +94,13 @@ class DkvsNode:
         else:  # a new cluster of one
             node, initial = Node.bootstrap(self.node_id, self.url, config, rng)
             state = KVState()
-        self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection)
-        self.host = NodeHost(node, state, self.storage, self.transport, tick_seconds,
-                             snapshot_threshold_bytes=s.snapshot_threshold)
+        # A request to a peer is given up after one election timeout: the driver's in-flight
+        # table waits exactly that long before it lets the core's resend through.
+        self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection,
+                                       request_timeout=max(s.election_timeout, 2 * s.heartbeat_interval))
+        driver = NodeDriver(node, state, snapshot_threshold_bytes=s.snapshot_threshold,
+                            log_bytes=self.storage.log_bytes())
+        self.host = NodeHost(driver, self.storage, self.transport, tick_seconds)
         service.attach(self.host, self.url)
         self.host.start(initial)
         self.server.start()

@@ -1,6 +1,6 @@
 """A bounded feed of recent key changes, for watches (long polls, docs/watch.md).
 
-The effect runner records every applied put/delete here (on the node's thread); HTTP
+The executor records every applied put/delete here (on the node's thread); HTTP
 threads wait on the condition until a change newer than their ``after_seq`` shows up.
 Only the last ``MAX_CHANGES`` changes are kept: a watcher that fell further behind gets
 ``None`` from :meth:`since` and must re-list (a "reset"). Rolled-back changes are removed

@@ -14,10 +14,11 @@ import logging
 
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.node import MASTER
-from ..errors import AcksTimeout, BadRequest, Conflict, DkvsError, InternalError, KeyNotFound, NoMaster, Unauthorized
+from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import Signer
 from .admin import ClusterAdmin
+from .answers import raise_for, write_answer
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -64,31 +65,7 @@ class NodeService(KeyValueService):
                cond: int | None = None) -> dict:
         self._require_master()
         outcome = self.host.propose(op, key, value, acks, timeout, cond)
-        self._raise_for(outcome, acks, timeout)
-        if outcome.rejected is not None:
-            if op == "delete":
-                raise KeyNotFound(f"key {key!r} does not exist", key=key)
-            raise Conflict(f"key {key!r} is at seq {outcome.rejected}, not {cond}; nothing was written",
-                           key=key, seq=outcome.rejected)
-        result = outcome.result
-        return {"key": key, "seq": result["seq"], "epoch": result["epoch"], "replicas": result["replicas"]}
-
-    def _raise_for(self, outcome, acks: str, timeout: float) -> None:
-        error = outcome.error
-        if error is None:
-            return
-        seq = (outcome.result or {}).get("seq")
-        if error == "acks_timeout":
-            raise AcksTimeout(f"the write got seq {seq} but acks={acks} was not reached within {timeout:g} s; "
-                              "it may still be applied", seq=seq, replicas=outcome.result.get("replicas"))
-        if error == "not_master" and seq is not None:
-            raise AcksTimeout(f"this node stopped being master before acks={acks} was reached; the write "
-                              f"(seq {seq}) may or may not survive", seq=seq)
-        if error in ("not_master", "membership_change_in_progress"):
-            raise NotMaster(self.master_url() if error == "not_master" else None)
-        if error in ("read_timeout", "no_answer"):
-            raise AcksTimeout(f"no majority confirmed this master within {timeout:g} s", seq=seq)
-        raise InternalError(f"the node could not complete the request ({error})")
+        return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
 
     def get(self, key: str, *, consistent: bool) -> dict:
         state = self.host.state
@@ -96,7 +73,7 @@ class NodeService(KeyValueService):
         if consistent:
             self._require_master()
             timeout = self.limits.default_timeout_seconds
-            self._raise_for(self.host.read_barrier(timeout), "majority", timeout)
+            raise_for(self.host.read_barrier(timeout), "majority", timeout, self.master_url())
             # The barrier made everything up to its read seq committed; writes applied
             # since may still roll back, so read the committed value (linearizable).
             read = state.get_committed

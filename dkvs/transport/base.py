@@ -31,16 +31,21 @@ __all__ = ["Transport"]
 
 class Transport(abc.ABC):
     @abc.abstractmethod
-    def start(self, deliver: Callable[[Message], None], unreachable: Callable[[str], None]) -> None:
-        """Begin delivering answers; called once before the first :meth:`send`."""
+    def start(self, deliver: Callable[[str, int, list], None], unreachable: Callable[[str, int], None]) -> None:
+        """Begin delivering answers; called once before the first :meth:`send`.
+
+        ``deliver(peer, send_id, messages)`` gets the answers to one request (possibly
+        none); ``unreachable(peer, send_id)`` reports a request that was not delivered.
+        Both are called from transport threads."""
 
     @abc.abstractmethod
     def set_peers(self, peers: Mapping[str, str]) -> None:
         """Replace the id → address map (addresses of removed peers are forgotten)."""
 
     @abc.abstractmethod
-    def send(self, to: str, message: Message) -> None:
-        """Queue ``message`` for ``to``; never blocks, never raises for network faults."""
+    def send(self, to: str, message: Message, send_id: int = 0) -> None:
+        """Queue ``message`` for ``to``; never blocks, never raises for network faults.
+        ``send_id`` comes back with the answers (or the failure) of this request."""
 
     @abc.abstractmethod
     def send_snapshot(self, to: str, snapshot: Message) -> None:

@@ -79,10 +79,10 @@ class HttpTransport(Transport):
                 if peer_id != self.node_id and peer_id not in self._senders and not self._closed:
                     self._senders[peer_id] = _PeerSender(self, peer_id, url)
 
-    def send(self, to: str, message: Message) -> None:
+    def send(self, to: str, message: Message, send_id: int = 0) -> None:
         sender = self._senders.get(to)
         if sender is not None and to not in self.blocked:
-            sender.offer(message, snapshot=False)
+            sender.offer(message, snapshot=False, send_id=send_id)
 
     def send_snapshot(self, to: str, snapshot: Message) -> None:
         sender = self._senders.get(to)
@@ -188,11 +188,11 @@ class _PeerSender:
         self._thread = threading.Thread(target=self._run, name=f"dkvs-send-{peer_id}", daemon=True)
         self._thread.start()
 
-    def offer(self, message: Message, snapshot: bool) -> None:
+    def offer(self, message: Message, snapshot: bool, send_id: int = 0) -> None:
         with self._cond:
             if self._closed or len(self._queue) >= QUEUE_MESSAGES:
                 return
-            self._queue.append((message, snapshot))
+            self._queue.append((message, snapshot, send_id))
             self._cond.notify()
 
     def close(self) -> None:
@@ -211,8 +211,8 @@ class _PeerSender:
                     self._cond.wait()
                 if self._closed:
                     break
-                message, snapshot = self._queue.popleft()
-            self._send_one(message, snapshot)
+                message, snapshot, send_id = self._queue.popleft()
+            self._send_one(message, snapshot, send_id)
         if self._conn is not None:
             self._conn.close()
 
@@ -225,7 +225,7 @@ class _PeerSender:
             self._conn.sock.settimeout(timeout)
         return self._conn
 
-    def _send_one(self, message: Message, snapshot: bool) -> None:
+    def _send_one(self, message: Message, snapshot: bool, send_id: int) -> None:
         transport = self.transport
         try:
             if snapshot:
@@ -242,9 +242,8 @@ class _PeerSender:
                 self._conn.close()
                 self._conn = None
             if transport._unreachable is not None and not self._closed:
-                transport._unreachable(self.peer_id)
+                transport._unreachable(self.peer_id, send_id)
             return
         if self.peer_id in transport.blocked:
             return  # partition began while the request was on the wire
-        for reply in replies:
-            transport._deliver(reply)
+        transport._deliver(self.peer_id, send_id, replies)

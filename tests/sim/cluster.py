@@ -1,8 +1,16 @@
-"""A whole dkvs cluster in one thread: real cores, real effect runners, a simulated network.
+"""A whole dkvs cluster in one thread: real drivers, real executors, a simulated network.
 
-Each :class:`SimNode` holds what a production process holds: a :class:`~dkvs.core.node.Node`,
-its :class:`~dkvs.core.kvstate.KVState`, an :class:`~dkvs.runtime.runner.EffectRunner` and a
-storage. The storage is a :class:`~dkvs.storage.memory.MemoryStorage` that survives
+Each :class:`SimNode` holds what a production process holds: a :class:`~dkvs.driver.NodeDriver`
+(which owns the :class:`~dkvs.core.node.Node` and its :class:`~dkvs.core.kvstate.KVState`),
+the production :class:`~dkvs.runtime.executor.Executor` that carries out its ready batches, a
+transport whose peer table drops messages to unknown peers exactly as the HTTP transport
+does, a snapshot worker whose builds finish some ticks later, and a storage. Messages travel
+as requests and responses (:class:`Request`, :class:`Response`), the answers to a request
+coming back in its response as over HTTP, each request numbered by the driver's in-flight
+table; a lost request or response may be noticed by the requester (``send_failed``). Client
+requests are answered through :mod:`dkvs.runtime.answers`, the function that builds the
+production HTTP answer, and every answer is checked against what the node really applied.
+The storage The storage is a :class:`~dkvs.storage.memory.MemoryStorage` that survives
 :meth:`SimCluster.crash` (it plays the disk); :meth:`SimCluster.restart` rebuilds the node
 from it with :func:`~dkvs.runtime.recovery.restore_node`, exactly as the runtime does.
 
@@ -29,16 +37,20 @@ from dataclasses import dataclass, replace
 
 from dkvs.core.config import CoreConfig
 from dkvs.core.kvstate import KVState
-from dkvs.core.messages import AppendReply, Snapshot, VoteReply
+from dkvs.core.messages import Snapshot
 from dkvs.core.node import MASTER, SLAVE, Node
+from dkvs.driver import NodeDriver
+from dkvs.errors import DkvsError
+from dkvs.runtime.answers import write_answer
+from dkvs.runtime.executor import Executor
 from dkvs.runtime.recovery import restore_node
-from dkvs.runtime.runner import EffectRunner
 from dkvs.storage.base import StoredSnapshot
 from dkvs.storage.memory import MemoryStorage
 from dkvs.transport import codec
 
 from .invariants import Invariants, SimFailure
 from .network import UNREACHABLE, SimNetwork
+from .node_io import Request, Response, SimFeed, SimTransport, SimWork, Token
 
 __all__ = ["SimCluster", "SimNode", "ClientOp", "SimFailure", "SimDisk"]
 
@@ -49,7 +61,7 @@ MAX_IN_FLIGHT = 20_000  # more messages than this in the network is a storm: fai
 def _requester_of(frm: str, to: str, message) -> tuple[str, str]:
     """Who learns of a lost message: replies travel in HTTP responses, so losing one fails
     the request of the node it was addressed to."""
-    if isinstance(message, (AppendReply, VoteReply)):
+    if isinstance(message, Response):
         return to, frm
     return frm, to
 
@@ -88,6 +100,9 @@ class ClientOp:
     result: dict | None = None
     error: str | None = None
     read_value: tuple | None = None  # reads: (value, seq) found on the master, or None
+    rejected: int | None = None  # the driver's verdict: applied but changed nothing
+    status: int | None = None  # the HTTP status the service layer answers with
+    answer: dict | None = None  # and its JSON body
     cond: int | None = None  # compare-and-set: the key's expected seq (0: absent)
     invoke_order: int = 0  # position in the run's total order of client events
     complete_order: int = 0
@@ -102,7 +117,8 @@ class ClientOp:
 
 
 class SimNode:
-    """One member's process: node, state and runner (gone while crashed) and its disk."""
+    """One member's process: driver, executor, transport and worker (gone while crashed),
+    and its disk."""
 
     def __init__(self, node_id: str, disk: SimDisk, rate: float) -> None:
         self.id = node_id
@@ -110,10 +126,21 @@ class SimNode:
         self.storage = disk
         self.rate = rate
         self.acc = 0.0
-        self.node: Node | None = None
-        self.state: KVState | None = None
-        self.runner: EffectRunner | None = None
+        self.driver: NodeDriver | None = None
+        self.runner: Executor | None = None
+        self.transport: SimTransport | None = None
+        self.work: SimWork | None = None
+        self.feed: SimFeed | None = None
         self.restarts = 0
+        self.paused_until = 0  # a scheduling pause: no input runs before this tick
+
+    @property
+    def node(self) -> Node | None:
+        return self.driver.node if self.driver is not None else None
+
+    @property
+    def state(self) -> KVState | None:
+        return self.driver.state if self.driver is not None else None
 
     @property
     def alive(self) -> bool:
@@ -133,7 +160,8 @@ class SimCluster:
     def __init__(self, n: int = 3, seed: int = 0, *, config: CoreConfig | None = None,
                  skew: float = 0.0, min_delay: int = 1, max_delay: int = 2,
                  drop_rate: float = 0.0, dup_rate: float = 0.0, notice_rate: float = 0.0,
-                 write_timeout: int | None = None, join_ticks: int = 2000, wire: bool = False) -> None:
+                 write_timeout: int | None = None, join_ticks: int = 2000, wire: bool = False,
+                 snapshot_threshold_bytes: int | None = None, build_ticks: tuple[int, int] = (1, 8)) -> None:
         self.seed = seed
         self.wire = wire  # deliver through the production codec (bytes) instead of shared objects
         self.rng = random.Random(f"cluster-{seed}")
@@ -149,6 +177,10 @@ class SimCluster:
         self._next_request = 0
         self._events = 0  # client invokes and completions, numbered in the order they happen
         self._join_ticks = join_ticks
+        if snapshot_threshold_bytes is None:  # drawn per seed: background compaction or none
+            snapshot_threshold_bytes = random.Random(f"snapshots-{seed}").choice((1 << 40, 1 << 40, 400, 3000))
+        self.snapshot_threshold_bytes = snapshot_threshold_bytes  # the driver's compaction rule
+        self.build_ticks = build_ticks  # a background snapshot build takes this many ticks
         self.bootstrap("n1")
         for i in range(2, n + 1):
             self.join(f"n{i}")
@@ -166,13 +198,14 @@ class SimCluster:
         return sim
 
     def _wire(self, sim: SimNode, node: Node, state: KVState) -> None:
-        sim.node, sim.state = node, state
         nid = sim.id
-        sim.runner = EffectRunner(
-            lambda: sim.node, sim.storage, state,
-            send=lambda to, msg: self.net.send(nid, to, msg),
-            send_snapshot=lambda to, msg: self.net.send_snapshot(nid, to, msg),
-            reply=lambda rid, result, error: self._on_reply(nid, rid, result, error))
+        sim.driver = NodeDriver(node, state, snapshot_threshold_bytes=self.snapshot_threshold_bytes,
+                                log_bytes=sim.storage.log_bytes())
+        sim.transport = SimTransport(nid, self.net)
+        sim.work = SimWork(self, sim)
+        sim.feed = SimFeed()
+        sim.runner = Executor(sim.driver, sim.storage, sim.transport, sim.work, sim.feed,
+                              complete=lambda reply: self._on_reply(nid, reply))
 
     def _node_rng(self, node_id: str, life: int) -> random.Random:
         return random.Random(f"node-{self.seed}-{node_id}-{life}")
@@ -181,7 +214,8 @@ class SimCluster:
         sim = self._new_sim(node_id)
         node, effects = Node.bootstrap(node_id, sim.url, self.config, self._node_rng(node_id, 0))
         self._wire(sim, node, KVState())
-        self._guarded(lambda: sim.runner.run(effects))
+        self._guarded(lambda: sim.driver.bootstrap(effects))
+        self._guarded(lambda: sim.runner.run(sim.driver.ready()))
         return sim
 
     def add_node(self, node_id: str) -> SimNode:
@@ -214,7 +248,8 @@ class SimCluster:
         sim = self.nodes[node_id]
         assert sim.alive, f"{node_id} is already down"
         self._guarded(lambda: self.inv.check_disk(sim))
-        sim.node = sim.state = sim.runner = None
+        sim.driver = sim.runner = sim.transport = sim.work = sim.feed = None
+        sim.paused_until = 0
 
     def restart(self, node_id: str) -> None:
         """A new process on the same disk, rebuilt by ``restore_node``."""
@@ -240,19 +275,24 @@ class SimCluster:
         self.net.heal()
         self.net.set_faults(drop_rate=0.0, dup_rate=0.0)
 
+    def pause(self, node_id: str, ticks: int) -> None:
+        """A scheduling pause of one process (GC, swap, a starved thread): for ``ticks``
+        global ticks it handles no message and its clock does not advance; what arrives
+        meanwhile waits, as in a socket buffer, and the lost time is caught up at once
+        afterwards, as the runtime does."""
+        self.nodes[node_id].paused_until = self.now + ticks
+
     def compact(self, node_id: str) -> bool:
-        """Snapshot ``node_id``'s state at its commit point and compact its log, the way the
-        runtime does when the log grows. Returns whether a snapshot was taken."""
+        """Snapshot ``node_id``'s state at its commit point and compact its log at once, the
+        way a finished background build does. Returns whether the log was compacted."""
         sim = self.nodes[node_id]
         node = sim.node
-        seq, items = sim.state.snapshot_items()
-        if seq <= node.log.snapshot_seq or seq > node.commit_seq:
+        before = node.log.snapshot_seq
+        seq, epoch, members, data = sim.driver.snapshot_view()
+        if seq <= before or seq > node.commit_seq:
             return False
-        sim.storage.save_snapshot(StoredSnapshot(seq, node.log.epoch_at(seq),
-                                                 tuple(node.members_at(seq).items()), items))
-        node.compact(seq)
-        self.check()
-        return True
+        self._input(sim, lambda: sim.work.finish_build(seq, epoch, members, data))
+        return node.log.snapshot_seq > before
 
     # -- clients -------------------------------------------------------------------------------
     def masters(self) -> list[SimNode]:
@@ -269,7 +309,7 @@ class SimCluster:
         request fails at once with ``no_master``, as a node without one answers 503."""
         timeout = timeout if timeout is not None else self.write_timeout
         return self._request(ClientOp(0, kind, key, value, acks, None, self.now, cond=cond), via,
-                             lambda node, rid: node.propose(rid, kind, key, value, acks, timeout, cond=cond))
+                             lambda driver, rid: driver.propose(rid, kind, key, value, acks, timeout, cond))
 
     def put(self, key: str, value: str, acks: str = "1", via: str | None = None,
             timeout: int | None = None, cond: int | None = None) -> ClientOp:
@@ -284,7 +324,7 @@ class SimCluster:
         value is the master's state as of its commit point (``KVState.get_committed``)."""
         timeout = timeout if timeout is not None else self.write_timeout
         return self._request(ClientOp(0, READ, key, None, "", None, self.now), via,
-                             lambda node, rid: node.propose_read(rid, timeout))
+                             lambda driver, rid: driver.read(rid, timeout))
 
     def _request(self, op: ClientOp, via: str | None, call: Callable) -> ClientOp:
         """Number ``op``, record its invoke and hand it to its node; with nowhere to send
@@ -299,21 +339,45 @@ class SimCluster:
             self._events += 1
             op.completed, op.complete_order, op.error = self.now, self._events, "no_master"
             return op
-        self._input(target, lambda: call(target.node, op.request_id))
+        self._input(target, lambda: call(target.driver, op.request_id))
         return op
 
     def is_pending(self, op: ClientOp) -> bool:
         """Can ``op`` still be answered (its node has not crashed since)?"""
         return not op.done and op.node is not None and self.nodes[op.node].alive
 
-    def _on_reply(self, node_id: str, rid: int, result, error) -> None:
-        op = self.ops[rid]
-        op.completed, op.result, op.error = self.now, result, error
+    def _on_reply(self, node_id: str, reply) -> None:
+        op = self.ops[reply.request_id]
+        op.completed, op.result, op.error, op.rejected = self.now, reply.result, reply.error, reply.rejected
         self._events += 1
         op.complete_order = self._events
-        if op.kind == READ and error is None:  # what dkvs.runtime.service answers for ?consistent=true
+        if op.kind == READ and reply.error is None:  # what dkvs.runtime.service answers for ?consistent=true
             op.read_value = self.nodes[node_id].state.get_committed(op.key)
+        if op.kind in (PUT, DELETE):
+            self._answer(self.nodes[node_id], op, reply)
         self.inv.on_reply(node_id, op)
+
+    def _answer(self, sim: SimNode, op: ClientOp, reply) -> None:
+        """What the service layer tells the client, checked against what was applied: a
+        404 or 409 only for the request's own entry that changed nothing, a 200 never for
+        one that did not apply."""
+        try:
+            op.answer = write_answer(op.kind, op.key, reply, op.acks, 1.0, op.cond)
+            op.status = 200
+        except DkvsError as exc:
+            op.status, op.answer = exc.status, exc.to_json()
+        if op.status not in (200, 404, 409):
+            return
+        entry = (op.result["epoch"], op.result["seq"])
+        skipped = entry in sim.feed.skipped
+        if op.status == 200 and (op.kind == DELETE or op.cond is not None) and skipped:
+            raise SimFailure(f"{self.where()}: {op.kind} {op.key!r} answered 200 but its entry {entry} "
+                             f"changed nothing on {sim.id}")
+        if op.status in (404, 409) and not skipped:
+            raise SimFailure(f"{self.where()}: {op.kind} {op.key!r} answered {op.status} but its entry "
+                             f"{entry} was applied on {sim.id} (a stale verdict)")
+        if op.status == 409 and op.cond is None:
+            raise SimFailure(f"{self.where()}: unconditional put {op.key!r} answered 409")
 
     # -- time ----------------------------------------------------------------------------------
     def _guarded(self, action: Callable[[], None]) -> None:
@@ -325,33 +389,48 @@ class SimCluster:
         except Exception as exc:  # noqa: BLE001 - re-raised with the seed attached
             raise SimFailure(f"{self.where()}: {type(exc).__name__}: {exc}\n{self.describe()}") from exc
 
-    def _input(self, sim: SimNode, call: Callable[[], list]) -> None:
-        """Feed one input to ``sim``, carry out its effects, flush a master, check invariants."""
+    def _input(self, sim: SimNode, call: Callable[[], None]) -> None:
+        """Feed one input to ``sim``'s driver, execute its ready batch, check invariants."""
         def act():
-            sim.runner.run(call())
-            if sim.node.role == MASTER:
-                sim.runner.run(sim.node.flush())
+            call()
+            sim.runner.run(sim.driver.ready())
         self._guarded(act)
         self.check()
 
-    def _deliver(self, frm: str, to: str, message, duplicate: bool = False) -> None:
+    def _deliver(self, frm: str, to: str, payload, duplicate: bool = False) -> None:
         sim = self.nodes.get(to)
-        if message is UNREACHABLE:  # ``to``'s request to ``frm`` failed
+        if sim is not None and sim.alive and sim.paused_until > self.now:
+            self.net.hold(frm, to, payload, sim.paused_until, duplicate)  # waits in the socket buffer
+            return
+        if isinstance(payload, tuple) and payload and payload[0] is UNREACHABLE:
+            lost = payload[1]  # ``to``'s request to ``frm`` (or its response) was lost
             if sim is not None and sim.alive:
-                self._input(sim, lambda: sim.node.unreachable(frm))
+                self._input(sim, lambda: self._lost(sim, frm, lost))
             return
         if sim is None or not sim.alive:
             if not duplicate:  # a refused connection, reported like any failed request
-                self.net.refused(frm, to, message)
+                self.net.refused(frm, to, payload)
             return
+        if isinstance(payload, Response):
+            self._input(sim, lambda: sim.work.answered(frm, payload.send_id, payload.messages))
+            return
+        message = self._over_the_wire(payload.message)
+        token = Token()
+        self._input(sim, lambda: sim.driver.step(message, token))
+        self.net.send(to, frm, Response(payload.send_id, tuple(token.messages)))
+
+    def _lost(self, sim: SimNode, peer: str, lost) -> None:
+        send_id = lost.send_id
+        sim.work.failed(peer, send_id)
+
+    def _over_the_wire(self, message):
         if self.wire:  # what the HTTP transport does: bytes in between
             if isinstance(message, Snapshot):
-                message = codec.decode_snapshot(b"".join(codec.encode_snapshot_chunks(message)))
-            else:
-                message = codec.decode(codec.encode(message))
-        elif isinstance(message, Snapshot):  # the receiver gets its own copy of the data
-            message = replace(message, data=copy.deepcopy(message.data))
-        self._input(sim, lambda: sim.node.step(message))
+                return codec.decode_snapshot(b"".join(codec.encode_snapshot_chunks(message)))
+            return codec.decode(codec.encode(message))
+        if isinstance(message, Snapshot):  # the receiver gets its own copy of the data
+            return replace(message, data=copy.deepcopy(message.data))
+        return message
 
     def tick(self) -> None:
         """One global tick: deliver what is due (a step each), then tick every live node."""
@@ -368,11 +447,13 @@ class SimCluster:
                 if sim.node is None:
                     continue
                 sim.acc += sim.rate
+                if sim.paused_until > self.now:
+                    continue  # paused: the ticks pile up and are caught up afterwards
                 while sim.acc >= 1.0:
                     sim.acc -= 1.0
-                    sim.runner.run(sim.node.tick())
-                    if sim.node.role == MASTER:
-                        sim.runner.run(sim.node.flush())
+                    sim.driver.tick()
+                    sim.runner.run(sim.driver.ready())
+                sim.work.tick()
         self._guarded(tick_round)
         self.check()
 

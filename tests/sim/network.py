@@ -40,7 +40,11 @@ class _Unreachable:
         return "UNREACHABLE"
 
 
-UNREACHABLE = _Unreachable()  # delivered from the lost peer to the requester: "your request failed"
+UNREACHABLE = _Unreachable()  # (UNREACHABLE, lost message): "your request failed", from the lost peer
+
+
+def _is_notice(message) -> bool:
+    return isinstance(message, tuple) and bool(message) and message[0] is UNREACHABLE
 
 
 @dataclass
@@ -143,10 +147,10 @@ class SimNetwork:
     def _lost(self, frm: str, to: str, message: object) -> None:
         """Maybe tell the requester, later, that its request failed (a request fails once:
         losing a duplicate copy is never reported)."""
-        if self.notice_rate and message is not UNREACHABLE and self.rng.random() < self.notice_rate:
+        if self.notice_rate and not _is_notice(message) and self.rng.random() < self.notice_rate:
             requester, peer = self.requester_of(frm, to, message)
             self.stats.noticed += 1
-            self._push(peer, requester, UNREACHABLE)
+            self._push(peer, requester, (UNREACHABLE, message))
 
     def _push(self, frm: str, to: str, message: object, copy: bool = False) -> None:
         delay = self.min_delay if self.min_delay == self.max_delay else \
@@ -165,13 +169,18 @@ class SimNetwork:
         heap = self._heap
         while heap and heap[0][0] <= self.now:
             _, _, frm, to, message, copy = heapq.heappop(heap)
-            if (frm, to) in self._down and message is not UNREACHABLE:
+            if (frm, to) in self._down and not _is_notice(message):
                 self.stats.cut += 1
                 if not copy:
                     self._lost(frm, to, message)
                 continue
             self.stats.delivered += 1
             yield frm, to, message, copy
+
+    def hold(self, frm: str, to: str, message: object, until: int, copy: bool = False) -> None:
+        """Deliver ``message`` again at tick ``until`` (its receiver is paused)."""
+        self._counter += 1
+        heapq.heappush(self._heap, (until, self._counter, frm, to, message, copy))
 
     def in_flight(self) -> int:
         return len(self._heap)

@@ -34,7 +34,7 @@ def test_network_partitions_cuts_and_notices():
     net.now = 1
     assert [(f, t, m) for f, t, m, _ in net.due()] == [("c", "b", "c->b")]
     net.now = 2  # the senders of the three lost requests hear that they failed
-    notices = sorted((t, f) for f, t, m, _ in net.due() if m is UNREACHABLE)
+    notices = sorted((t, f) for f, t, m, _ in net.due() if m[0] is UNREACHABLE)
     assert notices == [("a", "b"), ("b", "a"), ("b", "c")]
     net.heal()
     net.send("a", "b", "late")

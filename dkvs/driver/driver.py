@@ -1,0 +1,277 @@
+"""The node driver: everything a node decides, in one deterministic object.
+
+:class:`NodeDriver` owns the protocol :class:`~dkvs.core.node.Node`, the key-value
+:class:`~dkvs.core.kvstate.KVState`, the client requests in progress with their verdicts,
+the per-peer in-flight table, and the snapshot and compaction state. It is driven by
+inputs — messages (:meth:`step`), logical time (:meth:`tick`), client requests
+(:meth:`propose`, :meth:`read`), answers and failures of its own sends (:meth:`received`,
+:meth:`send_failed`), and completions of work its host did (:meth:`persisted`,
+:meth:`snapshot_built`, :meth:`snapshot_streamed`) — and hands back one
+:class:`~dkvs.driver.ready.Ready` batch per round (etcd's RawNode/Ready idea). It has no
+threads, sockets, clocks or randomness (the core's RNG is injected), so the simulator
+runs exactly the code production runs; the threaded runtime only executes batches.
+
+Rules kept here (each one a decision that can be wrong, so it lives where the simulator
+runs it):
+
+* a client reply is bound to its request, and a verdict to the request's own log entry
+  (:mod:`dkvs.driver.requests`);
+* the transport's peer table is updated before any message of the same batch is sent, so
+  a brand-new member's first snapshot is never dropped;
+* at most one replication request per peer is on the wire; a stale answer is dropped
+  (:mod:`dkvs.driver.inflight`);
+* snapshots are built off the node thread from a consistent committed view, only when
+  the log outgrew both the threshold and the last snapshot *and* the commit point moved
+  past the last snapshot (so a stuck commit point never causes whole-state work), one at
+  a time; the log is compacted only once the snapshot is durable;
+* a snapshot is streamed to a peer at most once at a time;
+* every role change, election, membership change, rollback and snapshot is narrated
+  once (:mod:`dkvs.driver.narrator`).
+"""
+
+from __future__ import annotations
+
+from ..core.effects import (
+    Apply,
+    InstallSnapshot,
+    PersistEntries,
+    PersistState,
+    PersistTruncate,
+    Reply,
+    Rollback,
+    Send,
+    SendSnapshot,
+)
+from ..core.election import MASTER
+from ..core.messages import Append
+from .inflight import InFlight
+from .narrator import CALL, MESSAGE, TICK, Narrator
+from .ready import (
+    INFO,
+    WARNING,
+    BuildSnapshot,
+    ClientReply,
+    CompactStorage,
+    Note,
+    OutgoingMessage,
+    Ready,
+    StreamSnapshot,
+)
+from .requests import RequestTable
+
+__all__ = ["NodeDriver", "Applied", "DEFAULT_SNAPSHOT_THRESHOLD_BYTES"]
+
+DEFAULT_SNAPSHOT_THRESHOLD_BYTES = 1024 * 1024
+_PERSIST = (PersistEntries, PersistState, PersistTruncate)
+
+
+class Applied:
+    """What :meth:`NodeDriver.apply` did, for the host's change feed and rollback files."""
+
+    __slots__ = ("replies", "changes")
+
+    def __init__(self) -> None:
+        self.replies: list[ClientReply] = []
+        # ("apply", entries, skipped seqs) | ("rollback", after_seq, discarded) | ("reset", seq)
+        self.changes: list[tuple] = []
+
+
+class NodeDriver:
+    """Not thread safe: the host calls it from one thread at a time (and :meth:`apply`
+    under the lock that guards ``state`` against readers)."""
+
+    def __init__(self, node, state, *, snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
+                 inflight_expiry_ticks: int | None = None, log_bytes: int = 0) -> None:
+        self.node = node
+        self.state = state
+        self.requests = RequestTable()
+        self.inflight = InFlight(inflight_expiry_ticks or node.config.election_ticks)
+        self.narrator = Narrator(node)
+        self.snapshot_threshold_bytes = snapshot_threshold_bytes
+        self.log_bytes = log_bytes
+        self.last_snapshot_bytes = 0
+        self.building = False
+        self.streaming: set[str] = set()
+        self.snapshots_taken = 0  # builds that ended in a compaction
+        self.builds_started = 0
+        self._role = node.role
+        self._peers: dict[str, str] | None = None  # what the transport was last given
+        self._ready = Ready()
+
+    # -- inputs --------------------------------------------------------------------------------
+    def step(self, message, token=None) -> None:
+        """A message from a peer. With ``token`` (the HTTP exchange it came in), answers
+        addressed to its sender go to ``Ready.responses[token]`` instead of a new send."""
+        self._take(self.node.step(message), MESSAGE, message.sender, token)
+
+    def tick(self) -> None:
+        self._take(self.node.tick(), TICK)
+
+    def propose(self, request_id: int, op: str, key: str, value, acks: str, timeout_ticks: int,
+                cond: int | None = None) -> None:
+        log = self.node.log
+        before = log.last_seq
+        effects = self.node.propose(request_id, op, key, value, acks, timeout_ticks, cond)
+        if log.last_seq > before:
+            self.requests.proposed(request_id, log.last_epoch, log.last_seq)
+        self._take(effects, CALL)
+
+    def read(self, request_id: int, timeout_ticks: int) -> None:
+        """A linearizable read barrier (read index); answered once it is safe to read."""
+        self._take(self.node.propose_read(request_id, timeout_ticks), CALL)
+
+    def received(self, peer: str, send_id: int, messages) -> None:
+        """The answers ``peer`` gave to our request ``send_id`` (in its HTTP response)."""
+        if self.inflight.completed(peer, send_id):
+            for message in messages:
+                self.step(message)
+
+    def send_failed(self, peer: str, send_id: int) -> None:
+        """Our request ``send_id`` to ``peer`` was not delivered (refused, timed out)."""
+        if self.inflight.completed(peer, send_id):
+            self._take(self.node.unreachable(peer), CALL)
+
+    def bootstrap(self, effects: list) -> None:
+        """Effects the node produced before the driver existed (:meth:`Node.bootstrap`)."""
+        self._take(effects, CALL)
+
+    def persisted(self, log_bytes: int) -> None:
+        """Storage holds ``log_bytes`` of log now (after appends or a compaction)."""
+        self.log_bytes = log_bytes
+
+    def snapshot_view(self) -> tuple[int, int, tuple, object]:
+        """``(seq, epoch, members, data)`` for :class:`BuildSnapshot`: the committed state,
+        consistent at ``seq``, as a copy the host may write from another thread."""
+        state = self.state
+        if hasattr(state, "committed_view"):
+            seq, data = state.committed_view()
+        else:
+            seq, data = state.snapshot_items()
+        return seq, self.node.log.epoch_at(seq), tuple(self.node.members_at(seq).items()), data
+
+    def snapshot_built(self, seq: int, nbytes: int, error: str | None = None) -> None:
+        """A :class:`BuildSnapshot` finished: the snapshot at ``seq`` is durable (or failed)."""
+        self.building = False
+        node = self.node
+        if error is not None:
+            self._note(WARNING, f"snapshot at seq {seq} failed: {error}; the log is kept")
+            return
+        self.last_snapshot_bytes = nbytes
+        if node.log.snapshot_seq < seq <= node.commit_seq:
+            node.compact(seq)
+            self.snapshots_taken += 1
+            self._ready.work.append(CompactStorage(seq))
+            self._note(INFO, f"snapshot at seq {seq} ({nbytes} bytes) is durable; log compacted")
+
+    def snapshot_streamed(self, peer: str, seq: int, error: str | None = None) -> None:
+        """A :class:`StreamSnapshot` to ``peer`` ended."""
+        self.streaming.discard(peer)
+        if error is not None:
+            self._note(WARNING, f"sending the snapshot (seq {seq}) to {peer} failed: {error}")
+            self._take(self.node.unreachable(peer), CALL)
+        else:
+            self._note(INFO, f"snapshot at seq {seq} sent to {peer}")
+
+    # -- output --------------------------------------------------------------------------------
+    def ready(self) -> Ready:
+        """Everything to do now (see :mod:`dkvs.driver.ready` for the order); clears it."""
+        self._take(self.node.flush(), CALL)
+        self._maybe_build_snapshot()
+        members = self.node.members
+        if self._peers is None or self._peers.keys() != members.keys() - {self.node.id} or \
+                any(self._peers[m] != members[m] for m in self._peers):
+            self._peers = {m: u for m, u in members.items() if m != self.node.id}
+            self._ready.peers = dict(self._peers)
+            for gone in [p for p in self.streaming if p not in self._peers]:
+                self.streaming.discard(gone)
+        ready, self._ready = self._ready, Ready()
+        return ready
+
+    def apply(self, ready: Ready) -> Applied:
+        """Apply ``ready``'s entries to the state (call under the state lock, after the
+        batch's persist and sends) and bind the client replies to their verdicts."""
+        done = Applied()
+        state = self.state
+        for effect in ready.apply:
+            kind = type(effect)
+            if kind is Apply:
+                rejected = state.apply(effect.entries, effect.commit_seq)
+                skipped = set()
+                if rejected:
+                    epochs = {e.seq: e.epoch for e in effect.entries}
+                    for seq, current_seq in rejected:
+                        self.requests.rejected(epochs[seq], seq, current_seq)
+                        skipped.add(seq)
+                if effect.entries:
+                    done.changes.append(("apply", effect.entries, skipped))
+            elif kind is Rollback:
+                state.rollback(effect.after_seq)
+                done.changes.append(("rollback", effect.after_seq, effect.discarded))
+            else:
+                snap = effect.snapshot
+                state.restore(snap.seq, snap.data)
+                done.changes.append(("reset", snap.seq))
+        for reply in ready.replies:
+            verdict = self.requests.answered(reply.request_id)
+            done.replies.append(ClientReply(reply.request_id, reply.result, reply.error,
+                                            verdict if reply.error is None else None))
+        return done
+
+    # -- inside --------------------------------------------------------------------------------
+    def _take(self, effects: list, cause: str, sender: str | None = None, token=None) -> None:
+        ready = self._ready
+        node = self.node
+        if node.role != self._role:  # nothing on the wire belongs to the new role
+            self._role = node.role
+            self.inflight.reset()
+        for effect in effects:
+            kind = type(effect)
+            if kind is Send:
+                self._route_send(effect, sender, token)
+            elif kind in _PERSIST:
+                ready.persist.append(effect)
+            elif kind is Apply or kind is Rollback:  # a rollback is narrated with its file's name
+                ready.apply.append(effect)
+            elif kind is Reply:
+                ready.replies.append(effect)
+            elif kind is SendSnapshot:
+                if effect.to not in self.streaming:
+                    self.streaming.add(effect.to)
+                    ready.work.append(StreamSnapshot(effect.to))
+                    self._note(INFO, f"{effect.to} is behind the log: sending it the snapshot at seq "
+                                     f"{node.log.snapshot_seq}")
+            elif kind is InstallSnapshot:
+                ready.persist.append(effect)
+                ready.apply.append(effect)
+                self._note(INFO, f"installing the master's snapshot at seq {effect.snapshot.seq}")
+            else:
+                raise AssertionError(f"unknown effect {effect!r}")
+        self.narrator.after(node, cause, sender, ready.notes)
+
+    def _route_send(self, effect: Send, sender: str | None, token) -> None:
+        if token is not None and effect.to == sender:
+            self._ready.responses.setdefault(token, []).append(effect.message)
+            return
+        inflight = self.inflight
+        replicating = type(effect.message) is Append
+        if replicating and inflight.busy(effect.to, self.node.now):
+            inflight.suppressed += 1  # the previous request is still on the wire: this resend is "lost"
+            return
+        send_id = inflight.new_id()
+        if replicating:
+            inflight.sent(effect.to, send_id, self.node.now)
+        self._ready.sends.append(OutgoingMessage(send_id, effect.to, effect.message))
+
+    def _maybe_build_snapshot(self) -> None:
+        """Compact when the log outgrows both the threshold and the last snapshot (Redis's
+        AOF rewrite rule) — and only if the commit point moved past the last snapshot."""
+        if self.building or self.log_bytes < max(self.snapshot_threshold_bytes, self.last_snapshot_bytes):
+            return
+        if self.node.commit_seq <= self.node.log.snapshot_seq:
+            return
+        self.building = True
+        self.builds_started += 1
+        self._ready.work.append(BuildSnapshot())
+
+    def _note(self, level: str, text: str) -> None:
+        self._ready.notes.append(Note(level, f"node {self.node.id} epoch={self.node.epoch}: {text}"))

@@ -1,0 +1,94 @@
+"""One place that narrates the cluster: notes for the operator, derived from the node.
+
+After every input the driver compares what an operator cares about — role, epoch, known
+master, members, and on a master whether a majority is still heard — with what it was
+before, and turns each change into one :class:`~dkvs.driver.ready.Note` carrying the node
+id and ``epoch=N``. The *reason* comes from the input that caused it: a timer (heartbeat
+timeout, check-quorum), a message (a higher epoch seen), or the node's own campaign.
+Deriving notes from observed state, rather than sprinkling log calls through the core,
+keeps the core pure and makes every transition narrated exactly once.
+"""
+
+from __future__ import annotations
+
+from ..core.election import CANDIDATE, MASTER, SLAVE
+from ..core.quorum import majority
+from .ready import INFO, WARNING, Note
+
+__all__ = ["Narrator", "TICK", "MESSAGE", "CALL"]
+
+TICK, MESSAGE, CALL = "tick", "message", "call"
+
+
+class Narrator:
+    def __init__(self, node) -> None:
+        self._seen = self._observe(node)
+        self._quorum_ok = True
+
+    @staticmethod
+    def _observe(node) -> tuple:
+        return (node.role, node.epoch, node.master_id, dict(node.members), node.pre_voting,
+                node.elections_started)
+
+    def after(self, node, cause: str, sender: str | None, notes: list[Note]) -> None:
+        """Compare ``node`` with the last observation; append a note per change."""
+        seen = self._observe(node)
+        if seen == self._seen:
+            if node.role == MASTER and cause == TICK:
+                self._watch_quorum(node, notes)
+            return
+        role0, epoch0, master0, members0, pre0, started0 = self._seen
+        role, epoch, master, members, pre, started = seen
+        self._seen = seen
+        say = _Sayer(node, notes)
+        if started > started0:
+            say(INFO, f"election started for epoch={epoch} (pre-vote won; rank last_epoch={node.log.last_epoch} "
+                      f"last_seq={node.log.last_seq})")
+        elif role == CANDIDATE and pre and not (role0 == CANDIDATE and pre0):
+            reason = "heartbeat timeout" if cause == TICK else f"after {cause}"
+            say(INFO, f"no master heard ({reason}); asking for pre-votes")
+        if role == MASTER and role0 != MASTER:
+            self._quorum_ok = True
+            say(INFO, f"elected master (epoch={epoch}, {len(members)} members)")
+        elif role0 == MASTER and role != MASTER:
+            if epoch > epoch0:
+                reason = f"higher epoch seen from {sender}" if sender else "higher epoch seen"
+            elif node.id not in members:
+                reason = "removed from the cluster"
+            else:
+                reason = "check-quorum lost: no majority heard within the election timeout"
+            say(WARNING, f"stepped down as master ({reason})")
+        elif role0 == CANDIDATE and role == SLAVE and epoch == epoch0 and master is None:
+            say(INFO, "election not won (a fresher node is campaigning, or no majority answered)")
+        if master != master0 and master is not None and master != node.id:
+            say(INFO, f"following master {master} at {members.get(master, '?')}")
+        elif epoch > epoch0 and role != MASTER and started == started0:
+            who = f" from {sender}" if sender else ""
+            say(INFO, f"adopted epoch={epoch} (was {epoch0}){who}")
+        for member_id in sorted(members.keys() - members0.keys()):
+            say(INFO, f"member {member_id} added ({members[member_id]})")
+        for member_id in sorted(members0.keys() - members.keys()):
+            say(INFO, f"member {member_id} removed")
+
+    def _watch_quorum(self, node, notes: list[Note]) -> None:
+        """On a master: note when the majority of live members is lost or regained."""
+        window = node.config.election_ticks
+        heard = 1 + sum(1 for p in node.progress.values() if node.now - p.last_heard_tick < window)
+        ok = heard >= majority(len(node.members))
+        if ok != self._quorum_ok:
+            self._quorum_ok = ok
+            say = _Sayer(node, notes)
+            if ok:
+                say(INFO, f"quorum regained: {heard} of {len(node.members)} members heard")
+            else:
+                say(WARNING, f"quorum lost: {heard} of {len(node.members)} members heard, "
+                             f"{majority(len(node.members))} needed; acks=majority writes wait")
+
+
+class _Sayer:
+    def __init__(self, node, notes: list[Note]) -> None:
+        self._prefix = f"node {node.id} epoch={node.epoch}: "
+        self._notes = notes
+
+    def __call__(self, level: str, text: str) -> None:
+        self._notes.append(Note(level, self._prefix + text))

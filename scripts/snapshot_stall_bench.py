@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Whole-state work off the node thread, measured with real processes on 127.0.0.1.
+
+Two scenarios (issue "the whole node under proof", done-when figures):
+
+* ``stall`` — one node with a data dir (default timings) is loaded with ``--keys`` keys of
+  ``--value-bytes`` while a *paced writer* on its own connection sends 200 PUTs/s; its
+  snapshots (taken as the log grows) must not stall writes. Prints the paced writer's
+  latency median / p99 / max and the snapshots taken.
+* ``join`` — a 3-node cluster with data dirs is loaded the same way and its master
+  compacts; then a 4th node joins. Prints the time from the join to the new node holding
+  the master's last seq, and the master's RSS before, at peak during and after catch-up.
+
+Loading uses ``--loaders`` processes, each with one keep-alive connection. Every process
+started is stopped at the end. Examples::
+
+    python3 scripts/snapshot_stall_bench.py stall --keys 30000 --value-bytes 10000
+    python3 scripts/snapshot_stall_bench.py join --keys 30000 --value-bytes 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dkvs.tools.local_cluster import LocalCluster, node_status, wait_for  # noqa: E402
+
+
+def _load(url: str, first: int, count: int, value_bytes: int) -> int:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    value = (b"%08d" % first) * (value_bytes // 8 + 1)
+    errors = 0
+    for i in range(first, first + count):
+        conn.request("PUT", f"/kv/key-{i:012d}-{'x' * 44}?acks=1", body=value[:value_bytes])
+        response = conn.getresponse()
+        response.read()
+        errors += response.status != 200
+    conn.close()
+    return errors
+
+
+def load(url: str, keys: int, value_bytes: int, loaders: int) -> float:
+    per = keys // loaders
+    started = time.monotonic()
+    with multiprocessing.Pool(loaders) as pool:
+        errors = sum(pool.starmap(_load, [(url, i * per, per, value_bytes) for i in range(loaders)]))
+    if errors:
+        raise SystemExit(f"{errors} load writes failed")
+    return time.monotonic() - started
+
+
+class PacedWriter(threading.Thread):
+    """200 writes/s on one connection; records each write's latency."""
+
+    def __init__(self, url: str, rate: float = 200.0) -> None:
+        super().__init__(daemon=True)
+        parts = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.interval = 1.0 / rate
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        due = time.monotonic()
+        i = 0
+        while not self.stop.is_set():
+            due += self.interval
+            sent = time.monotonic()
+            self.conn.request("PUT", f"/kv/paced{i % 100}", body=b"p" * 100)
+            response = self.conn.getresponse()
+            response.read()
+            self.latencies.append(time.monotonic() - sent)
+            i += 1
+            self.stop.wait(max(0.0, due - time.monotonic()))
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def stall(args) -> None:
+    with tempfile.TemporaryDirectory(dir=args.data_dir_root) as root, LocalCluster() as cluster:
+        node = cluster.start("--data-dir", os.path.join(root, "a"))
+        paced = PacedWriter(node.url)
+        paced.start()
+        took = load(node.url, args.keys, args.value_bytes, args.loaders)
+        time.sleep(1.0)  # let a snapshot that started at the end of the load finish under the paced writer
+        paced.stop.set()
+        paced.join()
+        metrics = node_status(node.url) or {}
+    lat = sorted(paced.latencies)
+    print(f"stall: {args.keys} keys x {args.value_bytes} B loaded in {took:.1f} s "
+          f"({args.keys * (args.value_bytes + 64) / 1e6:.0f} MB raw); last_seq {metrics.get('last_seq')}, "
+          f"snapshot_seq {metrics.get('snapshot_seq')}")
+    print(f"paced writer (200/s, 1 connection): {len(lat)} writes, median {statistics.median(lat) * 1e3:.1f} ms, "
+          f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms  "
+          f"(load average {os.getloadavg()[0]:.2f})")
+
+
+def join(args) -> None:
+    with tempfile.TemporaryDirectory(dir=args.data_dir_root) as root, LocalCluster() as cluster:
+        nodes = [cluster.start("--data-dir", os.path.join(root, "a"))]
+        for name in "bc":
+            nodes.append(cluster.start("--join", nodes[0].url, "--data-dir", os.path.join(root, name)))
+        took = load(nodes[0].url, args.keys, args.value_bytes, args.loaders)
+        master = cluster.master()
+        wait_for(lambda: (node_status(master.url) or {}).get("snapshot_seq", 0) > 0, 120)
+        time.sleep(2.0)
+        before = rss_kb(master.proc.pid)
+        target = node_status(master.url)["last_seq"]
+        peak = [before]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_kb(master.proc.pid))
+                done.wait(0.05)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        joined_at = time.monotonic()
+        new = cluster.start("--join", master.url, "--data-dir", os.path.join(root, "d"))
+        caught = wait_for(lambda: (node_status(new.url, timeout=5) or {}).get("last_seq", 0) >= target, 300)
+        elapsed = time.monotonic() - joined_at
+        time.sleep(2.0)
+        done.set()
+        after = rss_kb(master.proc.pid)
+        status = node_status(master.url)
+    print(f"join: {args.keys} keys x {args.value_bytes} B loaded in {took:.1f} s; master snapshot_seq "
+          f"{status.get('snapshot_seq')}, last_seq {target}")
+    print(f"new node caught up: {bool(caught)} in {elapsed:.2f} s (process start included); master RSS "
+          f"{before / 1024:.0f} MB before, {peak[0] / 1024:.0f} MB peak, {after / 1024:.0f} MB after "
+          f"(load average {os.getloadavg()[0]:.2f})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=("stall", "join"))
+    parser.add_argument("--keys", type=int, default=30_000)
+    parser.add_argument("--value-bytes", type=int, default=10_000)
+    parser.add_argument("--loaders", type=int, default=3)
+    parser.add_argument("--data-dir-root", help="directory for the nodes' data dirs (default: the system temp dir)")
+    args = parser.parse_args()
+    (stall if args.scenario == "stall" else join)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
