@@ -230,14 +230,15 @@ def test_http_stream_in_signed_chunks_delivers_the_receivers_answer(refuse_first
     server = SnapshotServer(signer, refuse_first_at)
     transport = HttpTransport(signer, node_id="n1")
     delivered = []
-    transport.start(delivered.append, lambda peer: None)
+    transport.start(lambda peer, send_id, messages: delivered.append((peer, send_id, messages)),
+                    lambda peer, send_id: None)
     transport.set_peers({"n2": server.url})
     try:
         reader = stored_reader(keys=20_000)
         transport.stream_snapshot("n2", reader, 5, "n1", chunk_bytes=8192)
         [snapshot] = server.received
         assert snapshot.seq == 40 and len(snapshot.data) == 20_000
-        assert delivered == [AppendReply(5, "n2", True, 40)]
+        assert delivered == [("n2", 0, [AppendReply(5, "n2", True, 40)])]
         expected = -(-reader.meta.size // 8192) + (2 if refuse_first_at else 0)
         assert server.requests == expected
     finally:
@@ -248,7 +249,7 @@ def test_http_stream_in_signed_chunks_delivers_the_receivers_answer(refuse_first
 def test_http_stream_to_an_unsigned_peer_fails_cleanly():
     server = SnapshotServer(Signer("other-secret"))
     transport = HttpTransport(Signer("cluster-secret"), node_id="n1")
-    transport.start(lambda m: None, lambda peer: None)
+    transport.start(lambda peer, send_id, messages: None, lambda peer, send_id: None)
     transport.set_peers({"n2": server.url})
     try:
         with pytest.raises(OSError):

@@ -224,7 +224,8 @@ def test_build_then_stream_over_real_http(tmp_path):
     serving.start()
     delivered: queue.Queue = queue.Queue()
     transport = HttpTransport(signer, node_id="n1")
-    transport.start(delivered.put, lambda peer: None)
+    transport.start(lambda peer, send_id, messages: delivered.put((peer, send_id, messages)),
+                    lambda peer, send_id: None)
     transport.set_peers({"n2": f"http://127.0.0.1:{httpd.server_address[1]}"})
     storage = FileStorage(tmp_path / "d", fsync="never")
     worker, storage, calls = make(storage, transport)
@@ -234,7 +235,7 @@ def test_build_then_stream_over_real_http(tmp_path):
         assert calls.next()[3] is None
         assert worker.stream("n2", 7, "n1")
         assert calls.next() == ("streamed", "n2", 0, None)
-        assert delivered.get(timeout=WAIT_SECONDS) == AppendReply(7, "n2", True, 0)
+        assert delivered.get(timeout=WAIT_SECONDS) == ("n2", 0, [AppendReply(7, "n2", True, 0)])
         [snapshot] = received
         assert (snapshot.epoch, snapshot.sender, snapshot.snap_epoch, snapshot.members) == (7, "n1", 3, MEMBERS)
         assert snapshot.data == [[k, v, s] for k, (v, s) in sorted(data.items())]

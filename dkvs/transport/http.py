@@ -63,8 +63,8 @@ class HttpTransport(Transport):
         self.blocked: frozenset[str] = frozenset()
         self._senders: dict[str, _PeerSender] = {}
         self._lock = threading.Lock()
-        self._deliver: Callable[[Message], None] | None = None
-        self._unreachable: Callable[[str], None] | None = None
+        self._deliver: Callable[[str, int, list], None] | None = None
+        self._unreachable: Callable[[str, int], None] | None = None
         self._closed = False
 
     def start(self, deliver, unreachable) -> None:
@@ -115,8 +115,7 @@ class HttpTransport(Transport):
                 want, replies = self._post_chunk(conn, query, chunk, last)
                 if want is None:
                     if to not in self.blocked:
-                        for reply in replies:
-                            self._deliver(reply)
+                        self._deliver(to, 0, replies)  # send id 0: like send_snapshot's answers
                     return
                 if want != offset + len(chunk) or last:
                     restarts += 1
