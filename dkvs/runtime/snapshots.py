@@ -120,6 +120,8 @@ class SnapshotWorker:
         del data  # the copy is ours: let it go before the callback runs
         if error is None:
             log.info("snapshot at seq %d written (%d bytes) in %.3f s", seq, nbytes, time.monotonic() - started)
+        elif self._closing.is_set():
+            log.info("snapshot at seq %d abandoned: shutting down", seq)
         else:
             log.warning("snapshot at seq %d not kept: %s", seq, error)
         with self._lock:
