@@ -300,3 +300,58 @@ def test_a_received_snapshot_stored_under_another_header_is_encoded_afresh(tmp_p
     stored = storage.load_snapshot()
     assert stored.epoch == snapshot.snap_epoch + 1 and stored.items == snapshot.data
     storage.close()
+
+
+def test_a_snapshot_received_into_the_data_dir_is_installed_by_rename(tmp_path, monkeypatch):
+    # With the data dir as the assembler's directory, the verified file is fsynced on the
+    # HTTP thread and the node's install is a rename: no copy, no encoding.
+    import os
+
+    import dkvs.storage.snapshot_store as store_module
+    from dkvs.storage import FileStorage
+    from dkvs.storage.base import StoredSnapshot
+
+    storage = FileStorage(tmp_path / "d", fsync="never")
+    storage.load()
+    reader = stored_reader(keys=2000)
+    sent = reader.read(0, reader.meta.size)
+    snapshot, _ = send_all(SnapshotAssembler(directory=storage.path), reader)
+    assert [n for n in os.listdir(storage.path) if n.startswith("snapshot-recv-")]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the received snapshot was copied or encoded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "encode_snapshot", forbidden)
+        patch.setattr(store_module.shutil, "copyfileobj", forbidden)
+        storage.save_snapshot(StoredSnapshot(snapshot.seq, snapshot.snap_epoch, snapshot.members, snapshot.data))
+    names = os.listdir(storage.path)
+    assert not [n for n in names if n.startswith("snapshot-recv-")]
+    with storage.snapshot_reader() as stored:
+        assert stored.read(0, stored.meta.size) == sent
+    storage.close()
+    again = FileStorage(tmp_path / "d", fsync="never")
+    assert again.load().snapshot.items == snapshot.data
+    again.close()
+
+
+def test_received_files_never_outlive_their_use(tmp_path):
+    # A snapshot dropped unstored (stale), a failed checksum and a reset leave no file.
+    import gc
+    import os
+
+    reader = stored_reader(keys=300)
+    meta = reader.meta
+    assembler = SnapshotAssembler(directory=str(tmp_path))
+    snapshot, _ = send_all(assembler, reader)
+    assert len(os.listdir(tmp_path)) == 1
+    del snapshot
+    gc.collect()
+    assert os.listdir(tmp_path) == []
+    whole = reader.read(0, meta.size)
+    bad = ChunkMeta("n1", 5, meta.seq, 0, meta.size, meta.crc32 ^ 1)
+    assert assembler.accept_and_want(bad, whole) == (None, 0)
+    assembler.accept(ChunkMeta("n1", 5, meta.seq, 0, meta.size, meta.crc32), whole[:100])
+    assert len(os.listdir(tmp_path)) == 1
+    assembler.reset()
+    assert os.listdir(tmp_path) == []

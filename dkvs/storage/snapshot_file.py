@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -150,23 +151,44 @@ class SnapshotItems(list):
     """Items of a snapshot received as a verified file, with that file still attached.
 
     A list like any other (``KVState.restore`` and every storage take it as is); storing
-    it in a data dir copies ``source``'s bytes instead of encoding a million items again
-    (:meth:`.snapshot_store.SnapshotStore.install`). ``header`` is ``(seq, epoch, members)``
-    as the file says; ``size`` and ``crc32`` describe its bytes. :meth:`release` closes
-    the file (it is unnamed: its space returns to the file system).
+    it in a data dir reuses the file instead of encoding a million items again
+    (:meth:`.snapshot_store.SnapshotStore.install`): a named file in the data dir itself
+    (``path``, already fsynced) is renamed into place, any other is copied. ``header`` is
+    ``(seq, epoch, members)`` as the file says; ``size`` and ``crc32`` describe its bytes.
+    :meth:`release` closes the file and removes a named one that was not adopted.
     """
 
-    def attach(self, source: BinaryIO, header: tuple, size: int, crc: int) -> SnapshotItems:
-        self.source, self.header, self.size, self.crc32 = source, header, size, crc
+    def attach(self, source: BinaryIO, header: tuple, size: int, crc: int,
+               path: str | None = None) -> SnapshotItems:
+        self.source, self.header, self.size, self.crc32, self.path = source, header, size, crc, path
         return self
+
+    def adopt_path(self) -> str | None:
+        """The named file's path, handed over: :meth:`release` will no longer remove it."""
+        path, self.path = getattr(self, "path", None), None
+        return path
 
     def release(self) -> None:
         source, self.source = getattr(self, "source", None), None
         if source is not None:
             source.close()
+        path = self.adopt_path()
+        if path is not None:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
 
-    def __del__(self) -> None:  # a snapshot dropped unstored (e.g. stale): close quietly
+    def __del__(self) -> None:  # a snapshot dropped unstored (e.g. stale): clean up quietly
         self.release()
+
+    def __deepcopy__(self, memo) -> list:  # a copy is plain data: the file has one owner
+        import copy
+
+        return copy.deepcopy(list(self), memo)
+
+    def __reduce__(self):
+        return list, (list(self),)
 
 
 def write_snapshot(path: str, snapshot: StoredSnapshot) -> int:

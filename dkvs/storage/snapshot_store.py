@@ -94,6 +94,8 @@ class SnapshotStore:
             self.installs += 1
             self.generation += 1
             path = os.path.join(self.directory, snapshot_name(self.generation, snapshot.seq))
+            if self._adopt(snapshot, path):
+                return
             sizes: list[tuple[int, int]] = []
 
             def write(file) -> None:
@@ -109,6 +111,18 @@ class SnapshotStore:
 
             self._count(write_atomically(path, write))
             self._replace_current(path, snapshot.seq, snapshot.epoch, snapshot.members, *sizes[0])
+
+    def _adopt(self, snapshot: StoredSnapshot, path: str) -> bool:
+        """(Under ``lock``.) Rename a received, fsynced file of this data dir into ``path``."""
+        items = snapshot.items
+        if _verified_source(snapshot) is None or not getattr(items, "path", None):
+            return False
+        if os.path.dirname(os.path.abspath(items.path)) != os.path.abspath(self.directory):
+            return False
+        os.replace(items.adopt_path(), path)
+        items.release()
+        self._replace_current(path, snapshot.seq, snapshot.epoch, snapshot.members, items.size, items.crc32)
+        return True
 
     def build(self, seq: int, epoch: int, members, data: dict, should_stop: Callable[[], bool] | None,
               problem: Callable[[int], str | None]) -> int:

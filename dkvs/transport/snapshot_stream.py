@@ -28,6 +28,7 @@ data dir stores it by copying bytes instead of encoding the state again.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import urllib.parse
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from zlib import crc32
 
 from ..core.messages import Snapshot
+from ..storage.atomic import TEMP_SUFFIX
 from ..storage.base import CorruptStorage
 from ..storage.snapshot_file import SnapshotItems, read_snapshot_from
 from .codec import CodecError, encode_snapshot_answer
@@ -98,9 +100,12 @@ def parse_chunk_query(query: Mapping[str, str]) -> ChunkMeta:
 class SnapshotAssembler:
     """Joins the chunks of one snapshot stream into a verified :class:`Snapshot`.
 
-    Thread-safe (HTTP handler threads call it). Holds at most one stream, in an unnamed
-    temp file in ``directory`` (default: the system's temp dir), so memory stays bounded
-    by one chunk while receiving. ``max_total_bytes`` refuses bigger snapshots.
+    Thread-safe (HTTP handler threads call it). Holds at most one stream, in a temp file,
+    so memory stays bounded by one chunk while receiving: unnamed in the system's temp dir
+    when ``directory`` is None (in-memory nodes); named ``snapshot-recv-*.snap.tmp`` in
+    ``directory`` otherwise — give the node's data dir, and its storage installs the
+    verified file by renaming it (it is fsynced here, on the HTTP thread, before the node
+    sees it). ``max_total_bytes`` refuses bigger snapshots.
     """
 
     def __init__(self, directory: str | None = None, max_total_bytes: int | None = None) -> None:
@@ -152,25 +157,29 @@ class SnapshotAssembler:
             file, crc = self._file, self._crc
             self._file, self._meta, self._want, self._crc = None, None, 0, 0
         # Parse outside the lock: other chunks are not held up behind it. The verified file
-        # stays attached to the items, so a data dir stores it by copying bytes.
+        # stays attached to the items, so a data dir stores it without encoding it again.
+        named = self.directory is not None
         try:
             if crc != meta.crc32:
                 log.warning("snapshot at seq %d from %s failed its checksum; asking for it again",
                             meta.seq, meta.sender)
-                file.close()
+                _discard(file, named)
                 return None, 0
+            if named:  # durable before the node sees it: installing it is then a rename
+                file.flush()
+                os.fsync(file.fileno())
             file.seek(0)
             stored = read_snapshot_from(file, f"snapshot stream from {meta.sender}")
             if stored.seq != meta.seq:
                 raise CodecError(f"snapshot stream says seq {meta.seq}, its header says {stored.seq}")
         except CorruptStorage as exc:
-            file.close()
+            _discard(file, named)
             raise CodecError(str(exc)) from None
         except BaseException:
-            file.close()
+            _discard(file, named)
             raise
         items = SnapshotItems(stored.items).attach(file, (stored.seq, stored.epoch, stored.members),
-                                                   meta.total, crc)
+                                                   meta.total, crc, file.name if named else None)
         return Snapshot(meta.sender_epoch, meta.sender, stored.seq, stored.epoch, stored.members,
                         items), meta.total
 
@@ -183,13 +192,26 @@ class SnapshotAssembler:
 
     def _start(self, meta: ChunkMeta) -> None:
         self._drop()
-        self._file = tempfile.TemporaryFile(dir=self.directory, prefix="dkvs-snapshot-in-")
+        if self.directory is None:  # unnamed: nothing to clean up, ever
+            self._file = tempfile.TemporaryFile(prefix="dkvs-snapshot-in-")
+        else:  # named, so a data dir can adopt it; ``*.tmp`` is removed at the next start
+            self._file = tempfile.NamedTemporaryFile(dir=self.directory, prefix="snapshot-recv-",
+                                                     suffix=TEMP_SUFFIX, delete=False)
         self._meta, self._want, self._crc = meta, 0, 0
 
     def _drop(self) -> None:
         if self._file is not None:
-            self._file.close()
+            _discard(self._file, self.directory is not None)
         self._file, self._meta, self._want, self._crc = None, None, 0, 0
+
+
+def _discard(file, named: bool) -> None:
+    file.close()
+    if named:
+        try:
+            os.remove(file.name)
+        except FileNotFoundError:
+            pass
 
 
 def receive_chunk(assembler: SnapshotAssembler, query: Mapping[str, str],
