@@ -327,3 +327,34 @@ def test_serving_a_snapshot_never_parses_or_loads_the_file(tmp_path, monkeypatch
         with storage.snapshot_reader() as reader:
             assert max(len(chunk) for _, chunk in reader.chunks(chunk_bytes=64 * 1024)) <= 64 * 1024
     storage.close()
+
+
+def test_parser_takes_pieces_of_any_size_and_checks_as_it_goes():
+    import random
+
+    from dkvs.storage.base import CorruptStorage
+    from dkvs.storage.snapshot_file import SnapshotParser, chunked, encode_snapshot
+
+    items = [[f"k{i:04d}", "v" * (i % 50), i] for i in range(3000)]
+    whole = b"".join(encode_snapshot(3000, 2, MEMBERS, chunked(items)))
+    rng = random.Random(7)
+    for _ in range(5):
+        parser, at = SnapshotParser("fed"), 0
+        while at < len(whole):
+            step = rng.choice([1, 7, 100, 5000, 70_000])
+            parser.feed(whole[at:at + step])
+            at += step
+        parsed = parser.finish()
+        assert (parsed.seq, parsed.epoch, parsed.members, parsed.items) == (3000, 2, MEMBERS, items)
+    damaged = bytearray(whole)
+    damaged[len(whole) // 3] ^= 0x01
+    with pytest.raises(CorruptStorage):
+        SnapshotParser("damaged").feed(bytes(damaged))  # seen while feeding, not at the end
+    short = SnapshotParser("short")
+    short.feed(whole[:-1])
+    with pytest.raises(CorruptStorage, match="ends before its end frame"):
+        short.finish()
+    with pytest.raises(CorruptStorage, match="bytes after the end frame"):
+        SnapshotParser("long").feed(whole + b"x")
+    with pytest.raises(CorruptStorage, match="magic"):
+        SnapshotParser("empty").finish()

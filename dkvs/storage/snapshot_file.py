@@ -47,6 +47,7 @@ __all__ = [
     "write_snapshot",
     "read_snapshot",
     "read_snapshot_from",
+    "SnapshotParser",
     "encode_snapshot",
     "chunked",
     "write_snapshot_to",
@@ -213,47 +214,93 @@ def read_snapshot(path: str) -> StoredSnapshot:
 def read_snapshot_from(file: BinaryIO, path: str) -> StoredSnapshot:
     """:func:`read_snapshot` on an open file positioned at its start (``path`` names it
     in error messages)."""
-    if file.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
-        raise corruption(path, 0, "bad snapshot magic")
-    offset = len(SNAPSHOT_MAGIC)
+    parser = SnapshotParser(path)
+    while data := file.read(_READ_BYTES):
+        parser.feed(data)
+    return parser.finish()
 
-    def next_frame() -> tuple[bytes, object]:
-        nonlocal offset
-        head = file.read(FRAME_BYTES)
-        if len(head) < FRAME_BYTES:
-            raise corruption(path, offset, "snapshot ends before its end frame")
-        length, crc = FRAME.unpack(head)
-        payload = file.read(length)
-        if len(payload) < length or crc32(payload) != crc or not payload:
-            raise corruption(path, offset, "snapshot frame is short or fails its CRC")
-        at, offset = offset, offset + FRAME_BYTES + length
+
+_READ_BYTES = 1024 * 1024
+
+
+class SnapshotParser:
+    """Parses the bytes of a snapshot file fed in pieces of any size, checking everything:
+    magic, every frame's CRC and JSON, frame order, the end frame's counts, nothing after it.
+
+    Why incremental: a slave parses a snapshot while it is still arriving, so the parse
+    overlaps the transfer instead of following it. Memory: the items parsed so far plus
+    at most one frame of pending bytes. :class:`CorruptStorage` (naming ``name`` and the
+    byte offset) as soon as damage is seen.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._buf = bytearray()
+        self._offset = 0  # offset in the file of _buf[0]
+        self._header: dict | None = None
+        self._items: list = []
+        self._chunks = 0
+        self._end: dict | None = None
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._end is not None:
+            raise corruption(self.name, self._offset, "bytes after the end frame")
+        buf = self._buf
+        buf += data
+        pos = 0
+        if self._offset == 0:
+            if len(buf) < len(SNAPSHOT_MAGIC):
+                return
+            if buf[:len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
+                raise corruption(self.name, 0, "bad snapshot magic")
+            pos = len(SNAPSHOT_MAGIC)
+        while len(buf) - pos >= FRAME_BYTES:
+            length, crc = FRAME.unpack_from(buf, pos)
+            if len(buf) - pos - FRAME_BYTES < length:
+                break
+            payload = bytes(buf[pos + FRAME_BYTES:pos + FRAME_BYTES + length])
+            at = self._offset + pos
+            if crc32(payload) != crc or not payload:
+                raise corruption(self.name, at, "snapshot frame is short or fails its CRC")
+            pos += FRAME_BYTES + length
+            self._frame(payload, at)
+            if self._end is not None and pos < len(buf):
+                raise corruption(self.name, self._offset + pos, "bytes after the end frame")
+        del buf[:pos]
+        self._offset += pos
+
+    def _frame(self, payload: bytes, at: int) -> None:
         try:
-            return payload[:1], json.loads(payload[1:])
+            kind, body = payload[:1], json.loads(payload[1:])
         except ValueError as exc:
-            raise corruption(path, at, f"snapshot frame does not parse ({exc})") from None
-
-    kind, header = next_frame()
-    if kind != _HEADER or not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
-        raise corruption(path, len(SNAPSHOT_MAGIC), "missing or unknown snapshot header")
-    items: list = []
-    chunks = 0
-    while True:
-        at = offset
-        kind, body = next_frame()
-        if kind == _CHUNK and isinstance(body, list):
-            items.extend(body)
-            chunks += 1
+            raise corruption(self.name, at, f"snapshot frame does not parse ({exc})") from None
+        if self._header is None:
+            if kind != _HEADER or not isinstance(body, dict) or body.get("format") != SNAPSHOT_FORMAT:
+                raise corruption(self.name, len(SNAPSHOT_MAGIC), "missing or unknown snapshot header")
+            self._header = body
+        elif kind == _CHUNK and isinstance(body, list):
+            self._items.extend(body)
+            self._chunks += 1
         elif kind == _END and isinstance(body, dict):
-            break
+            if body.get("items") != len(self._items) or body.get("chunks") != self._chunks:
+                raise corruption(self.name, at, f"end frame counts {body} but the file holds "
+                                                f"{len(self._items)} items in {self._chunks} chunks")
+            self._end = body
         else:
-            raise corruption(path, at, f"unexpected snapshot frame kind {kind!r}")
-    if body.get("items") != len(items) or body.get("chunks") != chunks:
-        raise corruption(path, at, f"end frame counts {body} but the file holds "
-                                   f"{len(items)} items in {chunks} chunks")
-    if file.read(1):
-        raise corruption(path, offset, "bytes after the end frame")
-    try:
-        members = tuple((str(member[0]), str(member[1])) for member in header["members"])
-        return StoredSnapshot(seq=int(header["seq"]), epoch=int(header["epoch"]), members=members, items=items)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise corruption(path, len(SNAPSHOT_MAGIC), f"malformed snapshot header ({exc!r})") from None
+            raise corruption(self.name, at, f"unexpected snapshot frame kind {kind!r}")
+
+    def finish(self) -> StoredSnapshot:
+        """The whole snapshot; :class:`CorruptStorage` if the bytes stopped before its end."""
+        if self._end is None:
+            if self._offset == 0:  # not even the magic arrived
+                raise corruption(self.name, 0, "bad snapshot magic")
+            raise corruption(self.name, self._offset, "snapshot ends before its end frame")
+        header = self._header
+        try:
+            members = tuple((str(member[0]), str(member[1])) for member in header["members"])
+            return StoredSnapshot(seq=int(header["seq"]), epoch=int(header["epoch"]), members=members,
+                                  items=self._items)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise corruption(self.name, len(SNAPSHOT_MAGIC), f"malformed snapshot header ({exc!r})") from None

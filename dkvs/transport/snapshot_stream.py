@@ -4,8 +4,8 @@ Why chunks: a whole snapshot in one request made the master load and encode the 
 state per attempt, and a lost connection threw all of it away. Now the sender reads the
 stored snapshot file by offset (:class:`dkvs.storage.base.SnapshotReader`) and POSTs one
 chunk at a time; the receiver appends them in order to an unnamed temp file and says
-which offset it wants next. Memory on both sides is one chunk, until the receiver parses
-the verified file to install it.
+which offset it wants next, parsing the frames as they arrive. Memory is one chunk on the
+sender, and one chunk plus the items parsed so far on the receiver.
 
 One chunk = ``POST /internal/snapshot?seq=S&offset=O&total=T&crc=C&epoch=E&from=ID``
 with the raw bytes of the snapshot file ``[O, O + len)`` as the body (signed like every
@@ -20,9 +20,10 @@ with the node's replies once the last chunk made a whole, verified snapshot.
 Receiver rules (:class:`SnapshotAssembler`): a chunk at offset 0 of a different stream
 starts it afresh (dropping the one in progress unless that one's sender has a higher
 epoch); a chunk at an offset other than the one wanted changes nothing; a complete
-stream whose crc32 does not match is dropped and restarted from 0. The verified file
-goes along with the items (:class:`~dkvs.storage.snapshot_file.SnapshotItems`), so a
-data dir stores it by copying bytes instead of encoding the state again.
+stream whose crc32 does not match, or whose frames do not parse as they arrive, is dropped
+and restarted from 0. The verified file goes along with the items
+(:class:`~dkvs.storage.snapshot_file.SnapshotItems`), so a data dir stores it by a rename
+(or a copy) instead of encoding the state again.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from zlib import crc32
 from ..core.messages import Snapshot
 from ..storage.atomic import TEMP_SUFFIX
 from ..storage.base import CorruptStorage
-from ..storage.snapshot_file import SnapshotItems, read_snapshot_from
+from ..storage.snapshot_file import SnapshotItems, SnapshotParser
 from .codec import CodecError, encode_snapshot_answer
 
 __all__ = ["ChunkMeta", "SnapshotAssembler", "chunk_query", "parse_chunk_query", "receive_chunk",
@@ -114,6 +115,7 @@ class SnapshotAssembler:
         self._lock = threading.Lock()
         self._meta: ChunkMeta | None = None  # the stream in progress
         self._file = None
+        self._parser: SnapshotParser | None = None
         self._want = 0
         self._crc = 0
 
@@ -152,12 +154,19 @@ class SnapshotAssembler:
             self._file.write(chunk)
             self._crc = crc32(chunk, self._crc)
             self._want += len(chunk)
+            try:  # parse while the stream arrives: the work overlaps the transfer
+                self._parser.feed(chunk)
+            except CorruptStorage as exc:
+                log.warning("snapshot at seq %d from %s is damaged (%s); asking for it again",
+                            meta.seq, meta.sender, exc)
+                self._drop()
+                return None, 0
             if self._want < meta.total:
                 return None, self._want
-            file, crc = self._file, self._crc
-            self._file, self._meta, self._want, self._crc = None, None, 0, 0
-        # Parse outside the lock: other chunks are not held up behind it. The verified file
-        # stays attached to the items, so a data dir stores it without encoding it again.
+            file, crc, parser = self._file, self._crc, self._parser
+            self._file, self._parser, self._meta, self._want, self._crc = None, None, None, 0, 0
+        # The last steps run outside the lock. The verified file stays attached to the
+        # items, so a data dir stores it without encoding the state again.
         named = self.directory is not None
         try:
             if crc != meta.crc32:
@@ -165,13 +174,12 @@ class SnapshotAssembler:
                             meta.seq, meta.sender)
                 _discard(file, named)
                 return None, 0
+            stored = parser.finish()
+            if stored.seq != meta.seq:
+                raise CodecError(f"snapshot stream says seq {meta.seq}, its header says {stored.seq}")
             if named:  # durable before the node sees it: installing it is then a rename
                 file.flush()
                 os.fsync(file.fileno())
-            file.seek(0)
-            stored = read_snapshot_from(file, f"snapshot stream from {meta.sender}")
-            if stored.seq != meta.seq:
-                raise CodecError(f"snapshot stream says seq {meta.seq}, its header says {stored.seq}")
         except CorruptStorage as exc:
             _discard(file, named)
             raise CodecError(str(exc)) from None
@@ -197,12 +205,13 @@ class SnapshotAssembler:
         else:  # named, so a data dir can adopt it; ``*.tmp`` is removed at the next start
             self._file = tempfile.NamedTemporaryFile(dir=self.directory, prefix="snapshot-recv-",
                                                      suffix=TEMP_SUFFIX, delete=False)
+        self._parser = SnapshotParser(f"snapshot stream from {meta.sender}")
         self._meta, self._want, self._crc = meta, 0, 0
 
     def _drop(self) -> None:
         if self._file is not None:
             _discard(self._file, self.directory is not None)
-        self._file, self._meta, self._want, self._crc = None, None, 0, 0
+        self._file, self._parser, self._meta, self._want, self._crc = None, None, None, 0, 0
 
 
 def _discard(file, named: bool) -> None:
