@@ -12,9 +12,10 @@ uncommitted writes on top), then prints:
 * the background ``FileStorage.write_snapshot`` on a worker thread: time and bytes;
 * the stall of a "node" thread that does one small dict write every ``--probe-ms`` while
   the snapshot is written (the GIL effect): median / p99 / max lateness of its wake-ups,
-  next to the same probe with no snapshot running, with a busy pure-Python worker (the
-  floor any worker thread costs unless it yields), and with one big ``sorted()`` on a
-  worker (what a naive background sort would cost);
+  next to the same probe with no snapshot running, with a busy pure-Python worker that
+  never yields the GIL, with one that yields it every ~0.5 ms (the floor for any worker
+  thread: what is left is the OS preempting the thread that holds the GIL), and with one
+  big ``sorted()`` on a worker (what a naive background sort would cost);
 * reading the stored snapshot back in 1 MiB chunks (the streaming source): time, MB/s;
 * the slave's side without the network: assembling, parsing and verifying the chunks,
   storing the received snapshot (by renaming the received file, and — for comparison — by
@@ -115,11 +116,13 @@ def probe_while(work, probe_seconds: float) -> tuple[list[float], float]:
     return lateness, took[0]
 
 
-def busy_python() -> None:
-    """Pure Python work for ~1 s that never yields the GIL on its own."""
-    deadline = time.perf_counter() + 1.0
+def busy_python(yield_gil: bool = False) -> None:
+    """Pure Python work for ~2 s; with ``yield_gil``, it offers the GIL every ~0.5 ms."""
+    deadline = time.perf_counter() + 2.0
     while time.perf_counter() < deadline:
-        sum(range(1000))
+        sum(range(10_000))
+        if yield_gil:
+            time.sleep(0)
 
 
 def summary(lateness: list[float]) -> str:
@@ -179,7 +182,9 @@ def main(argv=None) -> int:
         idle, _ = probe_while(lambda: time.sleep(1.0), probe)
         print(f"probe, nothing running:        {summary(idle)}")
         busy, _ = probe_while(busy_python, probe)
-        print(f"probe, busy Python worker:     {summary(busy)}  (the GIL floor of any worker thread)")
+        print(f"probe, busy Python worker:     {summary(busy)}  (a worker that never yields)")
+        polite, _ = probe_while(lambda: busy_python(yield_gil=True), probe)
+        print(f"probe, yielding Python worker: {summary(polite)}  (the floor for any worker thread)")
         naive, naive_s = probe_while(lambda: sorted(view), probe)
         print(f"probe, one sorted() on worker: {summary(naive)}  (sort {naive_s:.2f} s)")
         nbytes = []

@@ -136,12 +136,11 @@ def sorted_item_chunks(data: dict, should_stop: Callable[[], bool] | None = None
             raise InterruptedError("snapshot build stopped")
         time.sleep(0)  # let a waiting thread take the GIL now, not at the switch interval
 
-    keys = list(data)
+    keys = iter(data)  # the caller's private copy: it does not change while we walk it
     runs = []
-    for start in range(0, len(keys), SORT_RUN_KEYS):
-        runs.append(sorted(keys[start:start + SORT_RUN_KEYS]))
+    while run := sorted(itertools.islice(keys, SORT_RUN_KEYS)):
+        runs.append(run)
         pause()
-    del keys
     merged = runs[0] if len(runs) == 1 else heapq.merge(*runs)
     for batch in chunked(merged, chunk_items):
         pause()
