@@ -1,128 +1,296 @@
 """``python -m dkvs`` / ``dkvs``: start one node (see ``--help``).
 
-Every flag has an environment variable (``DKVS_<FLAG>``); flags win over the environment.
-The node prints one line on stdout once it serves, ``dkvs node <id> listening on <url>``,
-and exits with status 0 on SIGTERM or Ctrl-C after leaving the cluster cleanly.
+Every flag has an environment variable (``DKVS_<FLAG>``); flags win over the environment,
+and an empty variable counts as unset. The node prints one line on stdout once it serves,
+``dkvs node <id> listening on <url>``, and exits with status 0 on SIGTERM or Ctrl-C after
+leaving the cluster cleanly.
+
+A node that cannot start prints one line on stderr, ``dkvs: error: <what and how to fix
+it>``, and exits with status 2, promptly and without a traceback: every value is parsed
+here from one table (:data:`FLAGS`), and an error names the flag or the environment
+variable the bad value came from; the checks that need more than one value or the machine
+(data dir, listen address, the join) live in :mod:`dkvs.runtime.startup`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import __version__
 from .api.service import ACKS_LEVELS, Limits
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "FLAGS", "UsageError", "resolve"]
 
 DESCRIPTION = """Start a dkvs node. With no flags: a single-node cluster, in memory, on
 http://127.0.0.1:7070. Add --join URL (any node of a cluster) to join an existing cluster,
 and --data-dir DIR to keep data across restarts."""
 
+EXIT_USAGE = 2
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+FSYNC_MODES = ("always", "batch", "never")
 
-def _env(name: str, default):
-    return os.environ.get("DKVS_" + name, default)
+
+class UsageError(Exception):
+    """A bad flag or environment value; the message is one line for the operator."""
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be a positive number")
+# --- value parsers: text → value, or ValueError with the rule ---------------------------
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _port(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= 65535):
+        raise ValueError("must be a port number from 0 to 65535 (0 = any free port)")
+    return int(raw)
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("must be a positive number of seconds")
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
+def _count(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 2 ** 63):
+        raise ValueError("must be a positive integer")
+    return int(raw)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw.lower()
+    return parse
+
+
+def _join(raw: str) -> str:
+    from .runtime.startup import StartupError, parse_join_urls
+    try:
+        return ",".join(parse_join_urls(raw))
+    except StartupError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+
+def _url(raw: str) -> str:
+    if not (raw.startswith(("http://", "https://")) and len(raw.split("://", 1)[1].strip("/")) > 0):
+        raise ValueError("must be a URL such as http://10.0.0.5:7070")
+    return raw.rstrip("/")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not (origin.startswith(("http://", "https://"))
+                                  and "/" not in origin.split("://", 1)[1]):
+            raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port] (no path), or *")
+    return origins
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _boolean(raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ValueError(f"must be one of {', '.join(_TRUE + _FALSE)}")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One option: its flag, parser, default and help; the env variable is derived."""
+
+    name: str
+    parse: Callable[[str], object]
+    default: object
+    help: str
+    metavar: str | None = None
+    switch: bool = False  # given without a value; its env variable takes 1/0, true/false...
+
+    @property
+    def dest(self) -> str:
+        return self.name[2:].replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "DKVS_" + self.dest.upper()
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("--host", _text, "127.0.0.1", "address to listen on; beyond loopback a cluster secret is "
+         "required (or --insecure)"),
+    Flag("--port", _port, 7070, "port to listen on; 0 = any free port"),
+    Flag("--id", _text, None, "node id, unique in the cluster; default: generated (kept in the data dir)"),
+    Flag("--join", _join, None, "URL(s) of any node(s) of the cluster to join, comma-separated, tried in "
+         "turn; host:port means http://host:port. Without it the node starts a new cluster",
+         metavar="URL[,URL...]"),
+    Flag("--join-timeout", _seconds, 10.0, "seconds to keep trying --join before giving up", metavar="S"),
+    Flag("--data-dir", _text, None, "where the log, snapshots and vote live; default: in memory "
+         "(lost on exit)", metavar="DIR"),
+    Flag("--advertise-url", _url, None, "URL other nodes use to reach this one; default http://HOST:PORT",
+         metavar="URL"),
+    Flag("--heartbeat-interval", _seconds, 0.1, "seconds between master heartbeats", metavar="S"),
+    Flag("--election-timeout", _seconds, 1.0, "seconds of master silence before an election "
+         "(randomized ±50%%); at least twice --heartbeat-interval", metavar="S"),
+    Flag("--default-acks", _choice(ACKS_LEVELS), "1", "durability of writes that give no ?acks= "
+         f"({', '.join(ACKS_LEVELS)})", metavar="{" + ",".join(ACKS_LEVELS) + "}"),
+    Flag("--max-key-bytes", _count, 1024, "largest key, in UTF-8 bytes", metavar="BYTES"),
+    Flag("--max-value-bytes", _count, 1024 * 1024, "largest value, in UTF-8 bytes", metavar="BYTES"),
+    Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
+         "checked (visible in ps: prefer --cluster-secret-file)", metavar="SECRET"),
+    Flag("--cluster-secret-file", _text, None, "file holding the cluster secret (one line)", metavar="PATH"),
+    Flag("--auth-file", _text, None, "JSON file of client tokens with roles and key prefixes; clients then "
+         "send 'Authorization: Bearer TOKEN'; re-read on SIGHUP (docs/security.md)", metavar="PATH"),
+    Flag("--insecure", _boolean, False, "allow listening beyond loopback without a cluster secret",
+         switch=True),
+    Flag("--fsync", _choice(FSYNC_MODES), "batch", "with --data-dir: fsync every write (always), every "
+         "--fsync-interval (batch), or never", metavar="{" + ",".join(FSYNC_MODES) + "}"),
+    Flag("--fsync-interval", _seconds, 0.1, "seconds between fsyncs with --fsync batch", metavar="S"),
+    Flag("--snapshot-threshold", _count, 1024 * 1024, "snapshot the state and compact the log when the log "
+         "passes this size and the size of the last snapshot", metavar="BYTES"),
+    Flag("--cors-origins", _origins, (), "comma-separated origins allowed to call the public API from a "
+         "browser; default: none (same-origin only)", metavar="ORIGINS"),
+    Flag("--nkvd", _boolean, False, "serve the nkvd-compatible routes under /nkvd (they change data on "
+         "GET: never expose them to browsers)", switch=True),
+    Flag("--enable-fault-injection", _boolean, False, "allow /internal/faults to cut this node off from "
+         "peers (testing only)", switch=True),
+    # Connection limits (docs/architecture.md, "Connections and workers").
+    Flag("--max-connections", _count, 1024, "open connections served at once; more get a 503 and are "
+         "closed", metavar="N"),
+    Flag("--request-timeout", _seconds, 10.0, "seconds a request head has to arrive; a body then must keep "
+         "64 KiB/s", metavar="S"),
+    Flag("--idle-timeout", _seconds, 60.0, "seconds an idle keep-alive connection stays open", metavar="S"),
+    Flag("--log-level", _choice(LOG_LEVELS), "info", f"logging level ({', '.join(LOG_LEVELS)})",
+         metavar="LEVEL"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line (no usage block) with status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"dkvs: error: {message} (see dkvs --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dkvs", description=DESCRIPTION,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = p.add_argument
-    add("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on [DKVS_HOST]")
-    add("--port", type=int, default=int(_env("PORT", 7070)), help="port to listen on; 0 = any free port [DKVS_PORT]")
-    add("--id", default=_env("ID", None),
-        help="node id, unique in the cluster; default: generated (kept in the data dir) [DKVS_ID]")
-    add("--join", metavar="URL", default=_env("JOIN", None),
-        help="URL of any node of the cluster to join; without it the node starts a new cluster [DKVS_JOIN]")
-    add("--data-dir", metavar="DIR", default=_env("DATA_DIR", None),
-        help="where the log, snapshots and vote live; default: in memory (lost on exit) [DKVS_DATA_DIR]")
-    add("--advertise-url", metavar="URL", default=_env("ADVERTISE_URL", None),
-        help="URL other nodes use to reach this one; default http://HOST:PORT [DKVS_ADVERTISE_URL]")
-    add("--heartbeat-interval", metavar="S", type=_positive_float, default=float(_env("HEARTBEAT_INTERVAL", 0.1)),
-        help="seconds between master heartbeats [DKVS_HEARTBEAT_INTERVAL]")
-    add("--election-timeout", metavar="S", type=_positive_float, default=float(_env("ELECTION_TIMEOUT", 1.0)),
-        help="seconds of master silence before an election (randomized ±50%%) [DKVS_ELECTION_TIMEOUT]")
-    add("--default-acks", choices=ACKS_LEVELS, default=_env("DEFAULT_ACKS", "1"),
-        help="durability of writes that give no ?acks= [DKVS_DEFAULT_ACKS]")
-    add("--max-key-bytes", type=_positive_int, default=int(_env("MAX_KEY_BYTES", 1024)),
-        help="largest key, in UTF-8 bytes [DKVS_MAX_KEY_BYTES]")
-    add("--max-value-bytes", type=_positive_int, default=int(_env("MAX_VALUE_BYTES", 1024 * 1024)),
-        help="largest value, in UTF-8 bytes [DKVS_MAX_VALUE_BYTES]")
-    add("--cluster-secret", default=_env("CLUSTER_SECRET", None),
-        help="shared secret: internal requests are HMAC-signed and checked [DKVS_CLUSTER_SECRET]")
-    add("--fsync", choices=("always", "batch", "never"), default=_env("FSYNC", "batch"),
-        help="with --data-dir: fsync every write (always), every --fsync-interval (batch), or never [DKVS_FSYNC]")
-    add("--fsync-interval", metavar="S", type=_positive_float, default=float(_env("FSYNC_INTERVAL", 0.1)),
-        help="seconds between fsyncs with --fsync batch [DKVS_FSYNC_INTERVAL]")
-    add("--snapshot-threshold", metavar="BYTES", type=_positive_int,
-        default=int(_env("SNAPSHOT_THRESHOLD", 1024 * 1024)),
-        help="snapshot the state and compact the log when the log passes this size and the size of "
-             "the last snapshot [DKVS_SNAPSHOT_THRESHOLD]")
-    add("--cors-origins", default=_env("CORS_ORIGINS", "*"),
-        help="comma-separated origins allowed to call the public API from a browser [DKVS_CORS_ORIGINS]")
-    add("--enable-fault-injection", action="store_true",
-        default=_env("ENABLE_FAULT_INJECTION", "") not in ("", "0", "false"),
-        help="allow /internal/faults to cut this node off from peers (testing only) [DKVS_ENABLE_FAULT_INJECTION]")
-    add("--log-level", default=_env("LOG_LEVEL", "info"),
-        choices=("debug", "info", "warning", "error", "critical"), help="logging level [DKVS_LOG_LEVEL]")
-    add("--version", action="version", version=f"dkvs {__version__}")
+    p = _Parser(prog="dkvs", description=DESCRIPTION,
+                epilog="Every flag has an environment variable, shown in brackets; the flag wins.")
+    for flag in FLAGS:
+        shown = "" if flag.default in (None, (), False) else f" (default: {flag.default})"
+        help_text = f"{flag.help}{shown} [{flag.env}]"
+        if flag.switch:
+            p.add_argument(flag.name, action="store_true", default=None, help=help_text)
+        else:
+            p.add_argument(flag.name, metavar=flag.metavar, default=None, help=help_text)
+    p.add_argument("--version", action="version", version=f"dkvs {__version__}")
     return p
 
 
-def settings_from_args(args: argparse.Namespace):
-    from .runtime.app import Settings
+def resolve(args: argparse.Namespace, environ=None) -> dict[str, object]:
+    """Each flag's value: from the command line, else its env variable, else the default.
 
-    limits = Limits(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
-                    default_acks=args.default_acks)
-    return Settings(host=args.host, port=args.port, node_id=args.id, join=args.join, data_dir=args.data_dir,
-                    advertise_url=args.advertise_url, heartbeat_interval=args.heartbeat_interval,
-                    election_timeout=args.election_timeout, limits=limits, cluster_secret=args.cluster_secret,
-                    fsync=args.fsync, fsync_interval=args.fsync_interval,
-                    snapshot_threshold=args.snapshot_threshold,
-                    cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
-                    fault_injection=args.enable_fault_injection)
+    Raises :class:`UsageError` naming the flag or the variable a bad value came from.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for flag in FLAGS:
+        given = getattr(args, flag.dest)
+        if given is not None:
+            if flag.switch:
+                values[flag.dest] = True
+                continue
+            raw, source = given, flag.name
+        elif environ.get(flag.env, ""):
+            raw, source = environ[flag.env], flag.env
+        else:
+            values[flag.dest] = flag.default
+            continue
+        try:
+            values[flag.dest] = flag.parse(raw)
+        except ValueError as exc:
+            shown = f"{source}={raw!r}" if source == flag.env else f"{source} {raw!r}"
+            raise UsageError(f"{shown}: {exc}") from None
+    if values["cluster_secret"] and values["cluster_secret_file"]:
+        raise UsageError("give --cluster-secret or --cluster-secret-file, not both")
+    if values["election_timeout"] < 2 * values["heartbeat_interval"]:
+        raise UsageError(f"--election-timeout ({values['election_timeout']:g} s) must be at least twice "
+                         f"--heartbeat-interval ({values['heartbeat_interval']:g} s)")
+    return values
+
+
+def settings_from_values(v: dict):
+    from .runtime.app import Settings
+    from .runtime.startup import read_secret_file
+
+    secret = v["cluster_secret"]
+    if v["cluster_secret_file"]:
+        secret = read_secret_file(v["cluster_secret_file"])
+    limits = Limits(max_key_bytes=v["max_key_bytes"], max_value_bytes=v["max_value_bytes"],
+                    default_acks=v["default_acks"])
+    return Settings(host=v["host"], port=v["port"], node_id=v["id"], join=v["join"], data_dir=v["data_dir"],
+                    advertise_url=v["advertise_url"], heartbeat_interval=v["heartbeat_interval"],
+                    election_timeout=v["election_timeout"], limits=limits, cluster_secret=secret,
+                    fsync=v["fsync"], fsync_interval=v["fsync_interval"],
+                    snapshot_threshold=v["snapshot_threshold"], cors_origins=v["cors_origins"],
+                    fault_injection=v["enable_fault_injection"], join_timeout=v["join_timeout"],
+                    nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
+                    max_connections=v["max_connections"], request_timeout=v["request_timeout"],
+                    idle_timeout=v["idle_timeout"])
+
+
+def _fail(message: str) -> int:
+    print(f"dkvs: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.election_timeout < 2 * args.heartbeat_interval:
-        build_parser().error("--election-timeout must be at least twice --heartbeat-interval")
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    try:
+        values = resolve(args)
+    except UsageError as exc:
+        return _fail(str(exc))
+    logging.basicConfig(level=values["log_level"].upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .runtime.admin import JoinRefused
     from .runtime.app import DkvsNode
+    from .runtime.startup import StartupError
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    node = DkvsNode(settings_from_args(args))
+    node = None
     try:
+        node = DkvsNode(settings_from_values(values))
         node.start()
-    except (JoinRefused, TimeoutError) as exc:
-        print(f"dkvs: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"dkvs: cannot start: {exc}", file=sys.stderr)
-        node.storage.close()
-        return 1
+    except StartupError as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 — one line for the operator; the traceback at debug level
+        logging.getLogger("dkvs").debug("start-up failed", exc_info=True)
+        if node is not None:
+            try:
+                node.stop()
+            except Exception:  # noqa: BLE001 — already failing; the first error is the one to show
+                pass
+        return _fail(f"cannot start: {exc} ({type(exc).__name__}; --log-level debug shows the traceback)")
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: node.reload_auth())
     print(f"dkvs node {node.node_id} listening on {node.url}", flush=True)
     # Tools that start nodes as children (tests, benchmarks, demos) set this so that a
     # node never outlives them, even when they are killed before they can clean up.

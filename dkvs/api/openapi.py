@@ -31,6 +31,8 @@ SCHEMAS: dict[str, dict] = {
             "error": {"type": "string", "description": "Machine-readable code, e.g. bad_request."},
             "message": {"type": "string", "description": "A sentence for a human."},
             "parameter": {"type": "string", "description": "The input at fault, for 400/413."},
+            "accepted": {"type": "array", "items": _STRING,
+                         "description": "For an unknown query parameter: the accepted ones."},
         },
     },
     "Written": {
@@ -87,9 +89,13 @@ SCHEMAS: dict[str, dict] = {
 _DESCRIPTION = (
     "dkvs, a replicated key-value store: one master orders writes, slaves replicate and "
     "serve reads. Any node accepts writes and forwards them to the master. Every error is "
-    'JSON {"error": code, "message": sentence}. Routes under /internal/ are node-to-node '
-    "and not part of this API."
+    'JSON {"error": code, "message": sentence}. Query parameters are strict: an operation '
+    "accepts exactly the query parameters listed for it, each at most once; an unknown or "
+    "repeated one is a 400 naming it and the accepted ones (x-strict-query: true). "
+    "Routes under /internal/ are node-to-node and not part of this API."
 )
+_E400_QUERY = ("Unknown or repeated query parameter (`parameter` names it, `accepted` lists "
+               "the accepted ones).", "Error")
 
 
 def build_openapi(routes, limits: Limits, version: str) -> dict:
@@ -118,8 +124,12 @@ def _operation(route, limits: Limits) -> dict:
         media_type, description = route.body
         op["requestBody"] = {"required": True, "description": description,
                              "content": {media_type: {"schema": {"type": "string"}}}}
+    responses = dict(route.responses)
+    if route.strict_query:
+        op["x-strict-query"] = True
+        responses.setdefault(400, _E400_QUERY)
     op["responses"] = {str(status): _response(description, schema)
-                       for status, (description, schema) in sorted(route.responses.items())}
+                       for status, (description, schema) in sorted(responses.items())}
     return op
 
 

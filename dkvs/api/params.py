@@ -43,6 +43,8 @@ __all__ = [
     "DEFAULT_LIST_LIMIT",
     "MAX_QUERY_FIELDS",
     "parse_query",
+    "parse_query_pairs",
+    "check_query",
     "decode_key",
     "decode_value",
 ]
@@ -121,13 +123,37 @@ def decode_value(body: bytes) -> str:
 
 def parse_query(query: str) -> dict[str, str]:
     """``a=1&b=2`` → ``{"a": "1", "b": "2"}``; a repeated name keeps its last value."""
+    return dict(parse_query_pairs(query))
+
+
+def check_query(pairs: list[tuple[str, str]], accepted: tuple[str, ...]) -> None:
+    """Refuse (400) a query parameter that is not in ``accepted``, or is given twice.
+
+    A typo must not be ignored: ``?ack=majority`` would be an ``acks=1`` write, and
+    ``?consistant=true`` a possibly stale read. The message names the parameter and the
+    accepted ones, so the fix is in the answer.
+    """
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name not in accepted:
+            shown = ", ".join(accepted) if accepted else "none"
+            raise BadRequest(f"unknown query parameter {_echo(name)}; accepted: {shown}",
+                             parameter=name, accepted=list(accepted))
+        if name in seen:
+            raise BadRequest(f"query parameter {_echo(name)} is given more than once; give it once",
+                             parameter=name, accepted=list(accepted))
+        seen.add(name)
+
+
+def parse_query_pairs(query: str) -> list[tuple[str, str]]:
+    """``a=1&b=2`` → ``[("a", "1"), ("b", "2")]``, in order, repeats kept."""
     if not query:
-        return {}
+        return []
     if not query.isascii():
         query = _utf8_from_latin1(query, "query")
     try:
-        return dict(parse_qsl(query, keep_blank_values=True, errors="strict",
-                              max_num_fields=MAX_QUERY_FIELDS))
+        return parse_qsl(query, keep_blank_values=True, errors="strict",
+                         max_num_fields=MAX_QUERY_FIELDS)
     except UnicodeDecodeError:
         raise _bad("query", "the query string is not valid UTF-8 after percent-decoding") from None
     except ValueError:

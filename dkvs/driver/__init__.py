@@ -5,6 +5,7 @@ threaded runtime and the simulator — feed it inputs and execute its :class:`Re
 """
 
 from .driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, Applied, NodeDriver
+from .narrator import note
 from .ready import (
     INFO,
     WARNING,
@@ -27,6 +28,7 @@ __all__ = [
     "StreamSnapshot",
     "CompactStorage",
     "Note",
+    "note",
     "INFO",
     "WARNING",
     "DEFAULT_SNAPSHOT_THRESHOLD_BYTES",

@@ -45,14 +45,13 @@ from ..core.effects import (
 from ..core.election import MASTER
 from ..core.messages import Append
 from .inflight import InFlight
-from .narrator import CALL, MESSAGE, TICK, Narrator
+from .narrator import CALL, MESSAGE, TICK, Narrator, note
 from .ready import (
     INFO,
     WARNING,
     BuildSnapshot,
     ClientReply,
     CompactStorage,
-    Note,
     OutgoingMessage,
     Ready,
     StreamSnapshot,
@@ -154,23 +153,26 @@ class NodeDriver:
         self.building = False
         node = self.node
         if error is not None:
-            self._note(WARNING, f"snapshot at seq {seq} failed: {error}; the log is kept")
+            self._note(WARNING, "snapshot_failed", f"snapshot at seq {seq} failed: {error}; the log is kept",
+                       seq=seq, error=error)
             return
         self.last_snapshot_bytes = nbytes
         if node.log.snapshot_seq < seq <= node.commit_seq:
             node.compact(seq)
             self.snapshots_taken += 1
             self._ready.work.append(CompactStorage(seq))
-            self._note(INFO, f"snapshot at seq {seq} ({nbytes} bytes) is durable; log compacted")
+            self._note(INFO, "snapshot_built", f"snapshot at seq {seq} ({nbytes} bytes) is durable; log compacted",
+                       seq=seq, bytes=nbytes)
 
     def snapshot_streamed(self, peer: str, seq: int, error: str | None = None) -> None:
         """A :class:`StreamSnapshot` to ``peer`` ended."""
         self.streaming.discard(peer)
         if error is not None:
-            self._note(WARNING, f"sending the snapshot (seq {seq}) to {peer} failed: {error}")
+            self._note(WARNING, "snapshot_send_failed", f"sending the snapshot (seq {seq}) to {peer} failed: {error}",
+                       peer=peer, seq=seq, error=error)
             self._take(self.node.unreachable(peer), CALL)
         else:
-            self._note(INFO, f"snapshot at seq {seq} sent to {peer}")
+            self._note(INFO, "snapshot_sent", f"snapshot at seq {seq} sent to {peer}", peer=peer, seq=seq)
 
     # -- output --------------------------------------------------------------------------------
     def ready(self) -> Ready:
@@ -238,12 +240,13 @@ class NodeDriver:
                 if effect.to not in self.streaming:
                     self.streaming.add(effect.to)
                     ready.work.append(StreamSnapshot(effect.to))
-                    self._note(INFO, f"{effect.to} is behind the log: sending it the snapshot at seq "
-                                     f"{node.log.snapshot_seq}")
+                    self._note(INFO, "snapshot_sending", f"{effect.to} is behind the log: sending it the snapshot at seq "
+                               f"{node.log.snapshot_seq}", peer=effect.to, seq=node.log.snapshot_seq)
             elif kind is InstallSnapshot:
                 ready.persist.append(effect)
                 ready.apply.append(effect)
-                self._note(INFO, f"installing the master's snapshot at seq {effect.snapshot.seq}")
+                self._note(INFO, "snapshot_installed", f"installing the master's snapshot at seq {effect.snapshot.seq}",
+                           seq=effect.snapshot.seq)
             else:
                 raise AssertionError(f"unknown effect {effect!r}")
         self.narrator.after(node, cause, sender, ready.notes)
@@ -273,5 +276,5 @@ class NodeDriver:
         self.builds_started += 1
         self._ready.work.append(BuildSnapshot())
 
-    def _note(self, level: str, text: str) -> None:
-        self._ready.notes.append(Note(level, f"node {self.node.id} epoch={self.node.epoch}: {text}"))
+    def _note(self, level: str, kind: str, text: str, **details) -> None:
+        self._ready.notes.append(note(level, kind, self.node.id, self.node.epoch, text, **details))

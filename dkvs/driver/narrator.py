@@ -15,7 +15,7 @@ from ..core.election import CANDIDATE, MASTER, SLAVE
 from ..core.quorum import majority
 from .ready import INFO, WARNING, Note
 
-__all__ = ["Narrator", "TICK", "MESSAGE", "CALL"]
+__all__ = ["Narrator", "note", "TICK", "MESSAGE", "CALL"]
 
 TICK, MESSAGE, CALL = "tick", "message", "call"
 
@@ -42,14 +42,14 @@ class Narrator:
         self._seen = seen
         say = _Sayer(node, notes)
         if started > started0:
-            say(INFO, f"election started for epoch={epoch} (pre-vote won; rank last_epoch={node.log.last_epoch} "
-                      f"last_seq={node.log.last_seq})")
+            say(INFO, "election_started", f"election started for epoch={epoch} (pre-vote won; rank last_epoch="
+                f"{node.log.last_epoch} last_seq={node.log.last_seq})", last_seq=node.log.last_seq)
         elif role == CANDIDATE and pre and not (role0 == CANDIDATE and pre0):
             reason = "heartbeat timeout" if cause == TICK else f"after {cause}"
-            say(INFO, f"no master heard ({reason}); asking for pre-votes")
+            say(INFO, "pre_vote", f"no master heard ({reason}); asking for pre-votes", reason=reason)
         if role == MASTER and role0 != MASTER:
             self._quorum_ok = True
-            say(INFO, f"elected master (epoch={epoch}, {len(members)} members)")
+            say(INFO, "elected", f"elected master (epoch={epoch}, {len(members)} members)", members=len(members))
         elif role0 == MASTER and role != MASTER:
             if epoch > epoch0:
                 reason = f"higher epoch seen from {sender}" if sender else "higher epoch seen"
@@ -57,18 +57,19 @@ class Narrator:
                 reason = "removed from the cluster"
             else:
                 reason = "check-quorum lost: no majority heard within the election timeout"
-            say(WARNING, f"stepped down as master ({reason})")
+            say(WARNING, "stepped_down", f"stepped down as master ({reason})", reason=reason)
         elif role0 == CANDIDATE and role == SLAVE and epoch == epoch0 and master is None:
-            say(INFO, "election not won (a fresher node is campaigning, or no majority answered)")
+            say(INFO, "election_lost", "election not won (a fresher node is campaigning, or no majority answered)")
         if master != master0 and master is not None and master != node.id:
-            say(INFO, f"following master {master} at {members.get(master, '?')}")
+            say(INFO, "following", f"following master {master} at {members.get(master, '?')}", master=master)
         elif epoch > epoch0 and role != MASTER and started == started0:
             who = f" from {sender}" if sender else ""
-            say(INFO, f"adopted epoch={epoch} (was {epoch0}){who}")
+            say(INFO, "epoch", f"adopted epoch={epoch} (was {epoch0}){who}", previous=epoch0)
         for member_id in sorted(members.keys() - members0.keys()):
-            say(INFO, f"member {member_id} added ({members[member_id]})")
+            say(INFO, "member_added", f"member {member_id} added ({members[member_id]})", member=member_id,
+                url=members[member_id])
         for member_id in sorted(members0.keys() - members.keys()):
-            say(INFO, f"member {member_id} removed")
+            say(INFO, "member_removed", f"member {member_id} removed", member=member_id)
 
     def _watch_quorum(self, node, notes: list[Note]) -> None:
         """On a master: note when the majority of live members is lost or regained."""
@@ -79,16 +80,23 @@ class Narrator:
             self._quorum_ok = ok
             say = _Sayer(node, notes)
             if ok:
-                say(INFO, f"quorum regained: {heard} of {len(node.members)} members heard")
+                say(INFO, "quorum_regained", f"quorum regained: {heard} of {len(node.members)} members heard",
+                    heard=heard, members=len(node.members))
             else:
-                say(WARNING, f"quorum lost: {heard} of {len(node.members)} members heard, "
-                             f"{majority(len(node.members))} needed; acks=majority writes wait")
+                say(WARNING, "quorum_lost", f"quorum lost: {heard} of {len(node.members)} members heard, "
+                    f"{majority(len(node.members))} needed; acks=majority writes wait",
+                    heard=heard, members=len(node.members), needed=majority(len(node.members)))
 
 
 class _Sayer:
     def __init__(self, node, notes: list[Note]) -> None:
-        self._prefix = f"node {node.id} epoch={node.epoch}: "
+        self._id, self._epoch = node.id, node.epoch
         self._notes = notes
 
-    def __call__(self, level: str, text: str) -> None:
-        self._notes.append(Note(level, self._prefix + text))
+    def __call__(self, level: str, kind: str, text: str, **details) -> None:
+        self._notes.append(note(level, kind, self._id, self._epoch, text, **details))
+
+
+def note(level: str, kind: str, node_id: str, epoch: int, text: str, **details) -> Note:
+    """A :class:`Note` whose text starts with the node id and ``epoch=N``."""
+    return Note(level, kind, f"node {node_id} epoch={epoch}: {text}", node_id, epoch, details)

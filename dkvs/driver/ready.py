@@ -82,10 +82,18 @@ class CompactStorage:
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """One line for the operator's log (``level`` is ``INFO`` or ``WARNING``)."""
+    """Something an operator should know, as one log line (``text``, which starts with the
+    node id and ``epoch=N``) and as data for the event feed: ``kind`` names what happened
+    (``elected``, ``stepped_down``, ``member_added``, ``quorum_lost``, ``snapshot_sent``…),
+    ``details`` carries its particulars (reason, peer, seq…). ``level`` is ``INFO`` or
+    ``WARNING``."""
 
     level: str
+    kind: str
     text: str
+    node_id: str = ""
+    epoch: int = 0
+    details: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -4,6 +4,10 @@
 in-process. Start-up order matters: the HTTP server binds first (so ``--port 0`` yields a
 real url that the node can announce), then the node is recovered or created, then its
 threads start, then — with ``--join`` — it asks the cluster to add it.
+
+Before any of that, the settings are checked (:func:`~dkvs.runtime.startup.validate_settings`):
+a node that cannot start raises :class:`~dkvs.runtime.startup.StartupError` with one
+sentence, before it holds a data dir lock or a socket.
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ from ..api.service import Limits
 from ..core.config import CoreConfig
 from ..core.node import Node
 from ..core.kvstate import KVState
+from ..api.cors import CorsPolicy
+from ..api.routes import route_table
 from ..storage import FileStorage, MemoryStorage
+from ..storage.datadir import DataDirLocked
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
-from .admin import join_cluster, post_internal
+from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from .host import NodeHost
 from .recovery import restore_node
 from .service import NodeService
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file,
+                      parse_join_urls, validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
@@ -49,17 +58,29 @@ class Settings:
     fsync: str = "batch"
     fsync_interval: float = 0.1
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()  # off: same-origin only (the dashboard is served by the node)
     fault_injection: bool = False
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT_SECONDS
+    nkvd: bool = False  # the /nkvd routes change state on GET: off unless asked for
+    insecure: bool = False  # allow listening beyond loopback without a cluster secret
+    auth_file: str | None = None  # client tokens (--auth-file); None: no client authentication
+    max_connections: int = 1024
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
 
 
 class DkvsNode:
     """One running node. ``start()`` returns once it serves; ``stop()`` tears it down."""
 
     def __init__(self, settings: Settings) -> None:
+        validate_settings(settings)
         self.settings = settings
         self.signer = Signer(settings.cluster_secret)
-        self.storage = self._open_storage()
+        self.auth = load_auth_file(settings.auth_file)
+        try:
+            self.storage = self._open_storage()
+        except DataDirLocked as exc:
+            raise StartupError(str(exc)) from None
         self.server = None
         self.host: NodeHost | None = None
         self.transport: HttpTransport | None = None
@@ -78,12 +99,24 @@ class DkvsNode:
         s = self.settings
         recovered = self.storage.load()
         if s.node_id and recovered.node_id and s.node_id != recovered.node_id:
-            raise SystemExit(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
+            self.storage.close()
+            raise StartupError(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
         self.node_id = s.node_id or recovered.node_id or secrets.token_hex(4)
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
+        self.signer.bind(self.node_id)
         service = NodeService(s.limits, self.signer)
-        self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+        try:
+            self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
+                                      max_connections=s.max_connections,
+                                      request_timeout_seconds=s.request_timeout,
+                                      idle_timeout_seconds=s.idle_timeout)
+        except OSError as exc:
+            self.storage.close()
+            raise listen_error(s.host, s.port, exc) from None
+        self.server.route_table = route_table(nkvd=s.nkvd)
+        self.server.auth = self.auth
+        self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
@@ -105,15 +138,21 @@ class DkvsNode:
         self.host.start(initial)
         self.server.start()
         if not self.signer.enabled:
-            log.warning("no --cluster-secret: internal routes (/internal/*) are unauthenticated")
+            log.warning("no cluster secret (--cluster-secret-file): internal routes (/internal/*) are unauthenticated")
+        if not self.auth.enabled:
+            log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
         if s.join:
             try:
-                join_cluster(s.join, self.node_id, self.url, self.signer)
+                join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def _member_urls(self) -> list[str]:
+        """For CORS: the dashboard of any member may poll this node's /status."""
+        return self.host.query(lambda node: list(node.members.values()), timeout=0.5)
 
     def _wait_for_master(self, timeout: float) -> None:
         """After a join, serve only once the master has reached us: the join commits on a
@@ -122,6 +161,10 @@ class DkvsNode:
         deadline = time.monotonic() + timeout
         while self.host.node.master_id is None and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def reload_auth(self) -> bool:
+        """Re-read ``--auth-file`` (SIGHUP); a bad file keeps the tokens in force."""
+        return self.auth.reload()
 
     def leave(self, timeout: float = 3.0) -> None:
         """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it."""
@@ -134,8 +177,10 @@ class DkvsNode:
         if master_url is None:
             log.warning("no master known; leaving without removing this node from the member list")
             return
+        self.server.service.leaving = True  # the master calls back to confirm
         try:
-            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout)
+            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout,
+                                           to=node.master_id)
             if status != 200:
                 log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
         except OSError as exc:

@@ -17,7 +17,7 @@ from contextlib import nullcontext
 
 from ..core.effects import InstallSnapshot, PersistEntries, PersistState, PersistTruncate
 from ..core.log import OP_DELETE, OP_PUT
-from ..driver import INFO, BuildSnapshot, CompactStorage, Ready, StreamSnapshot
+from ..driver import INFO, WARNING, BuildSnapshot, CompactStorage, Ready, StreamSnapshot, note
 from ..storage.base import StoredSnapshot
 
 __all__ = ["Executor"]
@@ -32,7 +32,7 @@ class Executor:
     answers one client request."""
 
     def __init__(self, driver, storage, transport, work, feed, state_lock=None, *,
-                 complete: Callable) -> None:
+                 complete: Callable, on_note: Callable | None = None) -> None:
         self.driver = driver
         self.storage = storage
         self.transport = transport
@@ -40,6 +40,7 @@ class Executor:
         self.feed = feed
         self._lock = state_lock if state_lock is not None else nullcontext()
         self._complete = complete
+        self._on_note = on_note  # every note also goes here (the event feed), after the log
         self.rollback_files: list[str] = []
 
     def run(self, ready: Ready) -> None:
@@ -56,16 +57,19 @@ class Executor:
             send(out.to, out.message, out.send_id)
         for token, messages in ready.responses.items():
             token.messages.extend(messages)
+        notes = ready.notes
         if ready.apply or ready.replies:
             with self._lock:
                 applied = driver.apply(ready)
-            self._record(applied.changes)
+            self._record(applied.changes, notes)
             for reply in applied.replies:
                 self._complete(reply)
         for job in ready.work:
             self._start(job)
-        for note in ready.notes:
+        for note in notes:
             narration.log(logging.INFO if note.level == INFO else logging.WARNING, "%s", note.text)
+            if self._on_note is not None:
+                self._on_note(note)
 
     def _persist(self, effects: list) -> None:
         pending: list = []
@@ -88,7 +92,7 @@ class Executor:
         if pending:
             storage.append(pending)
 
-    def _record(self, changes: list) -> None:
+    def _record(self, changes: list, notes: list) -> None:
         feed = self.feed
         for change in changes:
             if change[0] == "apply":
@@ -102,9 +106,10 @@ class Executor:
                     where = self.storage.save_rollback(list(discarded))
                     self.rollback_files.append(where)
                     node = self.driver.node
-                    narration.warning("node %s epoch=%d: rolled back %d entries after seq %d that the "
-                                      "master never had; they are kept in %s", node.id, node.epoch,
-                                      len(discarded), after_seq, where)
+                    notes.append(note(WARNING, "rollback", node.id, node.epoch,
+                                      f"rolled back {len(discarded)} entries after seq {after_seq} that the "
+                                      f"master never had; they are kept in {where}",
+                                      after_seq=after_seq, entries=len(discarded), file=where))
             elif feed is not None:  # reset: a snapshot replaced the state
                 feed.reset(change[1])
 

@@ -1,4 +1,7 @@
-"""nkvd's documented API under /nkvd/, answered exactly as nkvd answers (issue #6)."""
+"""nkvd's documented API under /nkvd/, answered exactly as nkvd answers (issue #6).
+
+The routes exist only on nodes started with ``--nkvd`` (issue 11: they change data on GET).
+"""
 
 import concurrent.futures
 import http.client
@@ -8,11 +11,21 @@ import urllib.parse
 
 import pytest
 
-from .procs import request
+from .procs import ProcessGroup, request
 
 
 def nkvd(base: str, route: str, **query) -> tuple[int, object]:
     return request("GET", f"{base}/nkvd/{route}?{urllib.parse.urlencode(query)}" if query else f"{base}/nkvd/{route}")
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    """This module's 3-node cluster, with the nkvd routes enabled."""
+    group = ProcessGroup()
+    try:
+        yield group.cluster(3, "--nkvd")
+    finally:
+        group.close()
 
 
 @pytest.fixture
@@ -93,7 +106,7 @@ def test_a_thousand_concurrent_keep_alive_connections(procs):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2500:
         pytest.skip(f"needs about 2,500 file descriptors (limit {soft})")
-    node = procs.start()
+    node = procs.start("--nkvd")
     conns = [http.client.HTTPConnection("127.0.0.1", node.port, timeout=30) for _ in range(1000)]
     for conn in conns:
         conn.connect()  # all 1,000 open at once before any request
