@@ -192,7 +192,8 @@ class SnapshotServer:
                 server.requests += 1
                 path, _, query = self.path.partition("?")
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if signer.verify("POST", path, body, self.headers) is not None or path != SNAPSHOT_PATH:
+                if (signer.verify_head("POST", self.path, self.headers) is not None
+                        or signer.verify_body(self.headers, body) is not None or path != SNAPSHOT_PATH):
                     return self.answer(401, b"{}")
                 parsed = dict(urllib.parse.parse_qsl(query))
                 if server.refuse_first_at is not None and int(parsed["offset"]) == server.refuse_first_at:
@@ -225,9 +226,8 @@ class SnapshotServer:
 
 @pytest.mark.parametrize("refuse_first_at", [None, 8192])
 def test_http_stream_in_signed_chunks_delivers_the_receivers_answer(refuse_first_at):
-    signer = Signer("cluster-secret")
-    server = SnapshotServer(signer, refuse_first_at)
-    transport = HttpTransport(signer, node_id="n1")
+    server = SnapshotServer(Signer("cluster-secret", node_id="n2"), refuse_first_at)
+    transport = HttpTransport(Signer("cluster-secret", node_id="n1"), node_id="n1")
     delivered = []
     transport.start(lambda peer, send_id, messages: delivered.append((peer, send_id, messages)),
                     lambda peer, send_id: None)
@@ -246,8 +246,8 @@ def test_http_stream_in_signed_chunks_delivers_the_receivers_answer(refuse_first
 
 
 def test_http_stream_to_an_unsigned_peer_fails_cleanly():
-    server = SnapshotServer(Signer("other-secret"))
-    transport = HttpTransport(Signer("cluster-secret"), node_id="n1")
+    server = SnapshotServer(Signer("other-secret", node_id="n2"))
+    transport = HttpTransport(Signer("cluster-secret", node_id="n1"), node_id="n1")
     transport.start(lambda peer, send_id, messages: None, lambda peer, send_id: None)
     transport.set_peers({"n2": server.url})
     try:

@@ -197,7 +197,7 @@ def test_build_then_stream_over_real_http(tmp_path):
     # delivered back through the transport.
     received = []
     assembler = SnapshotAssembler(directory=str(tmp_path))
-    signer = Signer("s3cret")
+    receiver = Signer("s3cret", node_id="n2")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -208,7 +208,8 @@ def test_build_then_stream_over_real_http(tmp_path):
         def do_POST(self):
             path, _, query = self.path.partition("?")
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            assert signer.verify("POST", path, body, self.headers) is None
+            assert receiver.verify_head("POST", self.path, self.headers) is None
+            assert receiver.verify_body(self.headers, body) is None
             snapshot, answer = receive_chunk(assembler, dict(urllib.parse.parse_qsl(query)), body)
             if snapshot is not None:
                 received.append(snapshot)
@@ -223,7 +224,7 @@ def test_build_then_stream_over_real_http(tmp_path):
     serving = threading.Thread(target=httpd.serve_forever, daemon=True)
     serving.start()
     delivered: queue.Queue = queue.Queue()
-    transport = HttpTransport(signer, node_id="n1")
+    transport = HttpTransport(Signer("s3cret", node_id="n1"), node_id="n1")
     transport.start(lambda peer, send_id, messages: delivered.put((peer, send_id, messages)),
                     lambda peer, send_id: None)
     transport.set_peers({"n2": f"http://127.0.0.1:{httpd.server_address[1]}"})

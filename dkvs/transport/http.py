@@ -112,7 +112,7 @@ class HttpTransport(Transport):
                 chunk = reader.read(offset, chunk_bytes)
                 last = offset + len(chunk) >= meta.size
                 query = chunk_query(ChunkMeta(sender_id, sender_epoch, meta.seq, offset, meta.size, meta.crc32))
-                want, replies = self._post_chunk(conn, query, chunk, last)
+                want, replies = self._post_chunk(conn, to, query, chunk, last)
                 if want is None:
                     if to not in self.blocked:
                         self._deliver(to, 0, replies)  # send id 0: like send_snapshot's answers
@@ -127,14 +127,15 @@ class HttpTransport(Transport):
         finally:
             conn.close()
 
-    def _post_chunk(self, conn: http.client.HTTPConnection, query: str, chunk: bytes, last: bool):
+    def _post_chunk(self, conn: http.client.HTTPConnection, to: str, query: str, chunk: bytes, last: bool):
         if conn.sock is None:
             conn.connect()
         conn.sock.settimeout(SNAPSHOT_TIMEOUT_SECONDS if last else SNAPSHOT_CHUNK_TIMEOUT_SECONDS)
+        target = f"{SNAPSHOT_PATH}?{query}"  # signed whole: the query carries the chunk's place
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk))}
         if self.signer.enabled:
-            headers.update(self.signer.headers("POST", SNAPSHOT_PATH, chunk))
-        conn.request("POST", f"{SNAPSHOT_PATH}?{query}", body=chunk, headers=headers)
+            headers.update(self.signer.headers("POST", target, chunk, to=to))
+        conn.request("POST", target, body=chunk, headers=headers)
         response = conn.getresponse()
         data = response.read()
         if response.status != 200:
