@@ -207,7 +207,7 @@ def fake():
 
 def test_a_put_whose_connection_drops_after_sending_raises_outcome_unknown_and_is_sent_once(fake):
     node = fake("close")
-    with Client([node.url], retry_seconds=LIVENESS_SECONDS) as client:
+    with Client([node.url], retry_seconds=5.0) as client:
         with pytest.raises(WriteOutcomeUnknown) as caught:
             client.put("k", "v", acks="majority")
     assert caught.value.key == "k" and caught.value.seq is None
@@ -216,7 +216,7 @@ def test_a_put_whose_connection_drops_after_sending_raises_outcome_unknown_and_i
 
 def test_a_delete_whose_connection_drops_after_sending_is_not_retried_either(fake):
     node = fake("close")
-    with Client([node.url], retry_seconds=LIVENESS_SECONDS) as client:
+    with Client([node.url], retry_seconds=5.0) as client:
         with pytest.raises(WriteOutcomeUnknown):
             client.delete("k")
     assert node.methods() == ["DELETE"]
