@@ -35,7 +35,8 @@ async function call(url, options = {}, timeoutMs = STATUS_TIMEOUT_MS, raw = fals
   try {
     const response = await fetch(url, {cache: "no-store", ...options, headers, signal: abort.signal});
     const text = await response.text();
-    if (response.status === 401) askForToken(url);
+    // A 401 to a request sent with an older token (the user just gave a new one) asks nothing.
+    if (response.status === 401 && sessionStorage.getItem(TOKEN_KEY) === token) askForToken(url);
     if (raw) return {ok: response.ok, status: response.status, body: null, text};
     let body;
     try { body = text ? JSON.parse(text) : {}; } catch { body = {raw: text}; }
