@@ -58,9 +58,16 @@ class Page:
         assert value, f"the page never showed {what} ({expression})"
         return value
 
-    def screenshot(self, path: Path, quality: int = 70) -> None:
-        shot = self.command("Page.captureScreenshot", {"format": "jpeg", "quality": quality,
-                                                       "captureBeyondViewport": True})
+    def screenshot(self, path: Path, selector: str | None = None) -> None:
+        """A PNG of the page, or of the elements ``selector`` matches (their bounding box)."""
+        params: dict = {"format": "png", "captureBeyondViewport": True}
+        if selector:
+            box = self.js("(() => { const r = [...document.querySelectorAll(%s)].map(e => e.getBoundingClientRect());"
+                          " const top = Math.min(...r.map(b => b.top)), left = Math.min(...r.map(b => b.left));"
+                          " return {x: left + scrollX, y: top + scrollY, width: Math.max(...r.map(b => b.right)) - left,"
+                          " height: Math.max(...r.map(b => b.bottom)) - top, scale: 1}; })()" % json.dumps(selector))
+            params["clip"] = box
+        shot = self.command("Page.captureScreenshot", params)
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
@@ -124,7 +131,7 @@ def test_charts_draw_and_move_under_load(cluster, tmp_path):
             page.wait(f"{CHART}('{chart}').points >= 2", 15, chart)
         lag = page.js(f"{CHART}('chart-lag')")
         assert lag["latest"].count(" s") == 2, lag  # one line per slave
-        page.screenshot(shots(tmp_path) / "dashboard-charts.jpg")
+        page.screenshot(shots(tmp_path) / "dashboard-charts.png", "header, main > section:nth-of-type(-n+2)")
     finally:
         stop.set()
         for worker in workers:
@@ -153,7 +160,7 @@ def test_a_master_sigkill_shows_on_the_timeline_charts_and_banner(cluster, tmp_p
                           15, "the election on the timeline")
         assert f"epoch={epoch}" in event and "elected master" in event
         page.wait(f"{CHART}('chart-writes').marks >= 1", 10, "the failover mark on the charts")
-        page.screenshot(shots(tmp_path) / "dashboard-failover.jpg")
+        page.screenshot(shots(tmp_path) / "dashboard-failover.png", "#banners, main > section:nth-of-type(2), main > section:nth-of-type(3)")
         # With a second member gone there is no quorum: the banner says how far off it is.
         for node in nodes:
             if node is not slave and node.alive():
@@ -181,7 +188,7 @@ def test_an_edit_that_lost_a_race_shows_the_conflict_message_and_delete_asks_fir
                             15, "the conflict message")
         assert message.startswith("Conflict:") and "Nothing was written" in message
         assert http_call(master.url, "GET", "/kv/" + quote("cas/key"))[1]["value"] == "theirs"
-        page.screenshot(shots(tmp_path) / "dashboard-conflict-420.jpg")
+        page.screenshot(shots(tmp_path) / "dashboard-keys-420.png", "#keys-heading, #keys-heading ~ *")
         # At 420 px the page does not scroll sideways and the alive column is visible.
         fits = page.js("(() => { const c = document.querySelector('#members tbody tr td:nth-child(4)');"
                        " const r = c && c.getBoundingClientRect();"

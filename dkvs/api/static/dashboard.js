@@ -131,7 +131,7 @@ function clusterView() {
   const masterLast = masterRow ? masterRow.lastSeq : null;
   for (const r of rows) {
     const known = masterLast !== null && r.lastSeq !== null && r.reachable !== false;
-    r.lag = known ? masterLast - r.lastSeq : null;
+    r.lag = known ? Math.max(0, masterLast - r.lastSeq) : null;   // polls are not simultaneous
   }
   return {self, selfResult, epoch, master: masterRow, named, rows, source};
 }
