@@ -285,3 +285,48 @@ def test_a_401_asks_for_a_token_kept_in_session_storage_and_sent_on_every_reques
         page.close()
         server.shutdown()
         server.server_close()
+
+
+def measure_chart_accuracy(seconds: float = 30.0, workers: int = 4) -> None:
+    """Benchmark, not a test: writes/s on the chart against what a load generator counted.
+
+    ``python3 tests/test_dashboard_live.py`` starts 3 nodes, opens the dashboard on a slave,
+    runs ``workers`` writers against the master for ``seconds`` and prints, for the steady
+    middle of the run, the load's own writes/s and the chart's mean writes/s, and their ratio.
+    """
+    import tempfile
+    done: list[float] = []
+    with LocalCluster(*FAST_TIMINGS) as group, tempfile.TemporaryDirectory() as profile:
+        nodes = group.start_cluster(3)
+        master = wait_for(group.master, 10)
+        slave = next(n for n in nodes if n is not master)
+        page = Page(slave.url + "/", Path(profile))
+        stop = threading.Event()
+
+        def writer(w: int) -> None:
+            deadline, i = time.monotonic() + seconds, 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    if http_call(master.url, "PUT", f"/kv/bench{w}-{i % 100}", b"x")[0] == 200:
+                        done.append(time.time())
+                except OSError:
+                    pass
+                i += 1
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(workers)]
+        started = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 30)
+        points = page.js("window.dkvs.charts.series.writes.get('writes/s')") or []
+        page.close()
+    lo, hi = started + seconds * 0.25, started + seconds * 0.75
+    actual = sum(1 for t in done if lo <= t < hi) / (hi - lo)
+    shown = [v for t, v in points if lo * 1000 <= t < hi * 1000]
+    mean = sum(shown) / len(shown) if shown else float("nan")
+    print(f"load: {actual:.1f} writes/s; chart: {mean:.1f} writes/s over {len(shown)} points; "
+          f"ratio {mean / actual:.3f} ({workers} writers, {seconds:.0f} s, middle half)")
+
+
+if __name__ == "__main__":
+    measure_chart_accuracy()
