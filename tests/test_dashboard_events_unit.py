@@ -100,6 +100,24 @@ def test_timed_storage_passes_calls_through_and_times_the_ones_that_fsynced():
     assert timed.append_clock.age(2, now=10**10) > 0 and timed.append_clock.age(4, now=10**10) == 0
 
 
+def test_a_compaction_that_freed_log_space_is_an_event():
+    class Compacting(FakeStorage):
+        size = 1000
+
+        def log_bytes(self) -> int:
+            return self.size
+
+        def compact(self, seq) -> None:
+            self.size = 10 if seq >= 5 else self.size
+
+    events = ClusterEvents()
+    timed = TimedStorage(Compacting(), events, lambda: "n1", lambda: 2)
+    timed.compact(3)  # nothing freed: no event
+    timed.compact(5)
+    [event] = events.since(0)["events"]
+    assert event["kind"] == "compaction" and event["details"] == {"seq": 5, "bytes_before": 1000, "bytes_after": 10}
+
+
 def test_a_full_disk_becomes_an_event_and_the_error_goes_on():
     events = ClusterEvents()
     timed = TimedStorage(FakeStorage(error=OSError(errno.ENOSPC, "No space left on device")), events,

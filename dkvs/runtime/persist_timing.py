@@ -6,7 +6,8 @@ did at least one fsync, and its duration is observed in ``dkvs_fsync_duration_se
 (so under ``--fsync always`` each group commit is one observation; a state save, which is
 always durable, is one too). Under ``--fsync batch`` the fsyncs happen on the storage's
 flusher thread: when the storage has one, its sync step is wrapped the same way (a
-best-effort hook: without it only the node thread's fsyncs are measured). A persist
+best-effort hook: without it only the node thread's fsyncs are measured). A compaction that
+freed log space is a ``compaction`` event. A persist
 slower than ``SLOW_FSYNC_SECONDS`` becomes a ``slow_fsync`` event (at most one per
 ``SLOW_FSYNC_EVENT_INTERVAL_SECONDS``, with the count since the last one); a write that
 fails for lack of space becomes a ``disk_full`` event before the error goes on.
@@ -79,6 +80,8 @@ class TimedStorage:
         for name in _TIMED:
             if hasattr(storage, name):
                 setattr(self, name, self._timed(name, getattr(storage, name)))
+        if callable(getattr(storage, "compact", None)):
+            self.compact = self._compact
         sync = getattr(storage, "_sync_fd", None)  # the batch flusher's step, when there is one
         if callable(sync) and getattr(storage, "fsync_policy", None) == "batch":
             storage._sync_fd = self._timed("flush", sync)
@@ -109,6 +112,18 @@ class TimedStorage:
                 self.append_clock.appended(entries[0].seq, entries[-1].seq, time.time())
             return result
         return timed
+
+    def _compact(self, seq: int) -> None:
+        """Drop the log a durable snapshot covers; an event when it freed space."""
+        storage = self._storage
+        before = storage.log_bytes()
+        storage.compact(seq)
+        after = storage.log_bytes()
+        if after < before and self._events is not None:
+            node, epoch = self._node_id(), self._epoch()
+            self._events.add("compaction", "info", f"node {node} epoch={epoch}: log compacted up to seq {seq} "
+                             f"(snapshot): {before} -> {after} bytes", node, epoch, seq=seq,
+                             bytes_before=before, bytes_after=after)
 
     def _slow(self, name: str, seconds: float) -> None:
         now = time.monotonic()

@@ -312,7 +312,21 @@ def _quorum(node) -> dict:
     return {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}
 
 
+_DIR_BYTES_CACHE: dict[str, tuple[float, int]] = {}
+DIR_BYTES_CACHE_SECONDS = 5.0  # /status is polled twice a second per dashboard: walk the dir less
+
+
 def _dir_bytes(path: str) -> int:
+    now = time.monotonic()
+    cached = _DIR_BYTES_CACHE.get(path)
+    if cached is not None and now - cached[0] < DIR_BYTES_CACHE_SECONDS:
+        return cached[1]
+    total = _walk_bytes(path)
+    _DIR_BYTES_CACHE[path] = (now, total)
+    return total
+
+
+def _walk_bytes(path: str) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
