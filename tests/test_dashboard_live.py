@@ -139,6 +139,26 @@ def test_charts_draw_and_move_under_load(cluster, tmp_path):
         page.close()
 
 
+def test_the_lag_chart_shows_a_paused_slave_falling_behind(cluster, tmp_path):
+    group, nodes, master = cluster
+    paused = next(n for n in nodes if n is not master)
+    page = Page(master.url + "/", tmp_path / "profile")
+    stop = threading.Event()
+    worker = load(master.url, 60, stop)
+    lag = f"((window.dkvs.charts.series.lag.get({json.dumps(paused.id)}) || []).slice(-1)[0] || [0, 0])[1]"
+    try:
+        page.wait(f"window.dkvs.charts.series.lag.has({json.dumps(paused.id)})", 20, "a lag line for the slave")
+        paused.pause()
+        first = page.wait(f"(v => v > 0.5 && v)({lag})", 20, "the paused slave's lag")
+        page.wait(f"{lag} > {first} + 1", 20, "the lag growing")
+        assert f"{paused.id}: " in page.js("document.querySelector('#chart-lag .legend').textContent")
+    finally:
+        paused.resume()
+        stop.set()
+        worker.join(10)
+        page.close()
+
+
 def test_a_master_sigkill_shows_on_the_timeline_charts_and_banner(cluster, tmp_path):
     group, nodes, master = cluster
     slave = next(n for n in nodes if n is not master)
