@@ -157,6 +157,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
          "checked (visible in ps: prefer --cluster-secret-file)", metavar="SECRET"),
     Flag("--cluster-secret-file", _text, None, "file holding the cluster secret (one line)", metavar="PATH"),
+    Flag("--auth-file", _text, None, "JSON file of client tokens with roles and key prefixes; clients then "
+         "send 'Authorization: Bearer TOKEN'; re-read on SIGHUP (docs/security.md)", metavar="PATH"),
     Flag("--insecure", _boolean, False, "allow listening beyond loopback without a cluster secret",
          switch=True),
     Flag("--fsync", _choice(FSYNC_MODES), "batch", "with --data-dir: fsync every write (always), every "
@@ -170,6 +172,12 @@ FLAGS: tuple[Flag, ...] = (
          "GET: never expose them to browsers)", switch=True),
     Flag("--enable-fault-injection", _boolean, False, "allow /internal/faults to cut this node off from "
          "peers (testing only)", switch=True),
+    # Connection limits (docs/architecture.md, "Connections and workers").
+    Flag("--max-connections", _count, 1024, "open connections served at once; more get a 503 and are "
+         "closed", metavar="N"),
+    Flag("--request-timeout", _seconds, 10.0, "seconds a request head has to arrive; a body then must keep "
+         "64 KiB/s", metavar="S"),
+    Flag("--idle-timeout", _seconds, 60.0, "seconds an idle keep-alive connection stays open", metavar="S"),
     Flag("--log-level", _choice(LOG_LEVELS), "info", f"logging level ({', '.join(LOG_LEVELS)})",
          metavar="LEVEL"),
 )
@@ -243,7 +251,9 @@ def settings_from_values(v: dict):
                     fsync=v["fsync"], fsync_interval=v["fsync_interval"],
                     snapshot_threshold=v["snapshot_threshold"], cors_origins=v["cors_origins"],
                     fault_injection=v["enable_fault_injection"], join_timeout=v["join_timeout"],
-                    nkvd=v["nkvd"], insecure=v["insecure"])
+                    nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
+                    max_connections=v["max_connections"], request_timeout=v["request_timeout"],
+                    idle_timeout=v["idle_timeout"])
 
 
 def _fail(message: str) -> int:
@@ -279,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001 — already failing; the first error is the one to show
                 pass
         return _fail(f"cannot start: {exc} ({type(exc).__name__}; --log-level debug shows the traceback)")
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: node.reload_auth())
     print(f"dkvs node {node.node_id} listening on {node.url}", flush=True)
     # Tools that start nodes as children (tests, benchmarks, demos) set this so that a
     # node never outlives them, even when they are killed before they can clean up.

@@ -11,6 +11,7 @@ __all__ = [
     "DkvsError",
     "BadRequest",
     "Unauthorized",
+    "Forbidden",
     "NotFound",
     "KeyNotFound",
     "MethodNotAllowed",
@@ -48,6 +49,13 @@ class BadRequest(DkvsError):
 class Unauthorized(DkvsError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(DkvsError):
+    """Authenticated, but the token's role or key prefixes do not allow the operation."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(DkvsError):

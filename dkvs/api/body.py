@@ -10,7 +10,8 @@ a request has no body. Rules kept here:
   (``BufferedReader.read(n)`` allocates ``n`` up front; a lying header must not cost 256 MiB).
 * A body that ends early (EOF, reset, or the socket timeout of a stalled client) raises
   :class:`IncompleteBody`; the caller answers 400 if it still can and closes the connection,
-  because the stream position is lost.
+  because the stream position is lost. A body too slow for the request's deadline
+  (:class:`~dkvs.api.connection.RequestTimedOut`) raises :class:`BodyTooSlow`, a 408.
 * Both ``Content-Length`` and ``Transfer-Encoding``, or conflicting ``Content-Length``
   values, are refused (400): that ambiguity is how request smuggling starts.
 
@@ -22,8 +23,9 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from ..errors import BadRequest, PayloadTooLarge
+from .connection import MIN_BODY_RATE, RequestTimedOut
 
-__all__ = ["CHUNKED", "IncompleteBody", "declared_length", "read_exact", "read_chunked", "discard"]
+__all__ = ["CHUNKED", "IncompleteBody", "BodyTooSlow", "declared_length", "read_exact", "read_chunked", "discard"]
 
 CHUNKED = -1  # declared_length's answer for a chunked body
 READ_SLICE_BYTES = 1024 * 1024
@@ -34,6 +36,17 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 class IncompleteBody(BadRequest):
     """The body ended before its declared end: client stalled, closed, or lied."""
+
+
+class BodyTooSlow(IncompleteBody):
+    """The body did not arrive within the request's deadline (RFC 9110 §15.5.9: 408)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+_TOO_SLOW = ("the request body did not arrive in time: after the node's --request-timeout a body "
+             f"must keep {MIN_BODY_RATE // 1024} KiB/s")
 
 
 def declared_length(headers) -> int | None:
@@ -105,6 +118,8 @@ def discard(rfile: BinaryIO, length: int) -> None:
 def _read(rfile: BinaryIO, size: int) -> bytes:
     try:
         return rfile.read(size)
+    except RequestTimedOut:
+        raise BodyTooSlow(_TOO_SLOW) from None
     except TimeoutError:
         raise IncompleteBody("timed out waiting for the rest of the request body") from None
     except (OSError, ValueError):  # reset, or a file already closed after an earlier timeout
@@ -114,6 +129,8 @@ def _read(rfile: BinaryIO, size: int) -> bytes:
 def _read_line(rfile: BinaryIO) -> bytes:
     try:
         line = rfile.readline(MAX_CHUNK_LINE_BYTES + 1)
+    except RequestTimedOut:
+        raise BodyTooSlow(_TOO_SLOW) from None
     except TimeoutError:
         raise IncompleteBody("timed out waiting for the rest of the request body") from None
     except (OSError, ValueError):

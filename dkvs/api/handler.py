@@ -15,22 +15,24 @@ replaces the rest, for three reasons:
   stalls or vanishes mid-body gets a 400 if it can still read and the connection is
   closed; anything unexpected is a logged 500 and the connection goes on serving.
 
-Connections are persistent (``protocol_version = "HTTP/1.1"``); the socket timeout set by
-the server (``idle_timeout_seconds``) bounds both the silence between requests and a
-stalled body. While waiting for the next request a handler is *idle* (``self.idle``), which
-lets :meth:`DkvsHTTPServer.stop` close it at once. Routes may use ``service``, ``server``,
-``command``, ``headers``, ``query``, ``args`` and :meth:`read_body`.
+Connections are persistent (``protocol_version = "HTTP/1.1"``), but a handler serves *one*
+request: the server's selector buffers the request head (and a small body) without a
+thread, a worker makes a handler to answer it, and the connection goes back to the
+selector (:mod:`dkvs.api.server`). Reads past the buffered bytes wait on the socket only
+until the request's deadline (:mod:`dkvs.api.connection`): a stall is a 400, a missed
+deadline a 408. The lingering close is done by the selector, not by the worker. Routes may
+use ``service``, ``server``, ``command``, ``headers``, ``query``, ``args`` and
+:meth:`read_body`.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 
 from ..errors import BadRequest, DkvsError, InternalError, NoMaster, PayloadTooLarge
+from .connection import Connection, ConnectionReader, ConnectionWriter
 from .body import CHUNKED, IncompleteBody, declared_length, discard, read_chunked, read_exact
 from .forward import FORWARDED_HEADER
 from .params import LengthRequired
@@ -45,8 +47,6 @@ log = logging.getLogger("dkvs.http")
 
 MAX_REQUEST_LINE_BYTES = 65536
 DRAIN_LIMIT_BYTES = 64 * 1024  # an unread body up to this size is read and dropped
-LINGER_SECONDS = 2.0
-LINGER_MAX_BYTES = 64 * 1024 * 1024
 FORWARD_MARGIN_SECONDS = 5.0  # the master may use the whole timeout before answering 504
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -75,33 +75,40 @@ def _log_forward_failure(requestline: str, master_url: str, message: str) -> Non
         log.debug("forwarding %s to %s failed: %s", requestline, master_url, message)
 
 
-class DkvsRequestHandler(BaseHTTPRequestHandler):
-    """Serves one connection for a :class:`~dkvs.api.server.DkvsHTTPServer`."""
+class DkvsRequestHandler:
+    """Serves one request of a connection for a :class:`~dkvs.api.server.DkvsHTTPServer`.
+
+    Made by a worker for each request: ``DkvsRequestHandler(conn, server).handle()``.
+    Afterwards ``close_connection`` says whether the connection may serve another request
+    and ``linger`` whether it should be closed gently (see :meth:`_settle_unread_body`).
+    """
 
     protocol_version = "HTTP/1.1"
-    rbufsize = 64 * 1024
 
-    # --- connection life ------------------------------------------------------------
+    def __init__(self, conn: Connection, server) -> None:
+        self.conn = conn
+        self.server = server
+        self.connection = conn.sock
+        self.client_address = conn.address
+        self.close_connection = True
+        self.requestline = ""
+        self.request_version = "HTTP/1.1"
+        self.command = ""
+
+    # --- one request ------------------------------------------------------------------
 
     def setup(self) -> None:
         server = self.server
-        self.timeout = server.idle_timeout_seconds
-        super().setup()
+        self.rfile = ConnectionReader(self.conn, server.request_timeout_seconds, server.idle_timeout_seconds)
+        self.wfile = ConnectionWriter(self.conn.sock, server.request_timeout_seconds)
         self.service = server.service
-        self.idle = False
-        self._linger = False
+        self.linger = False
         self._reset()
-        server.track(self)
 
-    def finish(self) -> None:
-        try:
-            if self._linger:
-                self._linger_close()
-            super().finish()
-        except OSError:
-            pass
-        finally:
-            self.server.untrack(self)
+    def handle(self) -> None:
+        """Answer the request whose head is buffered on the connection (or arriving)."""
+        self.setup()
+        self.handle_one_request()
 
     def _reset(self) -> None:
         self.body = None  # bytes once read; None while unread
@@ -111,19 +118,13 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
         self._expect_continue = False
 
     def handle_one_request(self) -> None:
-        self.idle = True
-        if self.server.stopping:
-            self.close_connection = True
-            return
         try:
             line = self.rfile.readline(MAX_REQUEST_LINE_BYTES + 1)
-        except (OSError, ValueError):  # idle timeout, reset, or shut by stop()
+        except (OSError, ValueError):  # timed out or reset
             line = b""
-        self.idle = False
         if not line:
             self.close_connection = True
             return
-        self._reset()
         self.raw_requestline = line
         if len(line) > MAX_REQUEST_LINE_BYTES:
             self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
@@ -203,6 +204,8 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("unexpected error answering %r", self.requestline)
             reply = error_reply(InternalError("unexpected error in the node; see its log"))
+        if self.server.stopping:  # this is the connection's last answer: say so
+            self.close_connection = True
         drain = self._settle_unread_body()
         self._send(reply)
         self.server.metrics.observe(self.route_pattern, self.command, reply.status, time.perf_counter() - started)
@@ -223,7 +226,7 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
         try:
             length = declared_length(self.headers)
         except BadRequest:
-            self.close_connection = self._linger = True  # cannot tell where the body ends
+            self.close_connection = self.linger = True  # cannot tell where the body ends
             raise
         if length is None:
             if required:
@@ -238,6 +241,7 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
             if self._expect_continue:
                 self._expect_continue = False
                 self.wfile.write(_CONTINUE)
+                self.rfile.restart_clock()  # the client only starts sending now
             self.body = read_exact(self.rfile, length) if length != CHUNKED \
                 else read_chunked(self.rfile, limit)
         except IncompleteBody:
@@ -247,11 +251,11 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
             self.body, self.close_connection = b"", True
             raise IncompleteBody("the connection failed before the body was read") from None
         except PayloadTooLarge as exc:
-            self.body, self.close_connection, self._linger = b"", True, True
+            self.body, self.close_connection, self.linger = b"", True, True
             raise PayloadTooLarge(f"the {name} is over the {limit}-byte limit",
                                   parameter=name) from exc
         except DkvsError:
-            self.body, self.close_connection, self._linger = b"", True, True
+            self.body, self.close_connection, self.linger = b"", True, True
             raise
         return self.body
 
@@ -270,7 +274,7 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
             return 0
         if length == CHUNKED or length > DRAIN_LIMIT_BYTES or self._expect_continue \
                 or self.close_connection:
-            self.close_connection = self._linger = True
+            self.close_connection = self.linger = True
             return 0
         return length
 
@@ -282,17 +286,19 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
                 "this node is not the master and the request was already forwarded once; "
                 "the cluster is changing masters, retry shortly", retry_after=exc.retry_after))
         budget = self.args.get("timeout") or self.service.limits.default_timeout_seconds
-        try:
-            reply = self.server.forwarder.forward(exc.master_url, self.command, self.path,
-                                                  self.body, self.headers,
-                                                  budget + FORWARD_MARGIN_SECONDS)
-        except NoMaster as failure:
-            _log_forward_failure(self.requestline, exc.master_url, failure.message)
-            return error_reply(failure)
-        seq = next((value for name, value in reply.headers if name == SEQ_HEADER), None)
-        if reply.status == 200 and seq is not None and seq.isdigit():
-            # Read-your-writes through this node: answer once it has applied the write.
-            self.service.wait_applied(int(seq), READ_YOUR_WRITES_WAIT_SECONDS)
+        # Both waits are on the network, not the CPU: this worker lends its place meanwhile.
+        with self.server.blocking(self.conn):
+            try:
+                reply = self.server.forwarder.forward(exc.master_url, self.command, self.path,
+                                                      self.body, self.headers,
+                                                      budget + FORWARD_MARGIN_SECONDS)
+            except NoMaster as failure:
+                _log_forward_failure(self.requestline, exc.master_url, failure.message)
+                return error_reply(failure)
+            seq = next((value for name, value in reply.headers if name == SEQ_HEADER), None)
+            if reply.status == 200 and seq is not None and seq.isdigit():
+                # Read-your-writes through this node: answer once it has applied the write.
+                self.service.wait_applied(int(seq), READ_YOUR_WRITES_WAIT_SECONDS)
         return reply
 
     # --- writing --------------------------------------------------------------------
@@ -307,7 +313,7 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(render(reply, extra))
         except OSError:
-            self.close_connection, self._linger = True, False
+            self.close_connection, self.linger = True, False
             return
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(reply.status, len(reply.body))
@@ -320,31 +326,6 @@ class DkvsRequestHandler(BaseHTTPRequestHandler):
                 "message": message or HTTPStatus(code).phrase}
         self._send(Reply(code, encode_json(body).encode("utf-8")))
 
-    def _linger_close(self) -> None:
-        """Stop sending, then read and drop what the client still sends, for a short while.
-
-        Closing a socket with unread input makes the kernel send RST, which can destroy our
-        answer before the client reads it; this lets an uploading client finish and see it.
-        """
-        sock = self.connection
-        self.idle = True  # nothing left to answer: stop() may cut this short
-        if self.server.stopping:
-            return
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_SECONDS
-            left = LINGER_MAX_BYTES
-            while left > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                sock.settimeout(remaining)
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                left -= len(chunk)
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's name)
-        log.debug("%s %s", self.address_string(), format % args)
+    def log_request(self, code: int, size: int) -> None:
+        log.debug("%s \"%s\" %s %s", self.client_address[0] if self.client_address else "-",
+                  self.requestline, code, size)

@@ -21,6 +21,15 @@ Routes with a ``feature`` (``"nkvd"``) exist only in tables compiled with that f
 (:func:`route_table`); a server without it answers 404 for them, as for any unknown path.
 The server's table is its ``route_table`` attribute (the default table when unset).
 
+Authorization is decided here and nowhere else (:func:`authenticate`, then
+:func:`authorize` once the parameters are parsed): every route declares
+the ``role`` a client token needs (``read``, ``write``, ``admin``; ``OPEN`` for none,
+``PEER`` for node-to-node routes, which the cluster signature protects instead) and its
+``scope``: ``"key"`` (the ``key`` parameter must be covered by the token's prefixes),
+``"listing"`` (the answer is filtered to covered keys), ``"namespace:<prefix>"`` (the token
+must cover every key under ``<prefix>``), or None (no key involved). The server's
+:class:`~dkvs.api.auth.Authenticator` is its ``auth`` attribute (auth off when unset).
+
 A handler is ``handler(exchange, args) -> Reply``: ``args`` holds the parsed parameters,
 ``exchange`` is the request handler, of which routes use only ``service``, ``server``
 (``cors``, ``internal_max_body_bytes``), ``command``, ``headers``, ``query`` (parsed query
@@ -35,21 +44,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..errors import MethodNotAllowed, NotFound
+from ..errors import Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .params import (ACKS, AFTER, AFTER_SEQ, CONSISTENT, IF_SEQ, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT,
                      WAIT, Param, _parse_seq, _parse_wait, check_query, decode_value, parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
-from .nkvd import NKVD_HANDLERS, NKVD_PREFIX
+from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
 
 __all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "NKVD_FEATURE", "dispatch",
-           "route_table"]
+           "route_table", "authenticate", "authorize", "SCOPE_KEY", "SCOPE_LISTING"]
 
 INTERNAL_PREFIX = "/internal/"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEALTH_BODY = b'{"status":"ok"}'
 NKVD_FEATURE = "nkvd"
+SCOPE_KEY = "key"
+SCOPE_LISTING = "listing"
+_NAMESPACE = "namespace:"
+_AUTH_OFF = Authenticator()
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class Route:
     ``public`` routes are documented and get CORS; internal ones are neither.
     ``strict_query``: unknown or repeated query parameters are a 400 (see the module
     docstring); ``feature``: the route exists only where that feature is enabled.
+    ``role`` and ``scope``: what a client token needs (see the module docstring); the
+    default is the strictest, so a route added without thought is admin-only.
     """
 
     method: str
@@ -74,6 +90,8 @@ class Route:
     documented: bool = True  # in /openapi.json (the dashboard's pages are not API)
     strict_query: bool = True
     feature: str | None = None
+    role: str | None = ADMIN
+    scope: str | None = None
 
     @property
     def query_names(self) -> tuple[str, ...]:
@@ -102,10 +120,19 @@ def delete_key(ex, args: dict) -> Reply:
 
 
 def list_keys(ex, args: dict) -> Reply:
+    grant = getattr(ex, "grant", None)
     if args["wait"] is not None:
-        return json_reply(ex.service.watch_prefix(args["prefix"], args["after_seq"], args["wait"],
-                                                  args["limit"]))
-    return json_reply(ex.service.items(args["prefix"], args["after"], args["limit"]))
+        answer = ex.service.watch_prefix(args["prefix"], args["after_seq"], args["wait"], args["limit"])
+        return json_reply(_visible(grant, args["prefix"], answer, "changes"))
+    answer = ex.service.items(args["prefix"], args["after"], args["limit"])
+    return json_reply(_visible(grant, args["prefix"], answer, "items"))
+
+
+def _visible(grant: Grant | None, prefix: str, answer: dict, field_name: str) -> dict:
+    """A listing or watch answer with only the keys the token covers (paging unchanged)."""
+    if grant is None or grant.covers_prefix(prefix):
+        return answer
+    return {**answer, field_name: [row for row in answer[field_name] if grant.visible(row["key"])]}
 
 
 def get_metrics(ex, args: dict) -> Reply:
@@ -129,8 +156,15 @@ def get_openapi(ex, args: dict) -> Reply:
 
 
 def internal(ex, args: dict) -> Reply:
+    """Node-to-node and admin routes: the signature is checked from the head, *before* the
+    body is read (an admin token, when auth is on, stands in for it on admin routes)."""
+    path = args["path"] if "path" in args else ex.route_pattern[len(INTERNAL_PREFIX):]
+    problem = ex.service.internal_head(ex.command, ex.path, ex.headers,
+                                       token_checked=getattr(ex, "grant", None) is not None)
+    if problem is not None:
+        return error_reply(Unauthorized(f"internal request refused: {problem}"))
     body = ex.read_body(ex.server.internal_max_body_bytes, required=False)
-    status, data = ex.service.internal(ex.command, args["path"], ex.query, body, ex.headers)
+    status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
     return Reply(status, data)
 
 
@@ -143,6 +177,7 @@ EVENTS_WAIT = Param(
 
 # --- the table ------------------------------------------------------------------------
 
+_NKVD_WRITES = ("/set", "/rm", "/clear")
 _E400 = {400: ("Bad input: a parameter, the key or the body (see `error`, `parameter`).", "Error")}
 _E413 = {413: ("The key or the value is over the node's limit.", "Error")}
 _E503 = {503: ("No master is known (or it is unreachable); retry after Retry-After seconds.",
@@ -157,40 +192,46 @@ ROUTES: tuple[Route, ...] = (
           (KEY, ACKS, TIMEOUT, IF_SEQ),
           {200: ("Written.", "Written"), 409: ("if_seq did not match the key's current seq.", "Error"),
            411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
-          body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes.")),
+          body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes."), role=WRITE, scope=SCOPE_KEY),
     Route("GET", "/kv/{key}", get_key, "Read a value, or watch it (wait=)", (KEY, CONSISTENT, WAIT, AFTER_SEQ),
           {200: ("The value (with wait: a Watched answer, also when absent).", "Item"),
-           **_E404_KEY, **_E400, **_E413, **_E503}),
+           **_E404_KEY, **_E400, **_E413, **_E503}, role=READ, scope=SCOPE_KEY),
     Route("DELETE", "/kv/{key}", delete_key, "Delete a key (any node; slaves forward)",
           (KEY, ACKS, TIMEOUT),
-          {200: ("Deleted.", "Written"), **_E404_KEY, **_WRITE_ERRORS}),
+          {200: ("Deleted.", "Written"), **_E404_KEY, **_WRITE_ERRORS}, role=WRITE, scope=SCOPE_KEY),
     Route("GET", "/kv", list_keys, "List keys in order, a page at a time; or watch a prefix (wait=)",
           (PREFIX, AFTER, LIMIT, WAIT, AFTER_SEQ),
           {200: ("A page; pass `next` as `after` to get the following one (with wait: Changes).", "Page"),
-           **_E400}),
+           **_E400}, role=READ, scope=SCOPE_LISTING),
     Route("GET", "/metrics", get_metrics, "Prometheus metrics of this node", (),
-          {200: ("Prometheus text exposition format 0.0.4.", "text")}),
+          {200: ("Prometheus text exposition format 0.0.4.", "text")}, role=READ),
     Route("GET", "/events", get_events, "Recent cluster events seen by this node (long poll with wait=)",
           (EVENTS_AFTER, EVENTS_WAIT),
           {200: ("`{events: [{index, time, node, epoch, kind, level, text, details}], next, dropped, "
-                 "started}`; pass `next` as `after`.", None), **_E400}),
+                 "started}`; pass `next` as `after`.", None), **_E400}, role=READ),
     Route("GET", "/status", get_status, "This node's view of the cluster", (),
-          {200: ("Role, epoch, master, log positions and members.", "Status")}),
+          {200: ("Role, epoch, master, log positions and members.", "Status")}, role=READ),
     Route("GET", "/health", get_health, "Liveness probe", (),
-          {200: ("The node serves.", "Health")}),
+          {200: ("The node serves.", "Health")}, role=OPEN),
     Route("GET", "/openapi.json", get_openapi, "This document", (),
-          {200: ("The OpenAPI 3 description of the public API.", None)}),
-    Route("GET", "/", serve_index, "The web dashboard", (), {200: ("HTML page.", None)}, documented=False),
+          {200: ("The OpenAPI 3 description of the public API.", None)}, role=OPEN),
+    Route("GET", "/", serve_index, "The web dashboard", (), {200: ("HTML page.", None)}, documented=False,
+          role=OPEN),
     Route("GET", "/static/{name}", serve_static, "Dashboard assets", (STATIC_NAME,),
-          {200: ("A static file.", None)}, documented=False),
+          {200: ("A static file.", None)}, documented=False, role=OPEN),
     *(Route("GET", NKVD_PREFIX + path, handler, summary, params,
             {200: ("As nkvd answers.", None), 400: ("nkvd error code.", None), 404: ("MISSING_RECORD.", None)},
-            strict_query=False, feature=NKVD_FEATURE)
-      for path, handler, summary, params in NKVD_HANDLERS),
+            strict_query=False, feature=NKVD_FEATURE, role=role, scope=_NAMESPACE + KEY_NAMESPACE)
+      for path, handler, summary, params, role in ((*h, WRITE if h[0] in _NKVD_WRITES else READ)
+                                                   for h in NKVD_HANDLERS)),
     Route("GET", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
-          (INTERNAL_PATH,), public=False, strict_query=False),
+          (INTERNAL_PATH,), public=False, strict_query=False, role=PEER),
     Route("POST", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
-          (INTERNAL_PATH,), public=False, strict_query=False),
+          (INTERNAL_PATH,), public=False, strict_query=False, role=PEER),
+    # Membership changes by an operator and fault injection: an admin token when auth is on.
+    *(Route("POST", INTERNAL_PREFIX + name, internal, summary, (), public=False, strict_query=False,
+            role=ADMIN)
+      for name, summary in (("remove", "Remove a member (admin)"), ("faults", "Fault injection (admin)"))),
 )
 
 
@@ -234,7 +275,8 @@ class RouteTable:
                 allow = ", ".join(sorted(entry.methods))
                 # A browser sends the preflight to the request's own URL, query included.
                 entry.methods["OPTIONS"] = Route(
-                    "OPTIONS", pattern, _preflight_for(allow), "CORS preflight", (), strict_query=False)
+                    "OPTIONS", pattern, _preflight_for(allow), "CORS preflight", (), strict_query=False,
+                    role=OPEN)
             entry.allow = ", ".join(sorted(entry.methods))
         # Longest prefix first, so a more specific captured route wins.
         self.prefixes.sort(key=lambda item: -len(item[0]))
@@ -304,6 +346,7 @@ def dispatch(ex, path: str, query: str) -> Reply:
             MethodNotAllowed(f"{path[:80]} does not accept {ex.command}; use {entry.allow}",
                              allow=entry.allow.split(", ")),
             (("Allow", entry.allow),))
+    grant = authenticate(ex, route)  # 401/403 on the role before any parameter is looked at
     limits = ex.service.limits
     pairs = parse_query_pairs(query)
     if route.strict_query:
@@ -314,4 +357,32 @@ def dispatch(ex, path: str, query: str) -> Reply:
         raw = captured if param.location == "path" else values.get(param.name)
         args[param.name] = param.parse(raw, limits)
     ex.args = args
+    ex.grant = authorize(grant, route, args)
     return route.handler(ex, args)
+
+
+# --- authorization: the one place, driven by each route's role and scope ----------------
+
+def authenticate(ex, route: Route) -> Grant | None:
+    """The request's token checked against the role ``route`` needs.
+
+    Returns its grant (None when auth is off or the route needs no token); raises
+    Unauthorized (401: no or unknown token) or Forbidden (403: too weak a role).
+    """
+    auth = getattr(ex.server, "auth", None) or _AUTH_OFF
+    return auth.authorize(ex.headers, route.role)
+
+
+def authorize(grant: Grant | None, route: Route, args: dict) -> Grant | None:
+    """The token's key prefixes checked against the key(s) ``route`` touches with ``args``.
+
+    Runs before the handler, so a refused request changes nothing and its body is never
+    read; listings are filtered by the handler instead (scope ``listing``).
+    """
+    if grant is None or route.scope is None:
+        return grant
+    if route.scope == SCOPE_KEY and not grant.visible(args["key"]):
+        raise Forbidden(f"this token does not cover the key {args['key'][:100]!r}")
+    if route.scope.startswith(_NAMESPACE) and not grant.covers_prefix(route.scope[len(_NAMESPACE):]):
+        raise Forbidden(f"this token does not cover every key under {route.scope[len(_NAMESPACE):]!r}")
+    return grant

@@ -1,148 +1,218 @@
-"""The HTTP server of a node: a tuned ``ThreadingHTTPServer`` around a :class:`KeyValueService`.
+"""The HTTP server of a node: a selector, bounded worker pools, and a :class:`KeyValueService`.
 
 ``make_server(service, host, port)`` binds at once (``port=0`` picks a free port; ``url``
-then holds the real one); ``start()`` serves from a daemon thread; ``stop()`` ends
-everything it started. One thread per connection, as ``http.server`` does it, tuned per
-DESIGN.md §6:
+then holds the real one); ``start()`` serves; ``stop()`` ends everything it started.
 
-* ``request_queue_size`` (listen backlog) defaults to 1024, not 5, so bursts of new
-  connections are queued instead of having their SYNs dropped (which costs ~1 s retries).
-* Accepted sockets get ``TCP_NODELAY``; every answer is also written in one piece (see
-  :mod:`dkvs.api.handler`), so no response waits on a delayed ACK.
-* Binding skips ``HTTPServer``'s reverse DNS lookup of the host (``socket.getfqdn``), which
-  can take seconds on a machine with slow DNS.
+Why not one thread per connection (``ThreadingHTTPServer``, used before): a thread per
+connection lets clients decide how many threads a node runs. With 1,000 keep-alive
+clients on a slave, 1,000 runnable threads fought for the GIL, the node thread missed its
+heartbeats and the slave started elections; 1,200 slow clients held 1,206 threads. Now the
+thread count is fixed by the node (see ``docs/architecture.md``, "Connections and workers"):
 
-Shutdown contract: :meth:`DkvsHTTPServer.stop` stops accepting, closes the listening socket,
-shuts down every idle keep-alive connection (so no handler thread sleeps in ``recv`` until
-its idle timeout), lets busy ones finish their current answer, joins all connection threads
+* one selector thread (:mod:`dkvs.api.connections`) accepts and watches every connection
+  that waits (idle keep-alive, head or small body still arriving), enforcing
+  ``max_connections``, ``request_timeout`` and ``idle_timeout``;
+* three worker pools (:mod:`dkvs.api.workers`), each serving one request at a time and
+  handing the connection back: ``client_workers`` for the public API, ``internal_workers``
+  for ``/internal/*`` (node-to-node: heartbeats, replication, votes, joins — never queued
+  behind clients), ``watch_workers`` for long polls (``GET ...?wait=``, which may block a
+  minute and must not take the threads writes need).
+
+Kept from before (DESIGN.md §6): HTTP/1.1 keep-alive, one write per answer (see
+:mod:`dkvs.api.handler`), ``TCP_NODELAY`` on accepted sockets, a listen backlog of 1024,
+no reverse DNS lookup when binding, JSON errors for bad input.
+
+Shutdown contract: :meth:`DkvsHTTPServer.stop` stops accepting, closes the listening
+socket and every connection no worker holds (idle keep-alive ones included), lets busy
+workers finish their current answer, then closes their connections, joins every thread
 (bounded by ``timeout_seconds``) and closes the forwarding pool. It is safe to call twice.
-
-Methods to override are those of ``socketserver``; the handler class is
-:class:`~dkvs.api.handler.DkvsRequestHandler`.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import socketserver
-import sys
 import threading
 import time
 from collections.abc import Iterable
-from http.server import ThreadingHTTPServer
 
 from .. import __version__
+from .connection import RECV_BYTES, Connection
+from .connections import ConnectionManager
+from .prefetch import request_ready
 from .cors import CorsPolicy
-from .metrics import RequestMetrics
 from .forward import Forwarder
 from .handler import DkvsRequestHandler
+from .metrics import RequestMetrics
+from .response import date_line
+from .routes import INTERNAL_PREFIX
 from .service import KeyValueService
+from .workers import WorkerPool
 
-__all__ = ["DkvsHTTPServer", "make_server", "IDLE_TIMEOUT_SECONDS", "INTERNAL_MAX_BODY_BYTES"]
+__all__ = ["DkvsHTTPServer", "make_server", "IDLE_TIMEOUT_SECONDS", "REQUEST_TIMEOUT_SECONDS",
+           "MAX_CONNECTIONS", "CLIENT_WORKERS", "CLIENT_THREADS_MAX", "HOT_WAIT_MAX_SECONDS",
+           "INTERNAL_WORKERS", "WATCH_WORKERS",
+           "INTERNAL_MAX_BODY_BYTES"]
 
 log = logging.getLogger("dkvs.http")
 
-IDLE_TIMEOUT_SECONDS = 30.0
+IDLE_TIMEOUT_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 1024
+CLIENT_WORKERS = 32
+CLIENT_THREADS_MAX = 128  # client workers running + those lending their place while forwarding
+INTERNAL_WORKERS = 8
+WATCH_WORKERS = 64
 INTERNAL_MAX_BODY_BYTES = 256 * 1024 * 1024
-POLL_INTERVAL_SECONDS = 0.05  # how fast serve_forever notices shutdown()
 STOP_TIMEOUT_SECONDS = 5.0
+HOT_WAIT_MAX_SECONDS = 0.025  # longest a worker waits for the next request on its connection
 
 
-class DkvsHTTPServer(ThreadingHTTPServer):
-    """Serves the dkvs HTTP API of ``service``; see the module docstring for the tuning."""
+def is_watch(target: bytes) -> bool:
+    """A long poll: a GET whose query has ``wait=``."""
+    query = target.partition(b"?")[2]
+    return bool(query) and any(part.startswith(b"wait=") for part in query.split(b"&"))
 
-    daemon_threads = True
-    allow_reuse_address = True
+
+class DkvsHTTPServer:
+    """Serves the dkvs HTTP API of ``service``; see the module docstring for the design."""
 
     def __init__(self, service: KeyValueService, host: str = "127.0.0.1", port: int = 0, *,
                  cors_origins: Iterable[str] = ("*",), request_queue_size: int = 1024,
                  idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS,
+                 request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+                 max_connections: int = MAX_CONNECTIONS,
+                 client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
+                 watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                  internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES,
                  forwarder: Forwarder | None = None) -> None:
         self.service = service
-        self.request_queue_size = request_queue_size  # read by server_activate (listen)
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.cors = CorsPolicy(cors_origins)
         self.metrics = RequestMetrics()
         self.idle_timeout_seconds = idle_timeout_seconds
+        self.request_timeout_seconds = request_timeout_seconds
         self.internal_max_body_bytes = internal_max_body_bytes
-        self.forwarder = forwarder if forwarder is not None else Forwarder()
+        # One pooled connection to the master per client thread that may be forwarding.
+        client_threads_max = max(client_workers, client_threads_max)
+        self.forwarder = forwarder if forwarder is not None else Forwarder(max_idle_per_target=client_threads_max)
         self.server_line = f"Server: dkvs/{__version__}\r\n"
         self.stopping = False
         self._lock = threading.Lock()
-        self._handlers: set[DkvsRequestHandler] = set()
-        self._connection_threads: set[threading.Thread] = set()
-        self._serve_thread: threading.Thread | None = None
-        super().__init__((host, port), DkvsRequestHandler)
-        bound_host, bound_port = self.server_address[:2]
+        self._thread: threading.Thread | None = None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(request_queue_size)
+            self.socket.setblocking(False)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        bound_host, self.server_port = self.server_address[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.url = f"http://{shown}:{bound_port}"
+        self.url = f"http://{shown}:{self.server_port}"
+        self.pools = {"client": WorkerPool("client", client_workers, self._serve, max_threads=client_threads_max),
+                      "internal": WorkerPool("internal", internal_workers, self._serve),
+                      "watch": WorkerPool("watch", watch_workers, self._serve)}
+        self.connections = ConnectionManager(
+            self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
+            request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
+            header_lines=lambda: self.server_line + date_line())
 
-    # --- socketserver hooks -----------------------------------------------------------
+    # --- the request path ----------------------------------------------------------
 
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # not HTTPServer's: no getfqdn DNS lookup
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def get_request(self):
-        sock, address = super().get_request()
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (tests may pass other sockets); harmless
-            pass
-        return sock, address
-
-    def process_request(self, request, client_address) -> None:
-        """One daemon thread per connection, remembered so :meth:`stop` can join it."""
-        if self.stopping:
-            self.shutdown_request(request)
-            return
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
-                                  name="dkvs-http-connection", daemon=True)
-        with self._lock:
-            self._connection_threads.add(thread)
-        thread.start()
-
-    def _serve_connection(self, request, client_address) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._lock:
-                self._connection_threads.discard(threading.current_thread())
-
-    def handle_error(self, request, client_address) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            log.debug("connection from %s failed: %r", client_address, exc)
+    @staticmethod
+    def _classify(conn: Connection) -> str:
+        """The pool for the request buffered on ``conn``, from its request line (also kept
+        in ``conn.kind``)."""
+        line_end = conn.buf.find(b"\n", conn.pos, conn.pos + 65536)
+        words = bytes(conn.buf[conn.pos:line_end if line_end >= 0 else conn.pos + 256]).split()
+        target = words[1] if len(words) > 1 else b""
+        if target.startswith(INTERNAL_PREFIX.encode()):
+            conn.kind = "internal"
+        elif words and words[0] == b"GET" and is_watch(target):
+            conn.kind = "watch"
         else:
-            log.error("unexpected error on the connection from %s", client_address, exc_info=True)
+            conn.kind = "client"
+        return conn.kind
 
-    # --- handler bookkeeping (called from connection threads) ---------------------------
+    def _dispatch(self, conn: Connection) -> None:
+        """Called by the selector: queue ``conn`` on the pool its request belongs to."""
+        if not self.pools[conn.kind].submit(conn):
+            self.connections.give_back(conn, "close")
 
-    def track(self, handler: DkvsRequestHandler) -> None:
-        with self._lock:
-            self._handlers.add(handler)
+    def blocking(self, conn: Connection):
+        """Context manager for a handler about to wait on the network (see WorkerPool)."""
+        return self.pools[conn.kind].blocking()
 
-    def untrack(self, handler: DkvsRequestHandler) -> None:
-        with self._lock:
-            self._handlers.discard(handler)
+    def _serve(self, conn: Connection) -> None:
+        """Run in a worker: answer requests on ``conn``, then hand the connection back.
+
+        A *hot* keep-alive connection — its next request arrives within
+        :data:`HOT_WAIT_MAX_SECONDS` while no other request waits for this pool — is served
+        again by the same worker: the selector round trip (two thread wake-ups, each of
+        which can cost milliseconds on a busy machine) is skipped. The wait is cut into
+        slices of :data:`~dkvs.api.connection.HOT_WAIT_SECONDS` (the socket's
+        ``SO_RCVTIMEO``) and ends as soon as a request is queued for the pool, so a queued
+        request waits at most one slice for a worker. Under heavy load the queue is never
+        empty and every connection goes back to the selector.
+        """
+        kind = conn.kind
+        pool = self.pools[kind]
+        while True:
+            mode = "close"
+            try:
+                handler = DkvsRequestHandler(conn, self)
+                handler.handle()
+                if not (handler.close_connection or self.stopping):
+                    mode = "keep"
+                elif handler.linger and not self.stopping:
+                    mode = "linger"
+            except BaseException:
+                self.connections.give_back(conn, "close")
+                raise
+            if mode == "keep" and kind != "watch" and not conn.over_cap \
+                    and self._next_request_here(conn, pool) and self._classify(conn) == kind:
+                continue
+            if conn.eof:
+                mode = "close"
+            self.connections.give_back(conn, mode)
+            return
+
+    def _next_request_here(self, conn: Connection, pool: WorkerPool) -> bool:
+        """Wait a little for the next request on ``conn``; True once this worker can serve it."""
+        conn.compact()
+        conn.start_request(time.monotonic())
+        if not conn.hot:
+            return bool(conn.buffered) and request_ready(conn)
+        deadline = time.monotonic() + HOT_WAIT_MAX_SECONDS
+        while not request_ready(conn):
+            if pool.queued or self.stopping or time.monotonic() >= deadline:
+                return False
+            try:  # blocking, but SO_RCVTIMEO ends it after one slice
+                data = conn.sock.recv(RECV_BYTES)
+            except BlockingIOError:  # a slice went by in silence
+                continue
+            except OSError:
+                return False
+            if not data:
+                conn.eof = True
+                return False
+            conn.received(data, time.monotonic())
+        return True
 
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> DkvsHTTPServer:
-        """Serve from a daemon thread; returns once the loop runs (the socket already listens)."""
-        if self._serve_thread is not None or self.stopping:
-            raise RuntimeError("this server was already started")
-        running = threading.Event()
-
-        def serve() -> None:
-            running.set()
-            self.serve_forever(poll_interval=POLL_INTERVAL_SECONDS)
-
-        self._serve_thread = threading.Thread(target=serve, name="dkvs-http-accept", daemon=True)
-        self._serve_thread.start()
-        running.wait()
+        """Serve from a daemon thread; returns at once (the socket already listens)."""
+        with self._lock:
+            if self._thread is not None or self.stopping:
+                raise RuntimeError("this server was already started")
+            self._thread = threading.Thread(target=self.connections.run, name="dkvs-http-selector",
+                                            daemon=True)
+        self._thread.start()
         return self
 
     def stop(self, timeout_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
@@ -150,43 +220,54 @@ class DkvsHTTPServer(ThreadingHTTPServer):
         with self._lock:
             if self.stopping:
                 return
-            self.stopping = True  # handlers check it each time they turn idle
-        if self._serve_thread is not None:
-            self.shutdown()
-            self._serve_thread.join()
-        self.server_close()
-        with self._lock:
-            handlers = list(self._handlers)
-            threads = list(self._connection_threads)
-        for handler in handlers:
-            if handler.idle:  # set before it re-checks ``stopping``: none is missed
-                _shutdown_quietly(handler.connection)
+            self.stopping = True  # workers close their connection after the current answer
         deadline = time.monotonic() + timeout_seconds
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self.connections.stop()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        else:
+            self.connections.shutdown()
+        self.socket.close()
+        for pool in self.pools.values():
+            for conn in pool.close():
+                conn.close()
+        for pool in self.pools.values():
+            pool.join(deadline)
         self.forwarder.close()
+
+    # Compatibility with the socketserver-based server this replaced.
+    def server_close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> DkvsHTTPServer:
+        return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
 
-def _shutdown_quietly(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0, *,
                 cors_origins: Iterable[str] = ("*",), request_queue_size: int = 1024,
                 idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS,
+                request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+                max_connections: int = MAX_CONNECTIONS,
+                client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
+                watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                 internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES) -> DkvsHTTPServer:
     """A bound, not yet started server for ``service``; call ``start()`` then ``stop()``.
 
-    ``idle_timeout_seconds`` bounds the silence on a connection, between requests and in the
-    middle of a body; ``internal_max_body_bytes`` caps bodies of ``/internal/`` routes.
+    ``idle_timeout_seconds`` closes keep-alive connections idle that long (and bounds a
+    body's silence); ``request_timeout_seconds`` is the time a request head has to arrive
+    (bodies get more at 64 KiB/s); ``max_connections`` caps open connections;
+    ``*_workers`` size the three pools (``client_threads_max`` also counts client workers
+    waiting on a forward, see :class:`~dkvs.api.workers.WorkerPool`); ``internal_max_body_bytes`` caps bodies of
+    ``/internal/`` routes.
     """
     return DkvsHTTPServer(service, host, port, cors_origins=cors_origins,
                           request_queue_size=request_queue_size,
                           idle_timeout_seconds=idle_timeout_seconds,
+                          request_timeout_seconds=request_timeout_seconds,
+                          max_connections=max_connections, client_workers=client_workers,
+                          internal_workers=internal_workers, watch_workers=watch_workers,
+                          client_threads_max=client_threads_max,
                           internal_max_body_bytes=internal_max_body_bytes)

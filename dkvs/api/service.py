@@ -94,6 +94,15 @@ class KeyValueService(abc.ABC):
         """Node metrics for ``/metrics``: ``[(name, type, help, [(labels, value), ...])]``."""
         return []
 
+    def internal_head(self, method: str, target: str, headers, *, token_checked: bool = False) -> str | None:
+        """Check an internal request from its head, before its body is read.
+
+        ``target`` is the request target as received (path and raw query);
+        ``token_checked``: the route needed an admin token and the request carried one.
+        Returns None to go on, or the reason to refuse it (401). Default: accept.
+        """
+        return None
+
     @abc.abstractmethod
     def internal(self, method: str, path: str, query: dict, body: bytes,
                  headers: dict) -> tuple[int, bytes]:
@@ -102,5 +111,7 @@ class KeyValueService(abc.ABC):
         ``path`` is the part after ``/internal/`` (e.g. ``"raft"``, ``"join"``), ``query``
         the parsed query string (``{name: last value}``), ``headers`` a case-insensitive
         mapping. Returns (HTTP status, JSON body bytes). The service authenticates (cluster
-        secret) and decodes; the front end only passes the raw request through.
+        secret: the head in :meth:`internal_head`, which the front end calls first, before
+        reading the body; the body against its signed digest here) and decodes; the front
+        end only passes the raw request through.
         """

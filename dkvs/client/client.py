@@ -46,13 +46,16 @@ class _Call:
 class Client:
     """A thread-safe client for a dkvs cluster.
 
-    ``Client(urls, timeout=5.0, acks=None, retry_seconds=10.0, reads="master")``
+    ``Client(urls, timeout=5.0, acks=None, retry_seconds=10.0, reads="master", token=None)``
 
     ``urls`` are some node URLs (one is enough: the others are learned from ``/status``).
     ``timeout`` bounds connecting and waiting for an answer, on top of what the node itself
     may wait (a write's acks ``timeout``, a watch's ``wait``). ``acks`` is the default
     durability of writes (None: the node's default). ``retry_seconds`` bounds the total time
-    one operation spends retrying.
+    one operation spends retrying. ``token``: the bearer token sent with every request
+    (``Authorization: Bearer TOKEN``) to nodes started with ``--auth-file``; a missing or
+    unknown token raises :class:`~dkvs.errors.Unauthorized` (401), one whose role or key
+    prefixes do not allow the operation :class:`~dkvs.errors.Forbidden` (403).
 
     Routing. Writes and consistent reads go straight to the master, found by asking the
     nodes for ``/status`` and rediscovered whenever it stops answering or a node says it is
@@ -90,7 +93,7 @@ class Client:
     """
 
     def __init__(self, urls: list[str] | str, timeout: float = 5.0, acks: str | int | None = None,
-                 retry_seconds: float = 10.0, *, reads: str = "master") -> None:
+                 retry_seconds: float = 10.0, *, reads: str = "master", token: str | None = None) -> None:
         seeds = [normalize_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
         if not seeds:
             raise ValueError("give at least one node URL")
@@ -104,6 +107,9 @@ class Client:
         self.acks = _check_acks(acks)
         self.retry_seconds = float(retry_seconds)
         self.reads = reads
+        if token is not None and (not isinstance(token, str) or not token.strip() or not token.isprintable()):
+            raise ValueError("token must be a non-empty printable string")
+        self._auth = {"Authorization": f"Bearer {token.strip()}"} if token is not None else {}
         self._view = ClusterView(seeds)
         self._pools: dict[str, NodePool] = {}
         self._pools_lock = threading.Lock()
@@ -294,7 +300,7 @@ class Client:
     def _fetch_status(self, url: str) -> dict:
         """One ``/status`` request, no retry (discovery itself is retried by the caller)."""
         try:
-            answer = self._pool(url).exchange("GET", "/status", None, dict(_JSON), self.timeout)
+            answer = self._pool(url).exchange("GET", "/status", None, {**_JSON, **self._auth}, self.timeout)
         except (NotSent, NoAnswer) as exc:
             raise Unavailable(str(exc)) from exc.cause
         if answer.status != 200:
@@ -308,9 +314,8 @@ class Client:
                 pool = self._pools[url] = NodePool(url, self.timeout)
             return pool
 
-    @staticmethod
-    def _headers(call: _Call) -> dict[str, str]:
-        headers = dict(_JSON)
+    def _headers(self, call: _Call) -> dict[str, str]:
+        headers = {**_JSON, **self._auth}
         if call.to_master:
             headers.update(_NO_FORWARD)
         if call.body is not None:

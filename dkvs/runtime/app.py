@@ -33,8 +33,8 @@ from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from .host import NodeHost
 from .recovery import restore_node
 from .service import NodeService
-from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, parse_join_urls,
-                      validate_settings)
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file,
+                      parse_join_urls, validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
@@ -63,6 +63,10 @@ class Settings:
     join_timeout: float = DEFAULT_JOIN_TIMEOUT_SECONDS
     nkvd: bool = False  # the /nkvd routes change state on GET: off unless asked for
     insecure: bool = False  # allow listening beyond loopback without a cluster secret
+    auth_file: str | None = None  # client tokens (--auth-file); None: no client authentication
+    max_connections: int = 1024
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
 
 
 class DkvsNode:
@@ -72,6 +76,7 @@ class DkvsNode:
         validate_settings(settings)
         self.settings = settings
         self.signer = Signer(settings.cluster_secret)
+        self.auth = load_auth_file(settings.auth_file)
         try:
             self.storage = self._open_storage()
         except DataDirLocked as exc:
@@ -99,13 +104,18 @@ class DkvsNode:
         self.node_id = s.node_id or recovered.node_id or secrets.token_hex(4)
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
+        self.signer.bind(self.node_id)
         service = NodeService(s.limits, self.signer)
         try:
-            self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins)
+            self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
+                                      max_connections=s.max_connections,
+                                      request_timeout_seconds=s.request_timeout,
+                                      idle_timeout_seconds=s.idle_timeout)
         except OSError as exc:
             self.storage.close()
             raise listen_error(s.host, s.port, exc) from None
         self.server.route_table = route_table(nkvd=s.nkvd)
+        self.server.auth = self.auth
         self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
@@ -129,6 +139,8 @@ class DkvsNode:
         self.server.start()
         if not self.signer.enabled:
             log.warning("no cluster secret (--cluster-secret-file): internal routes (/internal/*) are unauthenticated")
+        if not self.auth.enabled:
+            log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
         if s.join:
             try:
                 join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
@@ -150,6 +162,10 @@ class DkvsNode:
         while self.host.node.master_id is None and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    def reload_auth(self) -> bool:
+        """Re-read ``--auth-file`` (SIGHUP); a bad file keeps the tokens in force."""
+        return self.auth.reload()
+
     def leave(self, timeout: float = 3.0) -> None:
         """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it."""
         if self.host is None:
@@ -161,8 +177,10 @@ class DkvsNode:
         if master_url is None:
             log.warning("no master known; leaving without removing this node from the member list")
             return
+        self.server.service.leaving = True  # the master calls back to confirm
         try:
-            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout)
+            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout,
+                                           to=node.master_id)
             if status != 200:
                 log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
         except OSError as exc:

@@ -4,7 +4,10 @@
 Writes go through the node's thread (ordered by the core); plain reads come straight
 from the key-value state under its lock; consistent reads first pass the core's read
 barrier. Internal routes (node-to-node messages, join/leave) are authenticated with
-the cluster secret and dispatched by a table.
+the cluster secret and dispatched by a table: the signature (sender, target, time, nonce,
+query and body digest) is checked from the head before the body is read
+(:meth:`NodeService.internal_head`), the body against its signed digest after.
+Admin routes (``remove``, ``faults``) take an admin token instead when client auth is on.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..core.node import MASTER
 from ..core.quorum import majority
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
-from ..transport.auth import Signer
+from ..transport.auth import SIGNATURE_HEADER, Signer
 from .admin import ClusterAdmin
 from .answers import raise_for, write_answer
 from .host import NodeHost
@@ -30,6 +33,8 @@ __all__ = ["NodeService"]
 log = logging.getLogger("dkvs.service")
 
 INTERNAL_TIMEOUT_SECONDS = 5.0
+# Routes an operator calls: with client auth on, the admin token is their credential.
+_ADMIN_ROUTES = frozenset({"remove", "faults"})
 
 
 class NodeService(KeyValueService):
@@ -39,6 +44,7 @@ class NodeService(KeyValueService):
         self.limits = limits
         self.signer = signer
         self.admin: ClusterAdmin | None = None
+        self.leaving = False  # set by DkvsNode.leave: the master calls back to confirm a leave
 
     def attach(self, host: NodeHost, url: str) -> None:
         """Connect to the running node (the HTTP server is bound first, to learn the url)."""
@@ -211,9 +217,21 @@ class NodeService(KeyValueService):
         return self.host.events.since(after, wait or 0.0)
 
     # -- internal routes -------------------------------------------------------------------------
+    def internal_head(self, method: str, target: str, headers, *, token_checked: bool = False) -> str | None:
+        path = target.partition("?")[0]
+        if token_checked and path[len("/internal/"):] in _ADMIN_ROUTES:
+            return None  # the admin token was checked by the route table
+        problem = self.signer.verify_head(method, target, headers)
+        if problem is not None:
+            log.warning("refused internal request %s %s: %s", method, path[:100], problem)
+        return problem
+
     def internal(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         full_path = "/internal/" + path
-        problem = self.signer.verify(method, full_path, body, headers)
+        # The head was checked by internal_head (the front end always calls it first); a
+        # signed body must be the one that was signed.
+        signed = self.signer.sender(headers) is not None and headers.get(SIGNATURE_HEADER) is not None
+        problem = self.signer.verify_body(headers, body) if signed else None
         if problem is not None:
             log.warning("refused internal request %s %s: %s", method, full_path, problem)
             return _error(Unauthorized(f"internal request refused: {problem}"))
@@ -221,40 +239,56 @@ class NodeService(KeyValueService):
         if handler is None:
             return 404, json.dumps({"error": "not_found", "message": f"no internal route {method} {path}"}).encode()
         try:
-            return handler(self, query, body)
+            return handler(self, query, body, headers)
         except codec.CodecError as exc:
             return _error(BadRequest(str(exc)))
         except DkvsError as exc:
             return _error(exc)
 
-    def _raft(self, query: dict, body: bytes) -> tuple[int, bytes]:
+    def _check_sender(self, message, headers) -> None:
+        """A signed message must come from the node it names as its sender."""
+        sender = self.signer.sender(headers)
+        if sender is not None and message.sender != sender:
+            raise Unauthorized(f"the message names {message.sender!r} as its sender but was signed by {sender!r}")
+
+    def _raft(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         message = codec.decode(body)
+        self._check_sender(message, headers)
         if message.sender in getattr(self.host.transport, "blocked", ()):
             return _error(NoMaster("partitioned (fault injection)"))
         replies = self.host.deliver_and_wait(message, INTERNAL_TIMEOUT_SECONDS)
         return 200, codec.encode_many(replies)
 
-    def _snapshot(self, query: dict, body: bytes) -> tuple[int, bytes]:
+    def _snapshot(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         message = codec.decode_snapshot(body)
+        self._check_sender(message, headers)
         if message.sender in getattr(self.host.transport, "blocked", ()):
             return _error(NoMaster("partitioned (fault injection)"))
         replies = self.host.deliver_and_wait(message, 60.0)
         return 200, codec.encode_many(replies)
 
-    def _join(self, query: dict, body: bytes) -> tuple[int, bytes]:
+    def _identity(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        # The master calls a joining (or leaving) node back here to confirm who answers at
+        # its advertised URL, and that it really is leaving.
+        return 200, _json({"id": self.host.node.id, "leaving": self.leaving})
+
+    def _join(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
-        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", ""))))
+        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers))
 
-    def _leave(self, query: dict, body: bytes) -> tuple[int, bytes]:
+    def _leave(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
-        return 200, _json(self.admin.remove(str(request.get("id", "")), must_be_dead=False))
+        return 200, _json(self.admin.leave(str(request.get("id", "")), self.signer.sender(headers),
+                                           request.get("relayed") is True, headers))
 
-    def _remove(self, query: dict, body: bytes) -> tuple[int, bytes]:
-        # ``?id=`` from an operator; a slave relaying the request puts the id in the body.
-        node_id = query.get("id") or str(_json_object(body).get("id", "")) if body else query.get("id", "")
-        return 200, _json(self.admin.remove(node_id, must_be_dead=True))
+    def _remove(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        # ``?id=`` (and ``force=true``) from an operator; a slave relaying it puts them in the body.
+        request = _json_object(body) if body else {}
+        node_id = query.get("id") or str(request.get("id", ""))
+        force = query.get("force", "").lower() in ("1", "true", "yes") or request.get("force") is True
+        return 200, _json(self.admin.remove(node_id, force, headers))
 
-    def _faults(self, query: dict, body: bytes) -> tuple[int, bytes]:
+    def _faults(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         try:
             self.host.transport.block(request.get("block", []))
@@ -265,6 +299,7 @@ class NodeService(KeyValueService):
     _INTERNAL = {
         ("POST", "raft"): _raft,
         ("POST", "snapshot"): _snapshot,
+        ("GET", "identity"): _identity,
         ("POST", "join"): _join,
         ("POST", "leave"): _leave,
         ("POST", "remove"): _remove,

@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.parse
 
+from ..api.auth import Authenticator, AuthFileError
 from ..api.service import ACKS_LEVELS
 from ..transport.auth import Signer
 from .admin import post_internal
@@ -37,6 +38,7 @@ __all__ = [
     "check_listen_address",
     "check_data_dir",
     "read_secret_file",
+    "load_auth_file",
     "validate_settings",
     "listen_error",
     "join_any",
@@ -164,6 +166,23 @@ def read_secret_file(path: str) -> str:
         log.warning("--cluster-secret-file %s is readable by other users (mode %o); chmod 600 it",
                     path, mode & 0o777)
     return secret
+
+
+def load_auth_file(path: str | None) -> Authenticator:
+    """The client tokens of ``--auth-file`` (auth off without a path); StartupError when
+    the file cannot be read or is not a valid token list. Tokens never appear in messages."""
+    try:
+        auth = Authenticator(path)
+    except AuthFileError as exc:
+        raise StartupError(str(exc)) from None
+    if path is not None:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            log.warning("--auth-file %s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
+    return auth
 
 
 def _positive(value: float) -> bool:

@@ -97,11 +97,11 @@ class HttpTransport(Transport):
         self.blocked = frozenset(peers)
 
     # -- used by the sender threads ----------------------------------------------------------------
-    def _post(self, conn: http.client.HTTPConnection, path: str, body, length: int) -> list[Message]:
-        joined = body if isinstance(body, bytes) else None
+    def _post(self, conn: http.client.HTTPConnection, path: str, body, length: int,
+              target: str = "") -> list[Message]:
         headers = {"Content-Type": "application/json", "Content-Length": str(length)}
         if self.signer.enabled:
-            headers.update(self.signer.headers("POST", path, joined if joined is not None else b"".join(body)))
+            headers.update(self.signer.headers("POST", path, body, to=target))
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
@@ -169,11 +169,11 @@ class _PeerSender:
             if snapshot:
                 chunks = codec.encode_snapshot_chunks(message)
                 conn = self._connection(SNAPSHOT_TIMEOUT_SECONDS)
-                replies = transport._post(conn, SNAPSHOT_PATH, chunks, sum(len(c) for c in chunks))
+                replies = transport._post(conn, SNAPSHOT_PATH, chunks, sum(len(c) for c in chunks), self.peer_id)
             else:
                 body = codec.encode(message)
                 conn = self._connection(transport.request_timeout)
-                replies = transport._post(conn, RAFT_PATH, body, len(body))
+                replies = transport._post(conn, RAFT_PATH, body, len(body), self.peer_id)
         except (OSError, http.client.HTTPException, codec.CodecError) as exc:
             log.debug("send to %s failed: %s", self.peer_id, exc)
             if self._conn is not None:

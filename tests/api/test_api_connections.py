@@ -92,8 +92,9 @@ def test_stop_closes_idle_keep_alive_connections_and_joins_their_threads(start_s
     conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
     try:
         conn.request("GET", "/health")
-        conn.getresponse().read()  # the connection now idles, its thread blocked in recv
-        assert any(t.name == "dkvs-http-connection" for t in threading.enumerate())
+        conn.getresponse().read()  # the connection now idles, watched by the selector
+        assert any(t.name == "dkvs-http-selector" for t in threading.enumerate())
+        assert any(t.name.startswith("dkvs-http-client") for t in threading.enumerate())
         server.stop()
         assert not any(t.name.startswith("dkvs-http") for t in threading.enumerate())
         assert conn.sock.recv(1) == b""  # the server side is closed
