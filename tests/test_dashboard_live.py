@@ -245,6 +245,30 @@ def test_substring_search_finds_keys_and_the_list_refreshes_by_itself(cluster, t
         page.close()
 
 
+def test_with_auth_on_the_page_asks_for_a_token_once_and_then_shows_every_member(tmp_path):
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"tokens": [{"token": "dash-token", "role": "write"}]}))
+    auth.chmod(0o600)
+    with LocalCluster(*FAST_TIMINGS) as group:
+        nodes = group.start_cluster(3, "--auth-file", str(auth))
+        slave = nodes[1]
+        headers = {"Authorization": "Bearer dash-token"}
+        assert http_call(slave.url, "GET", "/status")[0] == 401
+        assert wait_for(lambda: http_call(nodes[0].url, "PUT", "/kv/guarded", b"v", headers=headers)[0] == 200, 10)
+        page = Page(slave.url + "/", tmp_path / "profile")
+        try:
+            page.wait("!document.getElementById('auth').hidden", 10, "the token form")
+            page.js("document.getElementById('auth-token').value = 'dash-token';"
+                    "document.getElementById('auth').requestSubmit()")
+            page.wait("!!document.querySelector('#items tr[data-key=\"guarded\"]')", 15, "keys read with the token")
+            alive = "[...document.querySelectorAll('#members tr[data-alive=\"true\"]')].length"
+            page.wait(f"{alive} === 3", 15, "every member polled with the token")
+            page.wait("document.querySelectorAll('#timeline li[data-kind]').length > 0", 15, "events with the token")
+            assert page.js("document.getElementById('auth').hidden") is True
+        finally:
+            page.close()
+
+
 class _TokenNode(http.server.ThreadingHTTPServer):
     """A stand-in node that wants ``Authorization: Bearer s3cret`` on every API call."""
 

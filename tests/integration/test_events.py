@@ -40,7 +40,10 @@ def test_after_a_master_sigkill_a_survivor_lists_the_election_with_reason_epoch_
     assert won["epoch"] == epoch and won["node"] == new.id and f"epoch={epoch}" in won["text"]
     feed = events(new.url)["events"]
     campaign = find(feed, "pre_vote")
-    assert campaign and campaign["details"]["reason"] == "heartbeat timeout", feed
+    assert campaign and campaign["details"]["reason"], feed  # its own timeout, or a peer's pre-vote
+    # Whichever survivor's timer fired first says so.
+    reasons = {e["details"].get("reason") for n in others for e in events(n.url)["events"] if e["kind"] == "pre_vote"}
+    assert "heartbeat timeout" in reasons, reasons
     assert find(feed, "election_started") is not None
     assert [e["index"] for e in feed] == sorted(e["index"] for e in feed)
     followed = wait_until(lambda: find(events(follower.url)["events"], "following", master=new.id), 10,
