@@ -228,6 +228,40 @@ def test_an_edit_that_lost_a_race_shows_the_conflict_message_and_delete_asks_fir
         page.close()
 
 
+def test_delete_confirmation_works_from_the_keyboard(cluster, tmp_path):
+    group, nodes, master = cluster
+    assert http_call(master.url, "PUT", "/kv/kbd", b"v")[0] == 200
+    page = Page(master.url + "/", tmp_path / "profile")
+
+    page.command("Emulation.setFocusEmulationEnabled", {"enabled": True})
+
+    def press(key: str, code: int) -> None:
+        text = {"Enter": "\r"}.get(key, "")
+        for kind in ("keyDown", "keyUp"):
+            event = {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code,
+                     "nativeVirtualKeyCode": code}
+            if text and kind == "keyDown":
+                event["text"] = text
+            page.command("Input.dispatchKeyEvent", event)
+    try:
+        delete = "document.querySelector('#items tr[data-key=\"kbd\"] button.danger')"
+        page.wait(f"!!{delete}", 15, "the key")
+        page.js("document.getElementById('live').checked = false;" + delete + ".focus()")
+        press("Enter", 13)
+        page.wait("document.activeElement === document.getElementById('confirm-no')", 5, "focus on Cancel")
+        press("Escape", 27)
+        page.wait(f"document.getElementById('confirm').hidden && document.activeElement === {delete}", 5,
+                  "the confirmation closed, focus back on Delete")
+        assert http_call(master.url, "GET", "/kv/kbd")[0] == 200
+        press("Enter", 13)
+        page.wait("document.activeElement === document.getElementById('confirm-no')", 5, "focus on Cancel again")
+        page.js("document.getElementById('confirm-yes').focus()")
+        press("Enter", 13)
+        assert wait_for(lambda: http_call(master.url, "GET", "/kv/kbd")[0] == 404, 10), "Enter on Yes deletes"
+    finally:
+        page.close()
+
+
 def test_substring_search_finds_keys_and_the_list_refreshes_by_itself(cluster, tmp_path):
     group, nodes, master = cluster
     for key in ("alpha/needle/1", "beta/needle", "gamma/hay"):
