@@ -367,6 +367,7 @@ def test_a_401_asks_for_a_token_kept_in_session_storage_and_sent_on_every_reques
 
 def measure_chart_accuracy(seconds: float = 30.0, workers: int = 4) -> None:
     """Benchmark, not a test: writes/s on the chart against what a load generator counted.
+    (``python3 tests/test_dashboard_live.py events`` runs :func:`measure_failover_events`.)
 
     ``python3 tests/test_dashboard_live.py`` starts 3 nodes, opens the dashboard on a slave,
     runs ``workers`` writers against the master for ``seconds`` and prints, for the steady
@@ -406,5 +407,32 @@ def measure_chart_accuracy(seconds: float = 30.0, workers: int = 4) -> None:
           f"ratio {mean / actual:.3f} ({workers} writers, {seconds:.0f} s, middle half)")
 
 
+def measure_failover_events(runs: int = 5) -> None:
+    """Benchmark, not a test: seconds from a master SIGKILL until the election is in a
+    survivor's ``GET /events`` (read with a long poll), the feed the timeline shows."""
+    results = []
+    for _ in range(runs):
+        with LocalCluster(*FAST_TIMINGS) as group:
+            nodes = group.start_cluster(3)
+            master = wait_for(group.master, 10)
+            survivor = next(n for n in nodes if n is not master)
+            after = http_call(survivor.url, "GET", "/events")[1]["next"]
+            killed = time.monotonic()
+            master.kill()
+            seen = None
+            while seen is None and time.monotonic() - killed < 20:
+                answer = http_call(survivor.url, "GET", f"/events?after={after}&wait=10", timeout=15)[1]
+                after = answer["next"]
+                if any(e["kind"] in ("elected", "following") and e["epoch"] > 1 for e in answer["events"]):
+                    seen = time.monotonic() - killed
+            results.append(seen)
+    print("SIGKILL of the master -> election in a survivor's /events, seconds:",
+          ", ".join("none" if r is None else f"{r:.2f}" for r in results),
+          f"({' '.join(FAST_TIMINGS)})")
+
+
 if __name__ == "__main__":
-    measure_chart_accuracy()
+    if sys.argv[1:] == ["events"]:
+        measure_failover_events()
+    else:
+        measure_chart_accuracy()
