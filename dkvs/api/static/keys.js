@@ -14,17 +14,20 @@
   const SCAN_PAGE = 1000;             // keys per GET /kv while scanning for a substring
   const MAX_SCAN_KEYS = 10000;        // a substring search reads at most this many keys
   const LIVE_REFRESH_MS = 2000;
+  const LIVE_SCAN_REFRESH_MS = 10000; // a substring search reads many pages: refresh it less often
   const VALUE_PREVIEW_CHARS = 200;
 
   const browse = {mode: "prefix", text: "", after: null, next: null, busy: false};
   let editing = null;                 // {key, seq}: what the form was loaded from (compare-and-set)
   let searchTimer = 0;
+  let loadedAt = 0;
 
   async function loadKeys(after = browse.after) {
     browse.busy = true;
     const mode = $("search-mode").value, text = $("search-text").value;
     const answer = mode === "substring" ? await scan(text) : await page(text, after);
     browse.busy = false;
+    loadedAt = Date.now();
     const tbody = $("items").tBodies[0];
     if (answer.error) {
       tbody.replaceChildren(messageRow(describeError(answer.error), "bad-text"));
@@ -200,6 +203,8 @@
   function liveRefresh() {
     const list = $("items");
     const focused = list.contains(document.activeElement) || !$("confirm").hidden;
+    const every = browse.mode === "substring" ? LIVE_SCAN_REFRESH_MS : LIVE_REFRESH_MS;
+    if (Date.now() - loadedAt < every - 100) return;
     if ($("live").checked && !browse.busy && !focused && document.visibilityState !== "hidden") loadKeys();
   }
 

@@ -11,6 +11,7 @@
   const POLL_MS = 1000;
   const TIMEOUT_MS = 3000;
   const MAX_SHOWN = 200;
+  const MAX_KEPT = 2000;              // events this page remembers (the oldest are forgotten)
   const FAILOVER_KINDS = new Set(["elected"]);
   const WARN_KINDS = new Set(["stepped_down", "quorum_lost", "rollback", "slow_fsync", "disk_full", "member_removed"]);
 
@@ -50,6 +51,10 @@
     const key = `${e.node}/${started}/${e.index}`;
     if (events.has(key)) return;
     events.set(key, e);
+    if (events.size > MAX_KEPT) {
+      const oldest = [...events.entries()].sort((a, b) => a[1].time - b[1].time).slice(0, events.size - MAX_KEPT);
+      for (const [k] of oldest) events.delete(k);
+    }
     if (FAILOVER_KINDS.has(e.kind) && window.dkvs.charts) window.dkvs.charts.markFailover(e.time * 1000);
   }
 
