@@ -162,6 +162,12 @@ def test_a_snapshot_is_streamed_to_a_peer_once_at_a_time():
         acked(d, "n3")
         streams += [w for w in run(d)[0].work if isinstance(w, StreamSnapshot)]
     assert streams == [StreamSnapshot("n2")]
+    d.send_failed("n2", 0)  # a heartbeat to n2 failed: the core forgets its request and retries...
+    for _ in range(40):
+        d.tick()
+        acked(d, "n3")
+        streams += [w for w in run(d)[0].work if isinstance(w, StreamSnapshot)]
+    assert streams == [StreamSnapshot("n2")], "...but the stream still running is not started twice"
     d.snapshot_streamed("n2", seq, "connection reset")
     for _ in range(40):
         d.tick()

@@ -59,9 +59,11 @@ class ElectionMixin:
 
     # -- campaigning -------------------------------------------------------------------------
     def _start_pre_vote(self, out: list[Effect]) -> None:
+        # ``master_id`` stays: until a new epoch starts, the last master may well be alive
+        # (this node may only have missed heartbeats under load), so writes keep being
+        # forwarded to it; ``hears_master()`` is false all the same (we are no slave now).
         self.role = CANDIDATE
         self.pre_voting = True
-        self.master_id = None
         self.votes = {self.id}
         self.election_deadline = self.now + self.random_election_timeout()
         request = VoteRequest(self.epoch + 1, self.id, self.log.last_seq, self.log.last_epoch, pre_vote=True)
@@ -71,6 +73,7 @@ class ElectionMixin:
 
     def _start_election(self, out: list[Effect]) -> None:
         self.pre_voting = False
+        self.master_id = None  # a new epoch: the last master is no longer ours
         self.epoch += 1
         self.voted_for = self.id
         self.elections_started += 1
@@ -94,8 +97,11 @@ class ElectionMixin:
         return True
 
     def _defer(self, out: list[Effect]) -> None:
-        """Bully rule: a fresher node is campaigning; wait a full timeout for it."""
+        """Bully rule: a fresher node is campaigning; wait a full timeout for it. Same epoch,
+        so the last master stays known (for forwarding) without counting as heard."""
+        last_master = self.master_id
         self.become_slave(self.epoch, None, out)
+        self.master_id = last_master
 
     # -- voting ------------------------------------------------------------------------------
     def handle_vote_request(self, msg: VoteRequest, out: list[Effect]) -> None:

@@ -144,6 +144,25 @@ class KVState:
                 data[key] = old
         return self.commit_seq, [[k, v, s] for k, (v, s) in sorted(data.items())]
 
+    def committed_view(self) -> tuple[int, dict[str, tuple[str, int]]]:
+        """``(commit_seq, data)``: a private dict of the state as of the commit point.
+
+        Why it exists: a snapshot must be built from one consistent point while writes
+        go on. This is the copy-on-write step, and it is cheap enough to run on the
+        node's thread under the state lock: one ``dict.copy`` (C speed, no per-key Python
+        code; values are immutable tuples shared with the live state) plus the undo list
+        replayed backwards (only the uncommitted writes). The caller then owns ``data``:
+        sorting and writing it can happen on another thread while the live state moves
+        on. ``data`` maps key -> ``(value, seq of the write)``.
+        """
+        data = self.data.copy()
+        for _, key, old in reversed(self._undo):
+            if old is None:
+                data.pop(key, None)
+            else:
+                data[key] = old
+        return self.commit_seq, data
+
     def restore(self, seq: int, items) -> None:
         """Replace everything by a snapshot's ``[key, value, seq]`` items at ``seq``."""
         self.data = {k: (v, s) for k, v, s in items}

@@ -173,6 +173,7 @@ class SimCluster:
         self.ops: dict[int, ClientOp] = {}
         self.write_timeout = write_timeout or 4 * self.config.election_ticks
         self.inv = Invariants(self.where)
+        self.net.on_send = self._check_sent
         self.extra_checks: list[Callable[[SimCluster], None]] = []  # scenario-specific, every step
         self._next_request = 0
         self._events = 0  # client invokes and completions, numbered in the order they happen
@@ -400,7 +401,7 @@ class SimCluster:
     def _deliver(self, frm: str, to: str, payload, duplicate: bool = False) -> None:
         sim = self.nodes.get(to)
         if sim is not None and sim.alive and sim.paused_until > self.now:
-            self.net.hold(frm, to, payload, sim.paused_until, duplicate)  # waits in the socket buffer
+            self.net.defer(frm, to, payload, sim.paused_until, duplicate)  # waits in the socket buffer
             return
         if isinstance(payload, tuple) and payload and payload[0] is UNREACHABLE:
             lost = payload[1]  # ``to``'s request to ``frm`` (or its response) was lost
@@ -418,6 +419,14 @@ class SimCluster:
         token = Token()
         self._input(sim, lambda: sim.driver.step(message, token))
         self.net.send(to, frm, Response(payload.send_id, tuple(token.messages)))
+
+    def _check_sent(self, frm: str, to: str, payload) -> None:
+        """Persist before send: every message leaving a node must be backed by its disk."""
+        sim = self.nodes.get(frm)
+        if sim is None or not isinstance(payload, (Request, Response)):
+            return
+        for message in (payload.message,) if isinstance(payload, Request) else payload.messages:
+            self.inv.on_send(sim, to, message)
 
     def _lost(self, sim: SimNode, peer: str, lost) -> None:
         send_id = lost.send_id

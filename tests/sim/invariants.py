@@ -22,6 +22,12 @@ Checked after every step:
 * **Memory matches disk**: the persisted epoch and vote equal the node's, and the persisted
   log ends where the in-memory log ends (the whole log is compared at crashes and the end).
 * Each client request is answered at most once.
+* **Persist before send** (the cluster installs :meth:`Invariants.on_send` as the
+  network's send hook): a node never speaks in an epoch its disk does not hold, a real vote
+  (asked for or granted) is on the voter's disk before the message leaves, and a slave
+  confirms only entries its disk holds. One step of the simulator is atomic, so without
+  this check a host that sent before persisting would look correct here and lose votes or
+  entries in a real crash.
 
 Checked at the end (:meth:`Invariants.check_final`), once the cluster converged: every
 durable acknowledged write is in every log; every acknowledged ``acks=1`` write either
@@ -35,6 +41,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from dkvs.core.messages import AppendReply, VoteReply, VoteRequest
 from dkvs.core.node import CANDIDATE, MASTER
 from dkvs.runtime.recovery import restore_node
 
@@ -85,6 +92,26 @@ class Invariants:
         self._answered.add(op.request_id)
         if op.error is None and op.kind in ("put", "delete", "member_add", "member_remove"):
             self._pending_acks.append(op)
+
+    def on_send(self, sim, to: str, message) -> None:
+        """A message leaves ``sim``: what it claims must already be on ``sim``'s disk."""
+        disk = sim.storage
+        if message.epoch > disk.epoch and not (isinstance(message, VoteRequest) and message.pre_vote):
+            self.fail(f"{sim.id} sent {type(message).__name__} in epoch {message.epoch} "
+                      f"but its disk holds epoch {disk.epoch}")
+        if isinstance(message, VoteRequest) and not message.pre_vote:
+            if (disk.epoch, disk.voted_for) != (message.epoch, sim.id):
+                self.fail(f"{sim.id} asked for votes in epoch {message.epoch} before persisting its own "
+                          f"(disk: epoch {disk.epoch} voting {disk.voted_for!r})")
+        elif isinstance(message, VoteReply) and message.granted and not message.pre_vote:
+            if (disk.epoch, disk.voted_for) != (message.epoch, to):
+                self.fail(f"{sim.id} granted its epoch {message.epoch} vote to {to} before persisting it "
+                          f"(disk: epoch {disk.epoch} voting {disk.voted_for!r})")
+        elif isinstance(message, AppendReply) and message.success:
+            disk_last = disk.entries[-1].seq if disk.entries else (disk.snapshot.seq if disk.snapshot else 0)
+            if message.match_seq > disk_last:
+                self.fail(f"{sim.id} confirmed entries up to {message.match_seq} to {to} but its disk "
+                          f"ends at {disk_last}")
 
     def on_restart(self, node_id: str) -> None:
         """A crash may lose the in-memory commit point: start its monotonic check afresh."""

@@ -12,7 +12,11 @@ message in flight when a partition starts is lost, as on a real network):
 * :meth:`partition` splits the nodes into groups that cannot talk to each other;
 * :meth:`isolate` cuts one node (or a few) off from everyone else;
 * :meth:`cut` blocks one direction only (``frm`` can no longer reach ``to``);
-* :meth:`heal` restores every link.
+* :meth:`heal` restores every link;
+* :meth:`pause` holds every message to a node (a long GC or a starved process: it hears
+  nothing, but nothing is lost) until :meth:`resume`, which delivers them in order;
+* :meth:`hold` does the same for one direction of one link (a message stuck in a slow
+  connection) until :meth:`release`: scenarios use it to deliver a request *late*.
 
 A lost message can be *noticed*, as the HTTP transport notices a failed request: with
 probability ``notice_rate`` the node that made the request (the sender of a request, the
@@ -77,6 +81,9 @@ class SimNetwork:
         self._heap: list[tuple[int, int, str, str, object, bool]] = []
         self._counter = 0
         self._down: set[tuple[str, str]] = set()
+        self._paused: dict[str, list] = {}  # node -> held heap items, in arrival order
+        self._held: dict[tuple[str, str], list] = {}  # (frm, to) -> held heap items
+        self.on_send = None  # optional hook(frm, to, message), called as a message leaves
 
     # -- faults ------------------------------------------------------------------------------
     def set_faults(self, *, drop_rate: float | None = None, dup_rate: float | None = None,
@@ -116,6 +123,29 @@ class SimNetwork:
     def heal(self) -> None:
         self._down.clear()
 
+    def pause(self, node: str) -> None:
+        """Hold messages to ``node`` (the cluster stops its clock); nothing is lost."""
+        self._paused.setdefault(node, [])
+
+    def resume(self, node: str) -> None:
+        """Deliver what was held for ``node``, in order, from the next tick on."""
+        self._redeliver(self._paused.pop(node, []))
+
+    def paused(self, node: str) -> bool:
+        return node in self._paused
+
+    def hold(self, frm: str, to: str) -> None:
+        """Hold messages from ``frm`` to ``to`` (none is lost) until :meth:`release`."""
+        self._held.setdefault((frm, to), [])
+
+    def release(self, frm: str, to: str) -> None:
+        self._redeliver(self._held.pop((frm, to), []))
+
+    def _redeliver(self, items: list) -> None:
+        for item in items:
+            self._counter += 1
+            heapq.heappush(self._heap, (self.now + 1, self._counter) + item[2:])
+
     def link_up(self, frm: str, to: str) -> bool:
         return (frm, to) not in self._down
 
@@ -127,6 +157,8 @@ class SimNetwork:
     # -- sending -----------------------------------------------------------------------------
     def send(self, frm: str, to: str, message: object) -> None:
         """Queue ``message``; it may be dropped, duplicated and delayed."""
+        if self.on_send is not None:
+            self.on_send(frm, to, message)
         self.stats.sent += 1
         rng = self.rng
         if self.drop_rate and rng.random() < self.drop_rate:
@@ -168,7 +200,14 @@ class SimNetwork:
         """
         heap = self._heap
         while heap and heap[0][0] <= self.now:
-            _, _, frm, to, message, copy = heapq.heappop(heap)
+            item = heapq.heappop(heap)
+            _, _, frm, to, message, copy = item
+            if to in self._paused:
+                self._paused[to].append(item)
+                continue
+            if (frm, to) in self._held:
+                self._held[(frm, to)].append(item)
+                continue
             if (frm, to) in self._down and not _is_notice(message):
                 self.stats.cut += 1
                 if not copy:
@@ -177,13 +216,14 @@ class SimNetwork:
             self.stats.delivered += 1
             yield frm, to, message, copy
 
-    def hold(self, frm: str, to: str, message: object, until: int, copy: bool = False) -> None:
-        """Deliver ``message`` again at tick ``until`` (its receiver is paused)."""
+    def defer(self, frm: str, to: str, message: object, until: int, copy: bool = False) -> None:
+        """Deliver ``message`` again at tick ``until`` (its receiver is paused for a while)."""
         self._counter += 1
         heapq.heappush(self._heap, (until, self._counter, frm, to, message, copy))
 
     def in_flight(self) -> int:
-        return len(self._heap)
+        held = list(self._paused.values()) + list(self._held.values())
+        return len(self._heap) + sum(len(items) for items in held)
 
     def clear(self) -> None:
         """Forget every message in flight (used by scenarios that want a quiet start)."""

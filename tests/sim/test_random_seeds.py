@@ -83,7 +83,7 @@ class FaultDriver:
 
     FAULTS = (("net", 3), ("partition", 2), ("isolate_master", 3), ("cut", 1), ("heal", 3),
               ("crash", 2), ("crash_master", 2), ("restart", 4), ("compact", 3), ("join", 1),
-              ("remove", 1))
+              ("remove", 1), ("pause", 2))
     MAX_NODES = 6
 
     def __init__(self, cluster: SimCluster, plan: Plan, seed: int) -> None:
@@ -94,6 +94,7 @@ class FaultDriver:
         self.writes = 0
         self.removals = []
         self.stopped: set[str] = set()
+        self.pauses: dict[str, tuple[int, float]] = {}  # paused node -> (tick it wakes, its rate)
         self._fault_names = [name for name, weight in self.FAULTS for _ in range(weight)]
 
     def note(self, text: str) -> None:
@@ -106,6 +107,9 @@ class FaultDriver:
         if rng.random() < self.plan.fault_rate:
             getattr(self, "fault_" + rng.choice(self._fault_names))()
         self.c.tick()
+        for nid, (wake, _) in list(self.pauses.items()):
+            if wake <= self.c.now:
+                self.resume(nid)
         if self.removals:
             self.stop_removed()
 
@@ -186,14 +190,44 @@ class FaultDriver:
         live = self._live()
         if live:
             victim = self.rng.choice(live)
+            self.resume(victim)
             self.c.crash(victim)
             self.note(f"crash {victim}")
 
     def fault_crash_master(self) -> None:
         master = self.c.master()
         if master is not None:
+            self.resume(master.id)
             self.c.crash(master.id)
             self.note(f"crash master {master.id}")
+
+    def fault_pause(self) -> None:
+        """A scheduling pause (GC, starved thread, SIGSTOP) of the master or any node, often
+        longer than the election timeout: its clock stops and messages to it wait (none is
+        lost); when it wakes it still believes whatever it believed."""
+        master = self.c.master()
+        live = [n for n in self._live() if n not in self.pauses]
+        if not live:
+            return
+        nid = master.id if master is not None and master.id in live and self.rng.random() < 0.6 \
+            else self.rng.choice(live)
+        ticks = self.rng.randint(self.plan.election_ticks // 2, 3 * self.plan.election_ticks)
+        self.pauses[nid] = (self.c.now + ticks, self.c.nodes[nid].rate)
+        self.c.nodes[nid].rate = 0.0  # no ticks: no timers, no check-quorum
+        self.c.net.pause(nid)
+        self.note(f"pause {nid} for {ticks} ticks")
+
+    def resume(self, nid: str) -> None:
+        paused = self.pauses.pop(nid, None)
+        if paused is None:
+            return
+        self.c.nodes[nid].rate = paused[1]
+        self.c.net.resume(nid)
+        self.note(f"resume {nid}")
+
+    def resume_all(self) -> None:
+        for nid in list(self.pauses):
+            self.resume(nid)
 
     def fault_restart(self) -> None:
         down = [s.id for s in self.c.nodes.values() if not s.alive and s.id not in self.stopped]
@@ -226,6 +260,7 @@ class FaultDriver:
         for op in self.removals:
             if op.ok and self.c.nodes[op.key].alive and op.key not in self.stopped:
                 self.stopped.add(op.key)
+                self.resume(op.key)
                 self.c.crash(op.key)
                 self.note(f"stop removed node {op.key}")
 
@@ -278,6 +313,7 @@ def run_seed(seed: int) -> tuple[SimCluster, FaultDriver]:
         driver = FaultDriver(cluster, plan, seed)
         for _ in range(plan.fault_ticks):
             driver.tick()
+        driver.resume_all()
         driver.note("settle: heal, restart everyone, no more faults, normal delays")
         cluster.net.set_faults(max_delay=plan.max_delay)
         cluster.settle(keep_down=driver.stopped)

@@ -92,6 +92,8 @@ def test_membership_change_waits_for_the_new_masters_first_commit():
     c.cut("n1", "n5")
     assert c.put("only-on-n1", "x", acks="1").ok  # n1 ends fresher than n5: n5 will vote for it
     c.crash("n1")
+    c.run(2)  # what n1 sent before dying is lost to the cuts (else "add n5" reaches n2..n4)
+    assert all(node(c, n).log.last_seq < node(c, "n5").log.last_seq for n in ("n2", "n3", "n4"))
     c.net.heal()
     c.isolate("n5")
     wait_for(c, lambda: c.master() is not None, 10 * T, "a master among n2, n3, n4")

@@ -57,3 +57,39 @@ def test_network_is_deterministic_per_seed():
     delivered = run(5)
     assert delivered != sorted(delivered)  # reordered
     assert len(set(delivered)) < 200 and len(delivered) > len(set(delivered))  # dropped and duplicated
+
+
+def test_a_host_that_sends_before_persisting_is_caught(monkeypatch):
+    # Proves the persist-before-send check: one simulator step is atomic, so a host that ran
+    # the send phase before the persist phase would otherwise look correct. With the check
+    # installed (as the random schedules do), the first vote or batch sent early fails.
+    from dkvs.runtime.executor import Executor
+
+    in_order = Executor.run
+
+    def sends_first(self, ready):
+        sends, ready.sends = ready.sends, []
+        in_order(self, type(ready)(peers=ready.peers, sends=sends))
+        ready.peers = None
+        in_order(self, ready)
+    c = SimCluster(3, seed=98)
+    monkeypatch.setattr(Executor, "run", sends_first)
+    c.crash("n1")
+    with pytest.raises(SimFailure, match="before persisting|disk ends at|disk holds epoch"):
+        c.run(10 * c.config.election_ticks)
+
+
+def test_pause_and_hold_keep_messages_until_released():
+    # Proves that a paused node or a held link loses nothing: messages wait, then arrive in order.
+    net = SimNetwork(2, min_delay=1, max_delay=1)
+    net.pause("b")
+    net.hold("a", "c")
+    for i in range(3):
+        net.send("a", "b", i)
+        net.send("a", "c", 10 + i)
+    net.now = 5
+    assert list(net.due()) == [] and net.in_flight() == 6
+    net.resume("b")
+    net.release("a", "c")
+    net.now = 6
+    assert [m for _, _, m, _ in net.due()] == [0, 1, 2, 10, 11, 12]

@@ -1,0 +1,209 @@
+"""The catalogue of protocol mutants the simulator and the core tests must kill.
+
+Each mutant deletes or weakens exactly one safety rule of ``dkvs/core`` or of the node
+around it (the driver ``dkvs/driver`` and its executor), as one textual patch of one file: every ``(old, new)`` pair must occur *exactly once* in the pristine file,
+so a refactoring that moves the rule makes ``scripts/mutation_test.py`` fail loudly instead
+of silently testing nothing. ``rule`` says, in one sentence, what the mutant breaks; the
+docs table (docs/simulation.md, "Mutation testing") lists which test kills each one.
+
+If a refactoring changes a snippet, update the snippet to break the *same* rule in its new
+place; never delete a mutant because it became hard to kill (STYLE habit 12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Mutant", "MUTANTS", "QUICK"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the repository root: dkvs/core, dkvs/driver or the executor
+    edits: tuple[tuple[str, str], ...]  # (old, new): old occurs exactly once in the file
+    rule: str
+
+
+def _m(name: str, path: str, old: str, new: str, rule: str, *more: tuple[str, str]) -> Mutant:
+    return Mutant(name, "dkvs/core/" + path, ((old, new),) + more, rule)
+
+
+def _node(name: str, path: str, old: str, new: str, rule: str, *more: tuple[str, str]) -> Mutant:
+    """A rule of the whole node, outside the core (``path`` from the repository root)."""
+    return Mutant(name, path, ((old, new),) + more, rule)
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # -- commit rules ----------------------------------------------------------------------------
+    _m("commit_current_epoch_only", "master.py",
+       "if candidate > self.commit_seq and self.log.epoch_at(candidate) == self.epoch:",
+       "if candidate > self.commit_seq:",
+       "a master counts replicas only for entries of its own epoch (Raft figure 8)"),
+    _m("master_commit_monotonic", "master.py",
+       "if candidate > self.commit_seq and self.log.epoch_at(candidate) == self.epoch:",
+       "if candidate != self.commit_seq and self.log.epoch_at(candidate) == self.epoch:",
+       "the master's commit point never moves back (a new member holds nothing yet)"),
+    _m("slave_commit_bounded_by_match", "slave.py",
+       "self.commit_seq = max(self.commit_seq, min(msg.commit_seq, match))",
+       "self.commit_seq = max(self.commit_seq, msg.commit_seq)",
+       "a slave commits only entries it verified to match the master's log"),
+    _m("slave_commit_monotonic", "slave.py",
+       "self.commit_seq = max(self.commit_seq, min(msg.commit_seq, match))",
+       "self.commit_seq = min(msg.commit_seq, match)",
+       "a late batch with an older commit point never moves a slave's commit back"),
+    # -- durability levels -----------------------------------------------------------------------
+    _m("acks_majority_waits_for_commit", "master.py",
+       "(ACKS_MAJORITY, self.commit_seq)",
+       "(ACKS_MAJORITY, self.log.last_seq)",
+       "acks=majority is answered only once the write is committed"),
+    _m("acks_all_waits_for_live_members", "master.py",
+       "return min(min(held), self.commit_seq)",
+       "return self.commit_seq",
+       "acks=all is answered only once every live member holds the write"),
+    _m("abandon_pending_on_step_down", "node.py",
+       "        if was_master:\n            self._abandon_pending(out)",
+       "        if False:\n            self._abandon_pending(out)",
+       "a deposed master fails its pending durable writes instead of answering them later"),
+    # -- elections -------------------------------------------------------------------------------
+    _m("voter_freshness", "election.py",
+       "up_to_date = (msg.last_epoch, msg.last_seq) >= (self.log.last_epoch, self.log.last_seq)",
+       "up_to_date = True",
+       "a voter grants only a candidate whose log is at least as fresh as its own"),
+    _m("one_vote_per_epoch", "election.py",
+       "and self.voted_for in (None, msg.sender) and self.role != MASTER)",
+       "and self.role != MASTER)",
+       "a voter grants at most one candidate per epoch"),
+    _m("vote_persisted_before_reply", "election.py",
+       "            self.voted_for = msg.sender\n            out.append(PersistState(self.epoch, msg.sender))",
+       "            self.voted_for = msg.sender",
+       "a vote is on disk before the reply that grants it leaves (persist before send)"),
+    _m("candidate_vote_persisted", "election.py",
+       "        self.voted_for = self.id\n        self.elections_started += 1\n"
+       "        out.append(PersistState(self.epoch, self.id))",
+       "        self.voted_for = self.id\n        self.elections_started += 1",
+       "a candidate's new epoch and self-vote are on disk before it asks for votes"),
+    _m("vote_stickiness", "election.py",
+       "        if self.hears_master():\n            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))\n"
+       "            return\n",
+       "",
+       "a node that still hears a live master refuses real votes (no disruption)"),
+    _m("pre_vote_needs_lost_master", "election.py",
+       "lost_master = not self.hears_master()",
+       "lost_master = True",
+       "pre-vote: a node that hears a live master refuses to help depose it"),
+    _m("pre_vote_reply_stage", "election.py",
+       "if self.role != CANDIDATE or msg.pre_vote != self.pre_voting:",
+       "if self.role != CANDIDATE:",
+       "a pre-vote grant never counts as a real vote"),
+    _m("majority_is_more_than_half", "quorum.py",
+       "return member_count // 2 + 1",
+       "return (member_count + 1) // 2",
+       "a quorum is more than half of the members (two halves cannot both win)"),
+    # -- epochs ----------------------------------------------------------------------------------
+    _m("epoch_fencing", "node.py",
+       "        if message.epoch < self.epoch:\n            if isinstance(message, (Append, Snapshot)):",
+       "        if False:\n            if isinstance(message, (Append, Snapshot)):",
+       "messages from an older epoch are refused (a deposed master cannot write)"),
+    _m("pre_vote_keeps_epoch", "node.py",
+       "        if isinstance(message, VoteRequest):\n            return True",
+       "        if isinstance(message, VoteRequest) and not message.pre_vote:\n            return True",
+       "a pre-vote never changes anyone's epoch (a flapping node cannot depose the master)"),
+    _m("check_quorum", "master.py",
+       "        return heard < majority(len(self.members))",
+       "        return False",
+       "a master that has not heard a majority for T steps down"),
+    # -- reads -----------------------------------------------------------------------------------
+    _m("read_index_majority_round", "master.py",
+       "if acks >= need and self.commit_seq >= read.read_seq:",
+       "if self.commit_seq >= read.read_seq:",
+       "a consistent read waits for a majority to confirm the master after it arrived"),
+    _m("read_index_fresh_round", "master.py",
+       "        self.read_round += 1\n        self.pending_reads.append(",
+       "        self.pending_reads.append(",
+       "a consistent read needs a new round: acknowledgements from before it arrived do not count"),
+    _m("read_index_waits_for_commit", "master.py",
+       "if acks >= need and self.commit_seq >= read.read_seq:",
+       "if acks >= need:",
+       "a consistent read waits until everything the master applied is committed"),
+    # -- log matching and divergence -------------------------------------------------------------
+    _m("log_matching", "slave.py",
+       "elif log.epoch_at(prev) != msg.prev_epoch:",
+       "elif log.epoch_at(prev) is None:",
+       "a slave accepts a batch only if it holds (prev_epoch, prev_seq)"),
+    _m("truncate_only_on_conflict", "slave.py",
+       "            if held != entry.epoch:",
+       "            if True:",
+       "entries already held are skipped; only a conflicting epoch truncates the log"),
+    _m("rollback_undoes_applied_entries", "slave.py",
+       "        out.append(Rollback(after_seq, tuple(dropped)))\n",
+       "",
+       "truncated entries are undone in the state and kept in a rollback file"),
+    _m("rollback_keeps_discarded_entries", "slave.py",
+       "        out.append(Rollback(after_seq, tuple(dropped)))\n",
+       "        out.append(Rollback(after_seq, ()))\n",
+       "nothing is dropped silently: truncated entries go to the rollback record"),
+    _m("undo_kept_until_commit", "kvstate.py",
+       "        while undo and undo[0][0] <= commit_seq:",
+       "        while undo:",
+       "undo records of applied entries are kept until they commit, so a rollback is complete"),
+    _m("fork_point_search_moves_back", "master.py",
+       "return max(p.match_seq + 1, min(candidate, msg.match_seq), 1)",
+       "return max(p.match_seq + 1, msg.match_seq + 1, 1)",
+       "after a refusal the master retries strictly before the refused point, so the search ends"),
+    # -- membership ------------------------------------------------------------------------------
+    _m("single_membership_change", "master.py",
+       "        return any(e.op in MEMBERSHIP_OPS for e in self.log.entries[self.commit_seq - self.log.snapshot_seq:])",
+       "        return False",
+       "one membership change at a time: the next waits until the last one committed"),
+    _m("membership_after_own_commit", "master.py",
+       "        if self.log.epoch_at(self.commit_seq) != self.epoch:\n            return True\n",
+       "",
+       "a new master changes membership only after committing an entry of its own epoch"),
+    # -- snapshots -------------------------------------------------------------------------------
+    _m("snapshot_install_guard", "slave.py",
+       "if msg.seq <= self.commit_seq or log.epoch_at(msg.seq) == msg.snap_epoch:",
+       "if log.epoch_at(msg.seq) == msg.snap_epoch:",
+       "a snapshot older than the slave's commit point is never installed"),
+    _m("snapshot_carries_members", "slave.py",
+       "            self._base_members = tuple(msg.members)\n",
+       "",
+       "an installed snapshot brings the member list as of its seq"),
+    _m("snapshot_is_committed_state", "kvstate.py",
+       "        for _, key, old in reversed(self._undo):",
+       "        for _, key, old in ():",
+       "a snapshot (and compaction) holds only committed state, never entries that may roll back"),
+)
+
+MUTANTS += (
+    # -- the node around the core: driver and executor -------------------------------------------
+    _node("verdict_reaches_its_request", "dkvs/driver/driver.py",
+          "                        self.requests.rejected(epochs[seq], seq, current_seq)\n",
+          "",
+          "a write applied without effect (delete of an absent key, failed compare-and-set) is "
+          "answered 404/409, bound to the request that created that entry"),
+    _node("peers_before_sends", "dkvs/runtime/executor.py",
+          "        if ready.peers is not None:\n            self.transport.set_peers(ready.peers)\n"
+          "        if ready.persist:",
+          "        if ready.persist:",
+          "the transport learns a new member's address before anything is sent to it",
+          ("        for note in notes:",
+           "        if ready.peers is not None:\n            self.transport.set_peers(ready.peers)\n"
+           "        for note in notes:")),
+    _node("no_snapshot_while_commit_stuck", "dkvs/driver/driver.py",
+          "        if self.node.commit_seq <= self.node.log.snapshot_seq:\n            return\n",
+          "",
+          "no whole-state snapshot while the commit point has not moved past the last one"),
+    _node("one_snapshot_build_at_a_time", "dkvs/driver/driver.py",
+          "        if self.building or self.log_bytes <",
+          "        if self.log_bytes <",
+          "at most one snapshot build runs at a time"),
+    _node("one_snapshot_stream_per_peer", "dkvs/driver/driver.py",
+          "                if effect.to not in self.streaming:",
+          "                if True:",
+          "a snapshot is streamed to a peer at most once at a time"),
+)
+
+# A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
+QUICK = ("commit_current_epoch_only", "read_index_majority_round", "one_vote_per_epoch",
+         "epoch_fencing", "log_matching")
