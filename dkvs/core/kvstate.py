@@ -135,14 +135,10 @@ class KVState:
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot_items(self) -> tuple[int, list[list]]:
-        """``(commit_seq, items)``: the state as of the commit point, sorted by key."""
-        data = dict(self.data)
-        for _, key, old in reversed(self._undo):
-            if old is None:
-                data.pop(key, None)
-            else:
-                data[key] = old
-        return self.commit_seq, [[k, v, s] for k, (v, s) in sorted(data.items())]
+        """``(commit_seq, items)``: the state as of the commit point, sorted by key (whole
+        work on the calling thread: for tests and tools; nodes use :meth:`committed_view`)."""
+        seq, data = self.committed_view()
+        return seq, [[k, v, s] for k, (v, s) in sorted(data.items())]
 
     def committed_view(self) -> tuple[int, dict[str, tuple[str, int]]]:
         """``(commit_seq, data)``: a private dict of the state as of the commit point.

@@ -24,6 +24,7 @@ from ..core.quorum import majority
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
+from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
 from .answers import raise_for, write_answer
 from .host import NodeHost
@@ -38,8 +39,9 @@ _ADMIN_ROUTES = frozenset({"remove", "faults"})
 
 
 class NodeService(KeyValueService):
-    def __init__(self, limits: Limits, signer: Signer) -> None:
+    def __init__(self, limits: Limits, signer: Signer, assembler: SnapshotAssembler | None = None) -> None:
         self.host: NodeHost | None = None
+        self.assembler = assembler or SnapshotAssembler()  # incoming streamed snapshots
         self.url = ""
         self.limits = limits
         self.signer = signer
@@ -260,12 +262,28 @@ class NodeService(KeyValueService):
         return 200, codec.encode_many(replies)
 
     def _snapshot(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        if "offset" in query:  # one chunk of a streamed snapshot (docs/storage.md)
+            return self._snapshot_chunk(query, body, headers)
         message = codec.decode_snapshot(body)
         self._check_sender(message, headers)
         if message.sender in getattr(self.host.transport, "blocked", ()):
             return _error(NoMaster("partitioned (fault injection)"))
         replies = self.host.deliver_and_wait(message, 60.0)
         return 200, codec.encode_many(replies)
+
+    def _snapshot_chunk(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        """Chunks are assembled into a file with bounded memory; the complete, verified
+        snapshot is delivered to the node, whose answers travel back in this response."""
+        meta = parse_chunk_query(query)
+        if meta.sender in getattr(self.host.transport, "blocked", ()):
+            return _error(NoMaster("partitioned (fault injection)"))
+        signed = self.signer.sender(headers)
+        if signed is not None and signed != meta.sender:
+            raise Unauthorized(f"snapshot chunk says it is from {meta.sender!r} but was signed by {signed!r}")
+        snapshot, answer = receive_chunk(self.assembler, query, body)
+        if snapshot is None:
+            return 200, answer
+        return 200, codec.encode_snapshot_answer(messages=self.host.deliver_and_wait(snapshot, 60.0))
 
     def _identity(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         # The master calls a joining (or leaving) node back here to confirm who answers at
