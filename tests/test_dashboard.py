@@ -29,25 +29,34 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium instal
 ROW = re.compile(r'<tr data-member="([^"]+)" data-alive="([^"]+)" data-role="([^"]+)"')
 
 
+SCRIPTS = ("dashboard.js", "charts.js", "timeline.js", "keys.js")
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+
+
 def test_static_files_exist_and_reference_only_local_assets():
     index = (STATIC / "index.html").read_text()
-    script = (STATIC / "dashboard.js").read_text()
-    assert "/static/dashboard.js" in index and "/static/dashboard.css" in index
-    for text in (index, script, (STATIC / "dashboard.css").read_text()):
-        assert not re.search(r"""(src|href)\s*=\s*["']https?://""", text), "no CDN or remote asset"
-    # Data goes into the DOM through textContent only: no innerHTML assignment with data.
-    assert not re.search(r"innerHTML\s*=(?!\s*['\"]{2})", script)
-    assert not re.search(r"outerHTML\s*=|insertAdjacentHTML|document\.write", script)
-    # The page talks to the serving node by relative URLs and to members by their /status
-    # URLs: no address is written into the script.
-    assert not re.search(r"https?://\w", script)
+    assert "/static/dashboard.css" in index
+    for name in SCRIPTS:
+        assert f'<script src="/static/{name}" defer></script>' in index, name
+    texts = {name: (STATIC / name).read_text() for name in ("index.html", "dashboard.css", *SCRIPTS)}
+    for name, text in texts.items():
+        assert not re.search(r"""(src|href)\s*=\s*["']https?://""", text), f"{name}: no CDN or remote asset"
+        assert "@import" not in text and "url(http" not in text, name
+    for name in SCRIPTS:
+        script = texts[name]
+        # Data goes into the DOM through textContent only: no innerHTML assignment with data.
+        assert not re.search(r"innerHTML\s*=(?!\s*['\"]{2})", script), name
+        assert not re.search(r"outerHTML\s*=|insertAdjacentHTML|document\.write|eval\(|new Function", script), name
+        # The page talks to the serving node by relative URLs and to members by their /status
+        # URLs: no address is written into a script (the SVG namespace is a name, not a fetch).
+        assert not re.search(r"https?://\w", script.replace(SVG_NAMESPACE, "")), name
 
 
 def test_every_node_serves_the_dashboard_files_with_their_types(tmp_path):
     with LocalCluster(*FAST_TIMINGS) as group:
         node = group.start()
         for path, name, media_type in (("/", "index.html", "text/html"),
-                                       ("/static/dashboard.js", "dashboard.js", "text/javascript"),
+                                       *((f"/static/{n}", n, "text/javascript") for n in SCRIPTS),
                                        ("/static/dashboard.css", "dashboard.css", "text/css")):
             with urllib.request.urlopen(node.url + path, timeout=LIVENESS_SECONDS) as answer:
                 assert answer.headers.get_content_type() == media_type, path

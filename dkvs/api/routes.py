@@ -48,7 +48,7 @@ from ..errors import Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .params import (ACKS, AFTER, AFTER_SEQ, CONSISTENT, IF_SEQ, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT,
-                     WAIT, Param, check_query, decode_value, parse_query_pairs)
+                     WAIT, Param, _parse_seq, _parse_wait, check_query, decode_value, parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
@@ -139,6 +139,10 @@ def get_metrics(ex, args: dict) -> Reply:
     return Reply(200, ex.server.metrics.render(ex.service.metrics()).encode("utf-8"), METRICS_TYPE)
 
 
+def get_events(ex, args: dict) -> Reply:
+    return json_reply(ex.service.events(args["after"], args["wait"]))
+
+
 def get_status(ex, args: dict) -> Reply:
     return json_reply(ex.service.status())
 
@@ -163,6 +167,13 @@ def internal(ex, args: dict) -> Reply:
     status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
     return Reply(status, data)
 
+
+EVENTS_AFTER = Param(
+    "after", "query", "Only events with an index above this one (the previous answer's next).",
+    _parse_seq("after", 0), lambda limits: {"type": "integer", "minimum": 0, "default": 0})
+EVENTS_WAIT = Param(
+    "wait", "query", "Long poll: wait up to this many seconds for an event after `after`.",
+    _parse_wait, WAIT.schema)
 
 # --- the table ------------------------------------------------------------------------
 
@@ -194,6 +205,10 @@ ROUTES: tuple[Route, ...] = (
            **_E400}, role=READ, scope=SCOPE_LISTING),
     Route("GET", "/metrics", get_metrics, "Prometheus metrics of this node", (),
           {200: ("Prometheus text exposition format 0.0.4.", "text")}, role=READ),
+    Route("GET", "/events", get_events, "Recent cluster events seen by this node (long poll with wait=)",
+          (EVENTS_AFTER, EVENTS_WAIT),
+          {200: ("`{events: [{index, time, node, epoch, kind, level, text, details}], next, dropped, "
+                 "started}`; pass `next` as `after`.", None), **_E400}, role=READ),
     Route("GET", "/status", get_status, "This node's view of the cluster", (),
           {200: ("Role, epoch, master, log positions and members.", "Status")}, role=READ),
     Route("GET", "/health", get_health, "Liveness probe", (),

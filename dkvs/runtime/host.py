@@ -33,8 +33,10 @@ from ..driver import NodeDriver
 from ..storage.base import Storage
 from ..transport.base import Transport
 from .changes import ChangeFeed
+from .events import ClusterEvents
 from .executor import Executor
 from .inline_work import InlineSnapshotWork
+from .persist_timing import TimedStorage
 
 __all__ = ["NodeHost", "Outcome", "MAX_COMBINE_BURSTS"]
 
@@ -96,8 +98,10 @@ class NodeHost:
         self.feed.reset(driver.state.applied_seq)  # changes before this start are not in the feed
         factory = work_factory or InlineSnapshotWork
         self.work = factory(storage, transport, on_built=self._on_built, on_streamed=self._on_streamed)
-        self.executor = Executor(driver, storage, transport, self.work, self.feed, self.state_lock,
-                                 complete=self._complete)
+        self.events = ClusterEvents(role_of=lambda: driver.node.role)  # GET /events (dkvs.runtime.events)
+        self.timed_storage = TimedStorage(storage, self.events, lambda: driver.node.id, lambda: driver.node.epoch)
+        self.executor = Executor(driver, self.timed_storage, transport, self.work, self.feed, self.state_lock,
+                                 complete=self._complete, on_note=self.events.record)
 
     # -- what the service layer reads -----------------------------------------------------------
     @property
