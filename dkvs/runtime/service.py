@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 
@@ -25,8 +26,9 @@ from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
-from .admin import ClusterAdmin
+from .admin import ClusterAdmin, post_internal
 from .answers import raise_for, write_answer
+from .handover import propose_through_handover, transfer_leader
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -35,7 +37,7 @@ log = logging.getLogger("dkvs.service")
 
 INTERNAL_TIMEOUT_SECONDS = 5.0
 # Routes an operator calls: with client auth on, the admin token is their credential.
-_ADMIN_ROUTES = frozenset({"remove", "faults"})
+_ADMIN_ROUTES = frozenset({"remove", "faults", "transfer"})
 
 
 class NodeService(KeyValueService):
@@ -76,7 +78,10 @@ class NodeService(KeyValueService):
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
         self._require_master()
-        outcome = self.host.propose(op, key, value, acks, timeout, cond)
+        # During a leadership transfer the write waits for the handover (then goes to the
+        # new master) instead of failing: a planned handover costs clients latency only.
+        outcome = propose_through_handover(
+            self, lambda: self.host.propose(op, key, value, acks, timeout, cond), timeout)
         return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
 
     def get(self, key: str, *, consistent: bool) -> dict:
@@ -306,6 +311,28 @@ class NodeService(KeyValueService):
         force = query.get("force", "").lower() in ("1", "true", "yes") or request.get("force") is True
         return 200, _json(self.admin.remove(node_id, force, headers))
 
+    def _transfer(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        """``?to=ID&timeout=S`` (both optional): hand leadership over; a slave relays it."""
+        request = _json_object(body) if body else {}
+        to = query.get("to") or request.get("to") or None
+        raw = query.get("timeout") or request.get("timeout")
+        try:
+            timeout = float(raw) if raw is not None else None
+        except (TypeError, ValueError):
+            timeout = math.nan
+        if timeout is not None and not 0 < timeout <= 60:
+            raise BadRequest("timeout must be a number of seconds in (0, 60]")
+        if self.host.node.role != MASTER:
+            master_url, master_id = self.master_url(), self.host.node.master_id
+            if master_url is None or master_id == self.host.node.id:
+                raise NoMaster()
+            passed = {"Authorization": headers["Authorization"]} if headers.get("Authorization") else {}
+            status, answer = post_internal(master_url, "transfer", {"to": to, "timeout": timeout}, self.signer,
+                                           timeout=(timeout or 5.0) + INTERNAL_TIMEOUT_SECONDS, to=master_id,
+                                           headers=passed)
+            return status, _json(answer)
+        return 200, _json(transfer_leader(self, to, timeout))
+
     def _faults(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         try:
@@ -322,6 +349,7 @@ class NodeService(KeyValueService):
         ("POST", "leave"): _leave,
         ("POST", "remove"): _remove,
         ("POST", "faults"): _faults,
+        ("POST", "transfer"): _transfer,
     }
 
 
