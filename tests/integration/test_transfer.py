@@ -4,10 +4,13 @@ scripts/transfer_bench.py; here only outcomes are checked."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 from dkvs import Client
 from dkvs.errors import DkvsError
+from dkvs.tools.leader import main as leader_tool
+from dkvs.tools.local_cluster import http_call
 
 from .procs import put, request, status, wait_until
 
@@ -82,3 +85,31 @@ def test_sigterm_on_the_master_hands_over_and_exits_0_without_losing_writes(proc
     for key, value in acked.items():
         code, answer = request("GET", f"{new.url}/kv/{key}")
         assert code == 200 and answer["value"] == value, (key, code, answer)
+
+
+def test_leader_tool_needs_the_secret_or_an_admin_token(procs, tmp_path, monkeypatch, capsys):
+    secret = tmp_path / "secret"
+    secret.write_text("transfer-secret-0123456789\n")
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"tokens": [{"token": "admin-t", "role": "admin"},
+                                           {"token": "write-t", "role": "write"}]}))
+    nodes = procs.cluster(3, "--cluster-secret-file", str(secret), "--auth-file", str(auth))
+    admin = {"Authorization": "Bearer admin-t"}
+
+    def master():
+        for n in nodes:
+            code, body = http_call(n.url, "GET", "/status", headers=admin)
+            if code == 200 and body["role"] == "master":
+                return n
+        return None
+    old = wait_until(master, 10, what="a master")
+    slave = next(n for n in nodes if n is not old)
+    monkeypatch.setenv("DKVS_TOKEN", "write-t")
+    assert leader_tool(["transfer", slave.url]) == 1  # a write token is not enough
+    assert "403" in capsys.readouterr().err
+    monkeypatch.setenv("DKVS_TOKEN", "admin-t")
+    assert leader_tool(["transfer", slave.url, "--to", slave.id]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["from"] == old.id and answer["to"] == slave.id
+    assert wait_until(master, 10, what="the new master") is slave
+    assert leader_tool(["transfer", slave.url, "--timeout", "nan"]) == 2
