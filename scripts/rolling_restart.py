@@ -49,6 +49,7 @@ class Writer(threading.Thread):
         self.done: list[float] = []  # monotonic completion time of each acknowledged write
         self.acked: dict[str, str] = {}
         self.errors: list[str] = []
+        self.error_times: list[float] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -60,6 +61,7 @@ class Writer(threading.Thread):
                     self.client.put(key, value)
                 except DkvsError as exc:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
+                    self.error_times.append(time.monotonic())
                 else:
                     self.done.append(time.monotonic())
                     self.acked[key] = value
@@ -82,11 +84,11 @@ class Cluster3:
         self.ports: dict[str, int] = {}
 
     def start_all(self) -> None:
-        first = self._start("n1", join=None, port=0)
+        first = self.start_node("n1", join=None, port=0)
         for name in ("n2", "n3"):
-            self._start(name, join=first.url, port=0)
+            self.start_node(name, join=first.url, port=0)
 
-    def _start(self, name: str, join: str | None, port: int) -> LocalNode:
+    def start_node(self, name: str, join: str | None, port: int) -> LocalNode:
         args = ["--id", name, "--data-dir", str(self.root / name)]
         if join:
             args += ["--join", join]
@@ -127,7 +129,7 @@ class Cluster3:
         began = time.monotonic()
         code = node.terminate(timeout=30)
         others = [self.nodes[o].url for o in sorted(self.nodes) if o != name and self.nodes[o].alive()]
-        self._start(name, join=",".join(others), port=self.ports[name])
+        self.start_node(name, join=",".join(others), port=self.ports[name])
         return code, time.monotonic() - began
 
     def close(self) -> None:
