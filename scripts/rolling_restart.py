@@ -43,20 +43,22 @@ class Writer(threading.Thread):
     """One client writing distinct keys in a loop; keeps each success's completion time
     and every error (a failed write is one the client gave up on after its retries)."""
 
-    def __init__(self, urls: list[str], acks: str, retry_seconds: float = 30.0) -> None:
+    def __init__(self, urls: list[str], acks: str, retry_seconds: float = 30.0, prefix: str = "rr") -> None:
         super().__init__(daemon=True)
         self.client = Client(urls, acks=acks, retry_seconds=retry_seconds)
         self.done: list[float] = []  # monotonic completion time of each acknowledged write
         self.acked: dict[str, str] = {}
+        self.acked_at: dict[str, float] = {}
         self.errors: list[str] = []
         self.error_times: list[float] = []
         self.stop = threading.Event()
+        self.prefix = prefix
 
     def run(self) -> None:
         i = 0
         with self.client:
             while not self.stop.is_set():
-                key, value = f"rr{i:07d}", str(i)
+                key, value = f"{self.prefix}{i:07d}", str(i)
                 try:
                     self.client.put(key, value)
                 except DkvsError as exc:
@@ -65,6 +67,7 @@ class Writer(threading.Thread):
                 else:
                     self.done.append(time.monotonic())
                     self.acked[key] = value
+                    self.acked_at[key] = self.done[-1]
                 i += 1
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dkvs import Client  # noqa: E402
 from dkvs.tools.local_cluster import wait_for  # noqa: E402
 from rolling_restart import Cluster3, Writer, longest_gap  # noqa: E402
 
@@ -69,23 +70,37 @@ def _round(cluster: Cluster3, writer: Writer, mode: str) -> dict:
     wait_for(cluster.healthy, SETTLE_TIMEOUT_SECONDS)
     return {"mode": mode, "node": name, "gap_s": round(gap, 3), "exit_status": code,
             "stop_s": round(signalled - began, 3), "new_master": cluster.master(),
-            "rollback_files": _rollback_files(cluster.root) - rollbacks, "failed_writes": errors}
+            "rollback_files": _rollback_files(cluster.root) - rollbacks, "failed_writes": errors,
+            "window": (began - BEFORE_SIGNAL_SECONDS, ended)}
+
+
+def _lost_in_sigterm_windows(cluster: Cluster3, writer: Writer, rounds: list) -> int:
+    """acks=1 writes acknowledged during a SIGTERM round that the cluster does not hold
+    (a SIGKILL may lose acks=1 writes; a handover must not)."""
+    windows = [(r["window"][0], r["window"][1]) for r in rounds if r["mode"] == "sigterm"]
+    master = cluster.master()
+    if master is None:
+        return -1
+    with Client(cluster.nodes[master].url, retry_seconds=5) as client:
+        have = {item.key: item.value for item in client.items(writer.prefix, page_size=1000)}
+    return sum(1 for key, value in writer.acked.items()
+               if have.get(key) != value and any(a <= writer.acked_at[key] <= b for a, b in windows))
 
 
 def run(args) -> dict:
     timings = ["--heartbeat-interval", str(args.heartbeat), "--election-timeout", str(args.election_timeout)]
     with tempfile.TemporaryDirectory(prefix="dkvs-transfer-bench-") as root:
         cluster = Cluster3(root, timings)
-        writers = []
+        writers: list = []
+        rounds: list = []
         try:
             cluster.start_all()
             if not wait_for(cluster.healthy, SETTLE_TIMEOUT_SECONDS):
                 raise RuntimeError("the cluster did not come up healthy")
-            main_writer, side_writer = Writer(cluster.urls(), args.acks), Writer(cluster.urls(), "1")
+            main_writer, side_writer = Writer(cluster.urls(), args.acks), Writer(cluster.urls(), "1", prefix="one")
             writers = [main_writer, side_writer]
             for w in writers:
                 w.start()
-            rounds = []
             for i in range(args.rounds):
                 for mode in ("sigterm", "sigkill"):
                     rounds.append(_round(cluster, main_writer, mode))
@@ -99,6 +114,7 @@ def run(args) -> dict:
                 w.stop.set()
             for w in writers:
                 w.join(30)
+            lost = _lost_in_sigterm_windows(cluster, side_writer, rounds) if writers else None
             cluster.close()
     term = [r for r in rounds if r["mode"] == "sigterm"]
     kill = [r for r in rounds if r["mode"] == "sigkill"]
@@ -112,6 +128,7 @@ def run(args) -> dict:
             "sigterm_rollback_files": sum(r["rollback_files"] for r in term),
             "sigterm_failed_writes": sum(r["failed_writes"] for r in term),
             "sigkill_failed_writes": sum(r["failed_writes"] for r in kill),
+            "sigterm_lost_acks1_writes": lost,
             "failed_writes": len(main_writer.errors) + len(side_writer.errors),
             "errors": (main_writer.errors + side_writer.errors)[:10]}
 
@@ -141,7 +158,8 @@ def main() -> int:
               f"{result['sigterm_gap_median_s']:.3f} s (max {result['sigterm_gap_max_s']:.3f}), SIGKILL (failover) "
               f"{result['sigkill_gap_median_s']:.3f} s (max {result['sigkill_gap_max_s']:.3f}); SIGTERM exit "
               f"statuses {result['sigterm_exit_statuses']}, rollback files after SIGTERM "
-              f"{result['sigterm_rollback_files']}; failed writes: {result['sigterm_failed_writes']} in SIGTERM rounds, "
+              f"{result['sigterm_rollback_files']}, acks=1 writes acknowledged in SIGTERM rounds and lost "
+              f"{result['sigterm_lost_acks1_writes']}; failed writes: {result['sigterm_failed_writes']} in SIGTERM rounds, "
               f"{result['sigkill_failed_writes']} in SIGKILL rounds, {result['failed_writes']} in all")
         for error in result["errors"]:
             print(f"  error: {error}")
