@@ -86,6 +86,6 @@ def propose_through_handover(service, propose, timeout: float):
             return outcome
         await_handover(service.host, deadline)
         if service.host.node.role != MASTER:
-            raise NotMaster(service.master_url(), retry_after=0.05)
+            raise NotMaster(service.master_url(), retry_after=0.05)  # go there now
         if time.monotonic() >= deadline:
             raise NoMaster("the master is handing leadership over; retry shortly", retry_after=0.05)

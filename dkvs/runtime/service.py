@@ -36,6 +36,7 @@ __all__ = ["NodeService"]
 log = logging.getLogger("dkvs.service")
 
 INTERNAL_TIMEOUT_SECONDS = 5.0
+RETRY_KNOWN_MASTER_SECONDS = 0.05  # Retry-After hint of a 503 that names another master
 # Routes an operator calls: with client auth on, the admin token is their credential.
 _ADMIN_ROUTES = frozenset({"remove", "faults", "transfer"})
 
@@ -62,7 +63,10 @@ class NodeService(KeyValueService):
 
     def _require_master(self) -> None:
         if self.host.node.role != MASTER:
-            raise NotMaster(self.master_url())
+            # A known master can be asked at once (e.g. right after a handover); with none
+            # known an election runs, and a retry is worth a second's wait.
+            url = self.master_url()
+            raise NotMaster(url, retry_after=RETRY_KNOWN_MASTER_SECONDS if url else 1.0)
 
     # -- public API ------------------------------------------------------------------------------
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
