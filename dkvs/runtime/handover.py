@@ -10,16 +10,20 @@ the node is master with no transfer running, or handed to the HTTP layer as ``No
 
 from __future__ import annotations
 
+import math
 import time
 
 from ..api.service import NotMaster
 from ..core.node import MASTER
 from ..core.transfer import NO_TRANSFER_TARGET, TRANSFER_IN_PROGRESS, TRANSFER_TIMEOUT
-from ..errors import Conflict, DkvsError, NoMaster
+from ..errors import BadRequest, Conflict, DkvsError, NoMaster
+from .admin import post_internal
 
-__all__ = ["transfer_leader", "await_handover", "propose_through_handover", "TransferTimeout", "POLL_SECONDS"]
+__all__ = ["transfer_leader", "transfer_route", "await_handover", "propose_through_handover", "TransferTimeout", "POLL_SECONDS"]
 
 POLL_SECONDS = 0.002  # how often a waiting write looks whether the handover ended
+RELAY_MARGIN_SECONDS = 5.0  # a relayed transfer waits this much longer than the transfer
+MAX_TIMEOUT_SECONDS = 60.0
 
 
 class TransferTimeout(DkvsError):
@@ -27,6 +31,27 @@ class TransferTimeout(DkvsError):
 
     status = 504
     code = "transfer_timeout"
+
+
+def transfer_route(service, to: str | None, raw_timeout, headers) -> tuple[int, dict]:
+    """``POST /internal/transfer``: on the master, :func:`transfer_leader`; on a slave,
+    relayed to the master (signed by this node, with the caller's ``Authorization``)."""
+    try:
+        timeout = float(raw_timeout) if raw_timeout is not None else None
+    except (TypeError, ValueError):
+        timeout = math.nan
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+        raise BadRequest(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT_SECONDS:g}]")
+    node = service.host.node
+    if node.role == MASTER:
+        return 200, transfer_leader(service, to, timeout)
+    master_url, master_id = service.master_url(), node.master_id
+    if master_url is None or master_id == node.id:
+        raise NoMaster()
+    passed = {"Authorization": headers["Authorization"]} if headers.get("Authorization") else {}
+    wait = (timeout or node.config.election_ticks * service.host.tick_seconds) + RELAY_MARGIN_SECONDS
+    return post_internal(master_url, "transfer", {"to": to, "timeout": timeout}, service.signer,
+                         timeout=wait, to=master_id, headers=passed)
 
 
 def transfer_leader(service, to: str | None, timeout: float | None) -> dict:

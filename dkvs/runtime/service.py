@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 
@@ -26,9 +25,9 @@ from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
-from .admin import ClusterAdmin, post_internal
+from .admin import ClusterAdmin
 from .answers import raise_for, write_answer
-from .handover import propose_through_handover, transfer_leader
+from .handover import propose_through_handover, transfer_route
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -318,24 +317,9 @@ class NodeService(KeyValueService):
     def _transfer(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         """``?to=ID&timeout=S`` (both optional): hand leadership over; a slave relays it."""
         request = _json_object(body) if body else {}
-        to = query.get("to") or request.get("to") or None
-        raw = query.get("timeout") or request.get("timeout")
-        try:
-            timeout = float(raw) if raw is not None else None
-        except (TypeError, ValueError):
-            timeout = math.nan
-        if timeout is not None and not 0 < timeout <= 60:
-            raise BadRequest("timeout must be a number of seconds in (0, 60]")
-        if self.host.node.role != MASTER:
-            master_url, master_id = self.master_url(), self.host.node.master_id
-            if master_url is None or master_id == self.host.node.id:
-                raise NoMaster()
-            passed = {"Authorization": headers["Authorization"]} if headers.get("Authorization") else {}
-            status, answer = post_internal(master_url, "transfer", {"to": to, "timeout": timeout}, self.signer,
-                                           timeout=(timeout or 5.0) + INTERNAL_TIMEOUT_SECONDS, to=master_id,
-                                           headers=passed)
-            return status, _json(answer)
-        return 200, _json(transfer_leader(self, to, timeout))
+        status, answer = transfer_route(self, query.get("to") or request.get("to") or None,
+                                        query.get("timeout") or request.get("timeout"), headers)
+        return status, _json(answer)
 
     def _faults(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
