@@ -231,7 +231,8 @@ ROUTES: tuple[Route, ...] = (
     # Membership changes by an operator and fault injection: an admin token when auth is on.
     *(Route("POST", INTERNAL_PREFIX + name, internal, summary, (), public=False, strict_query=False,
             role=ADMIN)
-      for name, summary in (("remove", "Remove a member (admin)"), ("faults", "Fault injection (admin)"))),
+      for name, summary in (("remove", "Remove a member (admin)"), ("faults", "Fault injection (admin)"),
+                            ("transfer", "Hand leadership over to a slave (admin)"))),
 )
 
 

@@ -119,6 +119,11 @@ class NodeDriver:
         """A linearizable read barrier (read index); answered once it is safe to read."""
         self._take(self.node.propose_read(request_id, timeout_ticks), CALL)
 
+    def transfer(self, request_id: int, to: str | None, timeout_ticks: int | None) -> None:
+        """Hand leadership over to ``to`` (None: the most up-to-date slave); answered when
+        this node steps down, or at the deadline (:mod:`dkvs.core.transfer`)."""
+        self._take(self.node.transfer_leadership(request_id, to, timeout_ticks), CALL)
+
     def received(self, peer: str, send_id: int, messages) -> None:
         """The answers ``peer`` gave to our request ``send_id`` (in its HTTP response)."""
         if self.inflight.completed(peer, send_id):

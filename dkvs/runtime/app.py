@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..api.service import Limits
 from ..core.config import CoreConfig
-from ..core.node import Node
+from ..core.node import MASTER, Node
+from ..errors import DkvsError
 from ..core.kvstate import KVState
 from ..api.cors import CorsPolicy
 from ..api.routes import route_table
@@ -31,6 +32,7 @@ from ..transport.http import HttpTransport
 from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
+from .handover import transfer_leader
 from .host import NodeHost
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
@@ -41,6 +43,8 @@ from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, list
 __all__ = ["Settings", "DkvsNode"]
 
 log = logging.getLogger("dkvs")
+
+LEAVE_RETRY_SECONDS = 0.05
 
 
 @dataclass
@@ -170,24 +174,48 @@ class DkvsNode:
         return self.auth.reload()
 
     def leave(self, timeout: float = 3.0) -> None:
-        """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it."""
+        """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it.
+
+        A master first hands leadership to its most up-to-date slave (dkvs.core.transfer):
+        no failover timeout, and no acknowledged acks=1 write is rolled back. Then it
+        leaves as a slave does."""
         if self.host is None:
             return
         node = self.host.node
         if len(node.members) <= 1 or node.id not in node.members:
             return
+        if node.role == MASTER:
+            self._hand_over(timeout)
         master_url = node.members.get(node.master_id) if node.master_id else None
         if master_url is None:
             log.warning("no master known; leaving without removing this node from the member list")
             return
         self.server.service.leaving = True  # the master calls back to confirm
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout,
+                                               to=node.master_id)
+            except OSError as exc:
+                log.warning("could not tell the master this node leaves: %s", exc)
+                return
+            # 503: a master elected a moment ago takes membership changes once its first
+            # entry is committed (after a handover, that is now).
+            if status != 503 or time.monotonic() + LEAVE_RETRY_SECONDS > deadline:
+                break
+            time.sleep(LEAVE_RETRY_SECONDS)
+        if status != 200:
+            log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
+
+    def _hand_over(self, timeout: float) -> None:
+        """SIGTERM on a master: transfer leadership before leaving (a failure is logged;
+        the node then stops anyway and the others fail over as after a crash)."""
         try:
-            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout,
-                                           to=node.master_id)
-            if status != 200:
-                log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
-        except OSError as exc:
-            log.warning("could not tell the master this node leaves: %s", exc)
+            answer = transfer_leader(self.server.service, None, None)  # deadline: one election timeout
+            log.info("leadership handed over to %s (epoch=%s) before stopping", answer["to"], answer["epoch"])
+        except DkvsError as exc:
+            log.warning("could not hand leadership over before stopping (%s); the others will fail over",
+                        exc.message)
 
     def stop(self) -> None:
         if self.server is not None:

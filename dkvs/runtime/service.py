@@ -27,6 +27,7 @@ from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
 from .answers import raise_for, write_answer
+from .handover import propose_through_handover, transfer_route
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -34,8 +35,9 @@ __all__ = ["NodeService"]
 log = logging.getLogger("dkvs.service")
 
 INTERNAL_TIMEOUT_SECONDS = 5.0
+RETRY_KNOWN_MASTER_SECONDS = 0.05  # Retry-After hint of a 503 that names another master
 # Routes an operator calls: with client auth on, the admin token is their credential.
-_ADMIN_ROUTES = frozenset({"remove", "faults"})
+_ADMIN_ROUTES = frozenset({"remove", "faults", "transfer"})
 
 
 class NodeService(KeyValueService):
@@ -60,7 +62,10 @@ class NodeService(KeyValueService):
 
     def _require_master(self) -> None:
         if self.host.node.role != MASTER:
-            raise NotMaster(self.master_url())
+            # A known master can be asked at once (e.g. right after a handover); with none
+            # known an election runs, and a retry is worth a second's wait.
+            url = self.master_url()
+            raise NotMaster(url, retry_after=RETRY_KNOWN_MASTER_SECONDS if url else 1.0)
 
     # -- public API ------------------------------------------------------------------------------
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
@@ -76,7 +81,10 @@ class NodeService(KeyValueService):
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
         self._require_master()
-        outcome = self.host.propose(op, key, value, acks, timeout, cond)
+        # During a leadership transfer the write waits for the handover (then goes to the
+        # new master) instead of failing: a planned handover costs clients latency only.
+        outcome = propose_through_handover(
+            self, lambda: self.host.propose(op, key, value, acks, timeout, cond), timeout)
         return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
 
     def get(self, key: str, *, consistent: bool) -> dict:
@@ -306,6 +314,13 @@ class NodeService(KeyValueService):
         force = query.get("force", "").lower() in ("1", "true", "yes") or request.get("force") is True
         return 200, _json(self.admin.remove(node_id, force, headers))
 
+    def _transfer(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        """``?to=ID&timeout=S`` (both optional): hand leadership over; a slave relays it."""
+        request = _json_object(body) if body else {}
+        status, answer = transfer_route(self, query.get("to") or request.get("to") or None,
+                                        query.get("timeout") or request.get("timeout"), headers)
+        return status, _json(answer)
+
     def _faults(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         try:
@@ -322,6 +337,7 @@ class NodeService(KeyValueService):
         ("POST", "leave"): _leave,
         ("POST", "remove"): _remove,
         ("POST", "faults"): _faults,
+        ("POST", "transfer"): _transfer,
     }
 
 

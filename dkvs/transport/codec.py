@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from ..core.log import Entry
-from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, VoteReply, VoteRequest
+from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, TimeoutNow, VoteReply, VoteRequest
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "CodecError",
            "encode_snapshot_chunks", "decode_snapshot", "encode_snapshot_answer", "decode_snapshot_answer"]
@@ -36,8 +36,9 @@ _ENCODERS = {
                                   "v": [[v.id, v.last_seq, v.alive] for v in m.view]}),
     AppendReply: ("append_reply", lambda m: {"ok": m.success, "m": m.match_seq, "hs": m.hint_seq,
                                              "he": m.hint_epoch, "r": m.round, "l": m.last_seq}),
-    VoteRequest: ("vote", lambda m: {"ls": m.last_seq, "le": m.last_epoch, "pre": m.pre_vote}),
+    VoteRequest: ("vote", lambda m: {"ls": m.last_seq, "le": m.last_epoch, "pre": m.pre_vote, "tr": m.transfer}),
     VoteReply: ("vote_reply", lambda m: {"ok": m.granted, "pre": m.pre_vote, "fr": m.fresher}),
+    TimeoutNow: ("timeout_now", lambda m: {}),
 }
 
 _DECODERS = {
@@ -46,9 +47,11 @@ _DECODERS = {
                                      tuple(PeerView(str(i), int(l), bool(a)) for i, l, a in d.get("v", ()))),
     "append_reply": lambda d, e, s: AppendReply(e, s, bool(d["ok"]), int(d["m"]), int(d.get("hs", 0)),
                                                 int(d.get("he", 0)), int(d.get("r", 0)), int(d.get("l", 0))),
-    "vote": lambda d, e, s: VoteRequest(e, s, int(d["ls"]), int(d["le"]), bool(d.get("pre", False))),
+    "vote": lambda d, e, s: VoteRequest(e, s, int(d["ls"]), int(d["le"]), bool(d.get("pre", False)),
+                                        bool(d.get("tr", False))),
     "vote_reply": lambda d, e, s: VoteReply(e, s, bool(d["ok"]), bool(d.get("pre", False)),
                                             bool(d.get("fr", False))),
+    "timeout_now": lambda d, e, s: TimeoutNow(e, s),
 }
 
 

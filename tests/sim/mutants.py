@@ -84,7 +84,8 @@ MUTANTS: tuple[Mutant, ...] = (
        "        self.voted_for = self.id\n        self.elections_started += 1",
        "a candidate's new epoch and self-vote are on disk before it asks for votes"),
     _m("vote_stickiness", "election.py",
-       "        if self.hears_master():\n            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))\n"
+       "        if self.hears_master() and not msg.transfer:\n"
+       "            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))\n"
        "            return\n",
        "",
        "a node that still hears a live master refuses real votes (no disruption)"),
@@ -202,6 +203,31 @@ MUTANTS += (
           "                if effect.to not in self.streaming:",
           "                if True:",
           "a snapshot is streamed to a peer at most once at a time"),
+)
+
+MUTANTS += (
+    # -- leadership transfer (dkvs/core/transfer.py) -----------------------------------------------
+    _m("transfer_stops_writes", "master.py",
+       "        if self.transfer_target is not None:  # handing over: the log must stop growing\n"
+       "            return [Reply(request_id, error=\"transfer_in_progress\")]\n",
+       "",
+       "a master handing over takes no new writes, so the target's log is complete when it campaigns"),
+    _m("transfer_waits_for_catch_up", "transfer.py",
+       "if p is None or p.match_seq < self.log.last_seq or self.commit_seq < self.log.last_seq:",
+       "if p is None or self.commit_seq < self.log.last_seq:",
+       "TimeoutNow goes only to a target that holds the master's whole log"),
+    _m("transfer_waits_for_commit", "transfer.py",
+       "if p is None or p.match_seq < self.log.last_seq or self.commit_seq < self.log.last_seq:",
+       "if p is None or p.match_seq < self.log.last_seq:",
+       "the master hands over only once its log is committed, so pending acks=majority writes are answered"),
+    _m("transfer_bypasses_stickiness", "election.py",
+       "if self.hears_master() and not msg.transfer:",
+       "if self.hears_master():",
+       "voters grant a candidate its master handed leadership to, although they still hear that master"),
+    _m("transfer_has_a_deadline", "transfer.py",
+       "if self.now >= self.transfer_deadline:",
+       "if False:",
+       "an unfinished transfer ends at its deadline and the master takes writes again"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
