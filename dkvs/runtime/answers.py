@@ -10,7 +10,7 @@ the code production uses, and can check what every client was told.
 from __future__ import annotations
 
 from ..api.service import NotMaster
-from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound
+from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound, NoMaster
 
 __all__ = ["write_answer", "raise_for"]
 
@@ -42,6 +42,8 @@ def raise_for(done, acks: str, timeout: float, master_url: str | None = None) ->
                           f"(seq {seq}) may or may not survive", seq=seq)
     if error in ("not_master", "membership_change_in_progress"):
         raise NotMaster(master_url if error == "not_master" else None)
+    if error == "transfer_in_progress":  # leadership is being handed over: back in a moment
+        raise NoMaster("this master is handing leadership over; retry in a moment", retry_after=0.05)
     if error in ("read_timeout", "no_answer"):
         raise AcksTimeout(f"no majority confirmed this master within {timeout:g} s", seq=seq)
     raise InternalError(f"the node could not complete the request ({error})")

@@ -65,7 +65,7 @@ def transfer_leader(service, to: str | None, timeout: float | None) -> dict:
     ticks = None if timeout is None else max(1, round(timeout / host.tick_seconds))
     wait = timeout if timeout is not None else host.node.config.election_ticks * host.tick_seconds
     started = time.monotonic()
-    outcome = host._call(lambda driver, rid: driver.transfer(rid, to, ticks), wait)
+    outcome = host.transfer(to, ticks, wait)
     error = outcome.error
     if error == "not_master":
         raise NotMaster(service.master_url())
