@@ -39,6 +39,8 @@ __all__ = [
     "WAIT",
     "AFTER_SEQ",
     "IF_SEQ",
+    "DELETE_PREFIX",
+    "ALL",
     "MAX_WAIT_SECONDS",
     "DEFAULT_LIST_LIMIT",
     "MAX_QUERY_FIELDS",
@@ -301,3 +303,29 @@ IF_SEQ = Param(
     "Compare-and-set: write only if the key's current seq is this one (0: only if absent); "
     "otherwise 409 with the current seq.",
     _parse_seq("if_seq", None), lambda limits: {"type": "integer", "minimum": 0})
+
+
+def _parse_all(raw: str | None, limits: Limits) -> bool:
+    if raw is None:
+        return False
+    try:
+        return _BOOLEANS[raw.lower()]
+    except KeyError:
+        raise _bad("all", f"all must be true, false, 1 or 0; got {_echo(raw)}") from None
+
+
+def _parse_delete_prefix(raw: str | None, limits: Limits) -> str:
+    prefix = raw or ""
+    if len(prefix.encode("utf-8", "surrogatepass")) > limits.max_key_bytes:
+        raise PayloadTooLarge(f"the prefix is over the {limits.max_key_bytes}-byte key limit", parameter="prefix")
+    return prefix
+
+
+DELETE_PREFIX = Param(
+    "prefix", "query",
+    "Delete every key that starts with this text (non-empty; use all=true to delete every key).",
+    _parse_delete_prefix, lambda limits: {"type": "string", "minLength": 1})
+
+ALL = Param(
+    "all", "query", "true: delete every key (only without prefix).",
+    _parse_all, lambda limits: {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"})

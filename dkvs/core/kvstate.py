@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from .log import OP_DELETE, OP_PUT, Entry
+from .log import OP_DELETE, OP_DELETE_PREFIX, OP_PUT, OP_TXN, Entry
 from .sortedkeys import SortedKeys
+from .txn import decode_txn, run_txn
 
 __all__ = ["KVState"]
 
@@ -71,10 +72,14 @@ class KVState:
         return out, None
 
     # -- applying ------------------------------------------------------------------------------
-    def apply(self, entries, commit_seq: int) -> list[tuple[int, int]]:
+    def apply(self, entries, commit_seq: int, results: dict | None = None) -> list[tuple[int, int]]:
         """Apply ``entries`` in order. Returns ``(seq, current seq of the key)`` for each
-        entry that changed nothing: a delete of an absent key, or a put whose condition did
-        not hold. Every node reaches the same verdicts (same log, same state)."""
+        entry that changed nothing: a delete of an absent key, or a put or delete whose
+        condition did not hold. Every node reaches the same verdicts (same log, same state).
+
+        Multi-key entries (prefix delete, transaction) put ``seq -> (answer, changes)`` in
+        ``results`` when it is given: their apply-time answer, and the ``(key, value or
+        None)`` changes they made, in order (for watches)."""
         rejected = []
         data = self.data
         for entry in entries:
@@ -90,13 +95,63 @@ class KVState:
                         continue
                 self._set(entry, (entry.value, entry.seq), commit_seq)
             elif entry.op == OP_DELETE:
-                if entry.key in data:
-                    self._set(entry, _ABSENT, commit_seq)
-                else:
+                current = data.get(entry.key)
+                if current is None:
                     rejected.append((entry.seq, 0))
+                elif entry.cond is not None and current[1] != entry.cond:
+                    rejected.append((entry.seq, current[1]))
+                else:
+                    self._set(entry, _ABSENT, commit_seq)
+            elif entry.op in self._MULTI:
+                outcome = self._MULTI[entry.op](self, entry, commit_seq)
+                if results is not None:
+                    results[entry.seq] = outcome
             self.applied_seq = entry.seq
         self.set_commit(commit_seq)
         return rejected
+
+    def _apply_delete_prefix(self, entry: Entry, commit_seq: int) -> tuple:
+        deleted = self._delete_prefix(entry.key, entry.seq, commit_seq)
+        return {"deleted": len(deleted)}, [(key, None) for key in deleted]
+
+    def _delete_prefix(self, prefix: str, seq: int, commit_seq: int) -> list[str]:
+        keys = []
+        for key in self.keys.iter_from(prefix):
+            if not key.startswith(prefix):
+                break
+            keys.append(key)
+        for key in keys:
+            self._change(seq, key, _ABSENT, commit_seq)
+        return keys
+
+    def _apply_txn(self, entry: Entry, commit_seq: int) -> tuple:
+        seq, data, changes = entry.seq, self.data, []
+
+        def put(key, value):
+            self._change(seq, key, (value, seq), commit_seq)
+            changes.append((key, value))
+
+        def delete(key):
+            if key not in data:
+                return False
+            self._change(seq, key, _ABSENT, commit_seq)
+            changes.append((key, None))
+            return True
+
+        def delete_prefix(prefix):
+            keys = self._delete_prefix(prefix, seq, commit_seq)
+            changes.extend((key, None) for key in keys)
+            return len(keys)
+
+        return run_txn(decode_txn(entry.value), data.get, put, delete, delete_prefix), changes
+
+    _MULTI = {OP_DELETE_PREFIX: _apply_delete_prefix, OP_TXN: _apply_txn}
+
+    def _change(self, seq: int, key: str, new: tuple[str, int] | None, commit_seq: int) -> None:
+        old = self.data.get(key)
+        if seq > commit_seq:
+            self._undo.append((seq, key, old))
+        self._store(key, old, new)
 
     def _set(self, entry: Entry, new: tuple[str, int] | None, commit_seq: int) -> None:
         key = entry.key

@@ -43,6 +43,7 @@ from ..core.effects import (
     SendSnapshot,
 )
 from ..core.election import MASTER
+from ..core.log import OP_DELETE, OP_PUT, Entry
 from ..core.messages import Append
 from .inflight import InFlight
 from .narrator import CALL, MESSAGE, TICK, Narrator, note
@@ -197,15 +198,19 @@ class NodeDriver:
         for effect in ready.apply:
             kind = type(effect)
             if kind is Apply:
-                rejected = state.apply(effect.entries, effect.commit_seq)
+                results: dict = {}
+                entries = effect.entries
+                rejected = state.apply(entries, effect.commit_seq, results)
                 skipped = set()
                 if rejected:
-                    epochs = {e.seq: e.epoch for e in effect.entries}
+                    epochs = {e.seq: e.epoch for e in entries}
                     for seq, current_seq in rejected:
                         self.requests.rejected(epochs[seq], seq, current_seq)
                         skipped.add(seq)
-                if effect.entries:
-                    done.changes.append(("apply", effect.entries, skipped))
+                if results:
+                    entries = self._bind_results(entries, results)
+                if entries:
+                    done.changes.append(("apply", entries, skipped))
             elif kind is Rollback:
                 state.rollback(effect.after_seq)
                 done.changes.append(("rollback", effect.after_seq, effect.discarded))
@@ -214,10 +219,28 @@ class NodeDriver:
                 state.restore(snap.seq, snap.data)
                 done.changes.append(("reset", snap.seq))
         for reply in ready.replies:
-            verdict = self.requests.answered(reply.request_id)
-            done.replies.append(ClientReply(reply.request_id, reply.result, reply.error,
+            verdict, applied = self.requests.answered_with_result(reply.request_id)
+            result = reply.result
+            if applied is not None and result is not None:
+                result = {**result, "applied": applied}
+            done.replies.append(ClientReply(reply.request_id, result, reply.error,
                                             verdict if reply.error is None else None))
         return done
+
+    def _bind_results(self, entries, results: dict) -> list:
+        """Bind each multi-key entry's apply result to its request, and spell its changes
+        out as single-key entries (same seq) for the change feed, so watches see each key."""
+        out = []
+        for entry in entries:
+            outcome = results.get(entry.seq)
+            if outcome is None:
+                out.append(entry)
+                continue
+            answer, changes = outcome
+            self.requests.applied(entry.epoch, entry.seq, answer)
+            out.extend(Entry(entry.epoch, entry.seq, OP_DELETE if value is None else OP_PUT, key, value)
+                       for key, value in changes)
+        return out
 
     # -- inside --------------------------------------------------------------------------------
     def _take(self, effects: list, cause: str, sender: str | None = None, token=None) -> None:

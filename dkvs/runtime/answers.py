@@ -10,9 +10,10 @@ the code production uses, and can check what every client was told.
 from __future__ import annotations
 
 from ..api.service import NotMaster
+from ..core.values import value_fields
 from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound
 
-__all__ = ["write_answer", "raise_for"]
+__all__ = ["write_answer", "raise_for", "delete_prefix_answer", "txn_answer"]
 
 
 def write_answer(op: str, key: str, done, acks: str, timeout: float, cond: int | None = None,
@@ -20,7 +21,7 @@ def write_answer(op: str, key: str, done, acks: str, timeout: float, cond: int |
     """The 200 body of a write, or the error it must be answered with."""
     raise_for(done, acks, timeout, master_url)
     if done.rejected is not None:
-        if op == "delete":
+        if op == "delete" and (cond is None or done.rejected == 0):
             raise KeyNotFound(f"key {key!r} does not exist", key=key)
         raise Conflict(f"key {key!r} is at seq {done.rejected}, not {cond}; nothing was written",
                        key=key, seq=done.rejected)
@@ -45,3 +46,38 @@ def raise_for(done, acks: str, timeout: float, master_url: str | None = None) ->
     if error in ("read_timeout", "no_answer"):
         raise AcksTimeout(f"no majority confirmed this master within {timeout:g} s", seq=seq)
     raise InternalError(f"the node could not complete the request ({error})")
+
+
+def delete_prefix_answer(prefix: str, done, acks: str, timeout: float, master_url: str | None = None) -> dict:
+    """The 200 body of a prefix delete: how many keys the entry deleted when applied."""
+    raise_for(done, acks, timeout, master_url)
+    result = done.result
+    if "applied" not in result:
+        raise InternalError("the node lost the outcome of this prefix delete; it was applied")
+    return {"prefix": prefix, "deleted": result["applied"]["deleted"], "seq": result["seq"],
+            "epoch": result["epoch"], "replicas": result["replicas"]}
+
+
+def txn_answer(done, acks: str, timeout: float, master_url: str | None = None) -> dict:
+    """The 200 body of a transaction: its verdict and results, decided when it was applied.
+
+    Values read by ``get`` ops are ``"value"`` (text) or ``"value_base64"`` (binary).
+    """
+    raise_for(done, acks, timeout, master_url)
+    result = done.result
+    if "applied" not in result:
+        raise InternalError("the node lost the outcome of this transaction; it was applied")
+    applied = result["applied"]
+    seq = result["seq"]
+    results = []
+    for item in applied["results"]:
+        if item["op"] == "get":
+            item = dict(item)
+            value = item.pop("value")
+            if item["found"]:
+                item.update(value_fields(value))
+        elif item["op"] == "put":
+            item = {**item, "seq": seq}
+        results.append(item)
+    return {"succeeded": applied["succeeded"], "seq": seq, "epoch": result["epoch"],
+            "replicas": result["replicas"], "results": results}

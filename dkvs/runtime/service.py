@@ -16,12 +16,14 @@ import json
 import logging
 
 from ..api.service import KeyValueService, Limits, NotMaster
+from ..core.log import OP_DELETE_PREFIX, OP_TXN
 from ..core.node import MASTER
+from ..core.txn import encode_txn
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from .admin import ClusterAdmin
-from .answers import raise_for, write_answer
+from .answers import delete_prefix_answer, raise_for, txn_answer, write_answer
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -60,12 +62,26 @@ class NodeService(KeyValueService):
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
         return self._write("put", key, value, acks, timeout, if_seq)
 
-    def delete(self, key: str, *, acks: str, timeout: float) -> dict:
+    def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
         # Always through the log, even when the key looks absent here: the master's state
         # may hold another client's delete that is not committed and can still roll back,
         # so "absent" is only known once this delete is applied in order, and only as
-        # durable as its acks (a 404 for acks=majority is backed by a commit).
-        return self._write("delete", key, None, acks, timeout)
+        # durable as its acks (a 404 for acks=majority is backed by a commit). The same
+        # holds for the condition: it is evaluated at apply time on every replica.
+        return self._write("delete", key, None, acks, timeout, if_seq)
+
+    def delete_prefix(self, prefix: str, *, acks: str, timeout: float) -> dict:
+        # One entry: every replica deletes the keys it holds under the prefix at that point of
+        # the log, atomically; the count is the apply-time one.
+        self._require_master()
+        outcome = self.host.propose(OP_DELETE_PREFIX, prefix, None, acks, timeout)
+        return delete_prefix_answer(prefix, outcome, acks, timeout, self.master_url())
+
+    def txn(self, txn: dict, *, acks: str, timeout: float) -> dict:
+        # ``txn`` was checked and normalised by the front end (dkvs.core.txn.parse_txn).
+        self._require_master()
+        outcome = self.host.propose(OP_TXN, "", encode_txn(txn), acks, timeout)
+        return txn_answer(outcome, acks, timeout, self.master_url())
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
