@@ -81,3 +81,22 @@ def test_an_unreachable_node_exits_2_with_one_line():
 def test_starting_a_node_still_takes_flags():
     code, _, err = dkvs("--port", "nope")
     assert code == 2 and b"--port" in err
+
+
+def test_watch_prints_each_change_and_stops_after_count(node_url):
+    start = json.loads(dkvs("put", "cli/w/0", "x", "--json", "--url", node_url)[1])["seq"]
+    watcher = subprocess.Popen([sys.executable, "-m", "dkvs", "watch", "--prefix", "cli/w/", "--after-seq",
+                                str(start), "--count", "3", "--url", node_url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        dkvs("put", "cli/w/1", "a", "--url", node_url)
+        dkvs("put", "cli/w/2", "b", "--url", node_url)
+        dkvs("del", "cli/w/1", "--url", node_url)
+        out, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    lines = out.decode().splitlines()
+    assert watcher.returncode == 0, err
+    assert [line.split()[:2] for line in lines] == [["PUT", "cli/w/1"], ["PUT", "cli/w/2"], ["DELETE", "cli/w/1"]]
