@@ -49,8 +49,8 @@ from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .kv import (binary_reply, item_json, rows_json, txn_body_limit, txn_from_body, txn_keys, value_from_body,
                  wants_binary)
-from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_SEQ, INTERNAL_PATH, KEY, LIMIT,
-                     PREFIX, TIMEOUT, WAIT, Param, check_query, parse_query_pairs)
+from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_SEQ, INTERNAL_PATH, KEY, LEASE,
+                     LEASE_PATH, LIMIT, PREFIX, TIMEOUT, TTL, WAIT, Param, check_query, parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
@@ -106,9 +106,11 @@ class Route:
 # --- handlers -------------------------------------------------------------------------
 
 def put_key(ex, args: dict) -> Reply:
+    extra = {name: args[name] for name in ("if_seq", "lease", "ttl") if args[name] is not None}
+    if "lease" in extra and "ttl" in extra:
+        raise BadRequest("give either lease or ttl, not both", parameter="ttl")
     body = ex.read_body(ex.service.limits.max_value_bytes, required=True, name="value")
     value = value_from_body(ex.headers, body)
-    extra = {} if args["if_seq"] is None else {"if_seq": args["if_seq"]}
     return written_reply(ex.service.put(args["key"], value, acks=args["acks"], timeout=args["timeout"],
                                         **extra))
 
@@ -142,6 +144,31 @@ def post_txn(ex, args: dict) -> Reply:
     txn = txn_from_body(ex.read_body(txn_body_limit(limits), required=True, name="body"), limits)
     authorize_txn(getattr(ex, "grant", None), txn)
     return written_reply(ex.service.txn(txn, acks=args["acks"], timeout=args["timeout"]))
+
+
+def post_lease(ex, args: dict) -> Reply:
+    if args["ttl"] is None:
+        raise BadRequest("POST /lease needs ttl (seconds)", parameter="ttl")
+    return written_reply(ex.service.lease_grant(args["ttl"], acks=args["acks"], timeout=args["timeout"]))
+
+
+def _lease_id(args: dict, action: str | None) -> int:
+    lease_id, given = args["id"]
+    if given != action:
+        raise NotFound("lease routes: POST /lease/ID/keepalive, GET /lease/ID, DELETE /lease/ID")
+    return lease_id
+
+
+def keepalive_lease(ex, args: dict) -> Reply:
+    return json_reply(ex.service.lease_keepalive(_lease_id(args, "keepalive")))
+
+
+def get_lease(ex, args: dict) -> Reply:
+    return json_reply(ex.service.lease_info(_lease_id(args, None)))
+
+
+def revoke_lease(ex, args: dict) -> Reply:
+    return written_reply(ex.service.lease_revoke(_lease_id(args, None), acks=args["acks"], timeout=args["timeout"]))
 
 
 def list_keys(ex, args: dict) -> Reply:
@@ -203,8 +230,8 @@ _WRITE_ERRORS = {**_E400, **_E413, **_E503, **_E504}
 
 ROUTES: tuple[Route, ...] = (
     Route("PUT", "/kv/{key}", put_key, "Write a value (any node; slaves forward to the master)",
-          (KEY, ACKS, TIMEOUT, IF_SEQ),
-          {200: ("Written.", "Written"), 409: ("if_seq did not match the key's current seq.", "Error"),
+          (KEY, ACKS, TIMEOUT, IF_SEQ, LEASE, TTL),
+          {200: ("Written.", "Written"), 404: ("lease= names a lease that does not exist.", "Error"), 409: ("if_seq did not match the key's current seq.", "Error"),
            411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
           body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes; with Content-Type "
                 "application/octet-stream, any bytes."), role=WRITE, scope=SCOPE_KEY),
@@ -225,6 +252,17 @@ ROUTES: tuple[Route, ...] = (
            411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
           body=("application/json", "{compare: [...], success: [ops], failure: [ops]} (see docs/http-api.md)."),
           role=WRITE),
+    Route("POST", "/lease", post_lease, "Grant a lease of ttl seconds (its keys go when it expires)",
+          (TTL, ACKS, TIMEOUT), {200: ("Granted: {id, ttl, seq}.", None), **_WRITE_ERRORS}, role=WRITE),
+    Route("POST", "/lease/{id}", keepalive_lease, "Renew a lease: POST /lease/{id}/keepalive (the master's clock)",
+          (LEASE_PATH,), {200: ("{id, ttl}.", None), 404: ("No such lease (expired or revoked).", "Error"),
+                          **_E400, **_E503}, role=WRITE),
+    Route("GET", "/lease/{id}", get_lease, "A lease: ttl, remaining seconds and keys (from the master)",
+          (LEASE_PATH,), {200: ("{id, ttl, remaining, keys}.", None), 404: ("No such lease.", "Error"),
+                          **_E400, **_E503}, role=READ),
+    Route("DELETE", "/lease/{id}", revoke_lease, "Revoke a lease and delete its keys (one write)",
+          (LEASE_PATH, ACKS, TIMEOUT), {200: ("{id, deleted, seq}.", None), 404: ("No such lease.", "Error"),
+                                        **_WRITE_ERRORS}, role=WRITE),
     Route("GET", "/kv", list_keys, "List keys in order, a page at a time; or watch a prefix (wait=)",
           (PREFIX, AFTER, LIMIT, WAIT, AFTER_SEQ),
           {200: ("A page; pass `next` as `after` to get the following one (with wait: Changes).", "Page"),

@@ -16,18 +16,20 @@ import bisect
 from dataclasses import dataclass
 
 __all__ = ["Entry", "Log", "OP_PUT", "OP_DELETE", "OP_NOOP", "OP_MEMBER_ADD", "OP_MEMBER_REMOVE",
-           "OP_DELETE_PREFIX", "OP_TXN", "DATA_OPS", "MULTI_KEY_OPS"]
+           "OP_DELETE_PREFIX", "OP_TXN", "OP_LEASE_GRANT", "OP_LEASE_REVOKE", "DATA_OPS", "MULTI_KEY_OPS"]
 
 OP_PUT = "put"
 OP_DELETE = "delete"
 OP_DELETE_PREFIX = "delete_prefix"  # key = the prefix ("" = every key); one entry, atomic everywhere
 OP_TXN = "txn"  # value = the transaction as compact JSON (dkvs.core.txn), decided at apply time
+OP_LEASE_GRANT = "lease_grant"  # value = ttl in ms; the lease id is epoch << 32 | seq (dkvs.core.leases)
+OP_LEASE_REVOKE = "lease_revoke"  # key = lease id: deletes its keys (an expiry is one of these)
 OP_NOOP = "noop"  # written by each new master: it opens the epoch and lets the commit point move
 OP_MEMBER_ADD = "member_add"  # key = node id, value = its URL
 OP_MEMBER_REMOVE = "member_remove"  # key = node id
 
-DATA_OPS = frozenset({OP_PUT, OP_DELETE, OP_DELETE_PREFIX, OP_TXN})
-MULTI_KEY_OPS = frozenset({OP_DELETE_PREFIX, OP_TXN})  # may change many keys; have an apply result
+DATA_OPS = frozenset({OP_PUT, OP_DELETE, OP_DELETE_PREFIX, OP_TXN, OP_LEASE_GRANT, OP_LEASE_REVOKE})
+MULTI_KEY_OPS = frozenset({OP_DELETE_PREFIX, OP_TXN, OP_LEASE_GRANT, OP_LEASE_REVOKE})  # may change many keys; have an apply result
 MEMBERSHIP_OPS = frozenset({OP_MEMBER_ADD, OP_MEMBER_REMOVE})
 
 

@@ -116,9 +116,13 @@ def _op(doc, where: str, max_key_bytes: int, max_value_bytes: int) -> list:
     key = _key(doc, "key", where, max_key_bytes)
     if name != "put":
         return [name, key]
-    if doc.get("lease") is not None:
-        raise TxnError(f"{where}.lease: leases are not supported by this node yet", f"{where}.lease")
-    return [name, key, _value(doc, where, max_value_bytes)]
+    value = _value(doc, where, max_value_bytes)
+    lease = doc.get("lease")
+    if lease is None:
+        return [name, key, value]
+    if not (type(lease) is int and 0 < lease < 2 ** 63):
+        raise TxnError(f"{where}.lease must be a lease id (a positive integer)", f"{where}.lease")
+    return [name, key, value, lease]
 
 
 def parse_txn(doc, *, max_key_bytes: int, max_value_bytes: int, max_ops: int = MAX_TXN_OPS,
@@ -157,18 +161,24 @@ def _holds(current, kind: str, arg) -> bool:
     return current is not None and current[0] == arg
 
 
-def run_txn(txn: dict, get, put, delete, delete_prefix) -> dict:
+def run_txn(txn: dict, get, put, delete, delete_prefix, has_lease=lambda lease: False) -> dict:
     """Evaluate ``txn`` against a state given as functions, run its branch; the raw result.
 
-    ``get(key) -> (value, seq) | None``; ``put(key, value)``; ``delete(key) -> bool``;
-    ``delete_prefix(prefix) -> count``. Results of ``get`` ops hold held values.
+    ``get(key) -> (value, seq) | None``; ``put(key, value, lease=None)``; ``delete(key) ->
+    bool``; ``delete_prefix(prefix) -> count``; ``has_lease(id) -> bool``. Results of ``get``
+    ops hold held values. A branch that puts with a lease that does not exist (any more)
+    runs no op at all: the answer is ``succeeded: false`` with ``lease_not_found``.
     """
     succeeded = all(_holds(get(key), kind, arg) for key, kind, arg in txn["c"])
+    branch = txn["s"] if succeeded else txn["f"]
+    for op in branch:
+        if op[0] == "put" and len(op) > 3 and not has_lease(op[3]):
+            return {"succeeded": False, "compared": succeeded, "lease_not_found": op[3], "results": []}
     results = []
-    for op in txn["s"] if succeeded else txn["f"]:
+    for op in branch:
         name = op[0]
         if name == "put":
-            put(op[1], op[2])
+            put(op[1], op[2], op[3] if len(op) > 3 else None)
             results.append({"op": "put", "key": op[1]})
         elif name == "delete":
             results.append({"op": "delete", "key": op[1], "deleted": int(delete(op[1]))})

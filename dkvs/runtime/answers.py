@@ -11,9 +11,23 @@ from __future__ import annotations
 
 from ..api.service import NotMaster
 from ..core.values import value_fields
-from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound
+from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound, NotFound
 
-__all__ = ["write_answer", "raise_for", "delete_prefix_answer", "txn_answer"]
+__all__ = ["write_answer", "raise_for", "delete_prefix_answer", "txn_answer", "LeaseNotFound",
+           "lease_grant_answer", "lease_revoke_answer", "leased_put_answer"]
+
+
+class LeaseNotFound(NotFound):
+    """No such lease (never granted, expired or revoked). Belongs in dkvs.errors."""
+
+    code = "lease_not_found"
+
+
+def _applied(done, what: str) -> dict:
+    applied = (done.result or {}).get("applied")
+    if applied is None:
+        raise InternalError(f"the node lost the outcome of this {what}; it was applied")
+    return applied
 
 
 def write_answer(op: str, key: str, done, acks: str, timeout: float, cond: int | None = None,
@@ -81,3 +95,35 @@ def txn_answer(done, acks: str, timeout: float, master_url: str | None = None) -
         results.append(item)
     return {"succeeded": applied["succeeded"], "seq": seq, "epoch": result["epoch"],
             "replicas": result["replicas"], "results": results}
+
+
+def lease_grant_answer(done, acks: str, timeout: float, master_url: str | None = None) -> dict:
+    raise_for(done, acks, timeout, master_url)
+    applied = _applied(done, "lease grant")
+    return {"id": applied["id"], "ttl": applied["ttl_ms"] / 1000, "seq": done.result["seq"]}
+
+
+def lease_revoke_answer(lease_id: int, done, acks: str, timeout: float, master_url: str | None = None) -> dict:
+    raise_for(done, acks, timeout, master_url)
+    applied = _applied(done, "lease revoke")
+    if not applied["found"]:
+        raise LeaseNotFound(f"lease {lease_id} does not exist (expired or revoked)", lease=lease_id)
+    return {"id": lease_id, "deleted": applied["deleted"], "seq": done.result["seq"],
+            "epoch": done.result["epoch"], "replicas": done.result["replicas"]}
+
+
+def leased_put_answer(key: str, lease: int, cond: int | None, done, acks: str, timeout: float,
+                      master_url: str | None = None) -> dict:
+    """A put with a lease (a one-op transaction): 404 if the lease is gone, 409 if ``cond`` failed."""
+    raise_for(done, acks, timeout, master_url)
+    applied = _applied(done, "put")
+    result = done.result
+    if applied.get("lease_not_found") is not None and applied.get("compared", True):
+        raise LeaseNotFound(f"lease {lease} does not exist (expired or revoked); nothing was written",
+                            lease=lease)
+    if not applied["succeeded"]:
+        got = applied["results"][0] if applied["results"] else {"seq": 0}
+        raise Conflict(f"key {key!r} is at seq {got['seq']}, not {cond}; nothing was written", key=key,
+                       seq=got["seq"])
+    return {"key": key, "seq": result["seq"], "epoch": result["epoch"], "replicas": result["replicas"],
+            "lease": lease}

@@ -16,14 +16,15 @@ import json
 import logging
 
 from ..api.service import KeyValueService, Limits, NotMaster
-from ..core.log import OP_DELETE_PREFIX, OP_TXN
+from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import MASTER
 from ..core.txn import encode_txn
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from .admin import ClusterAdmin
-from .answers import delete_prefix_answer, raise_for, txn_answer, write_answer
+from .answers import (LeaseNotFound, delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
+                      leased_put_answer, raise_for, txn_answer, write_answer)
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -47,6 +48,7 @@ class NodeService(KeyValueService):
     def attach(self, host: NodeHost, url: str) -> None:
         """Connect to the running node (the HTTP server is bound first, to learn the url)."""
         self.host, self.url = host, url
+        host.driver.lease_clock.ticks_per_second = 1.0 / host.tick_seconds  # leases count real ticks
         self.admin = ClusterAdmin(self)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -59,8 +61,52 @@ class NodeService(KeyValueService):
             raise NotMaster(self.master_url())
 
     # -- public API ------------------------------------------------------------------------------
-    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
-        return self._write("put", key, value, acks, timeout, if_seq)
+    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None,
+            lease: int | None = None, ttl: float | None = None) -> dict:
+        if lease is None and ttl is None:
+            return self._write("put", key, value, acks, timeout, if_seq)
+        # A leased put is a one-op transaction (its condition, if any, as a comparison), so
+        # "the lease still exists" is decided at apply time like every other condition.
+        granted = None
+        if ttl is not None:
+            granted = self.lease_grant(ttl, acks=acks, timeout=timeout)
+            lease = granted["id"]
+        txn = {"c": [] if if_seq is None else [[key, "seq", if_seq]],
+               "s": [["put", key, value, lease]], "f": [["get", key]]}
+        self._require_master()
+        outcome = self.host.propose(OP_TXN, "", encode_txn(txn), acks, timeout)
+        answer = leased_put_answer(key, lease, if_seq, outcome, acks, timeout, self.master_url())
+        if granted is not None:
+            answer["ttl"] = granted["ttl"]
+        return answer
+
+    # -- leases ----------------------------------------------------------------------------------
+    def lease_grant(self, ttl: float, *, acks: str, timeout: float) -> dict:
+        self._require_master()
+        outcome = self.host.propose(OP_LEASE_GRANT, "", str(max(1, round(ttl * 1000))), acks, timeout)
+        return lease_grant_answer(outcome, acks, timeout, self.master_url())
+
+    def lease_revoke(self, lease_id: int, *, acks: str, timeout: float) -> dict:
+        self._require_master()
+        outcome = self.host.propose(OP_LEASE_REVOKE, str(lease_id), None, acks, timeout)
+        return lease_revoke_answer(lease_id, outcome, acks, timeout, self.master_url())
+
+    def lease_keepalive(self, lease_id: int) -> dict:
+        self._require_master()
+        driver = self.host.driver
+        ttl = self.host.query(lambda node: driver.lease_keepalive(lease_id))
+        if ttl is None:
+            raise LeaseNotFound(f"lease {lease_id} does not exist (expired or revoked)", lease=lease_id)
+        return {"id": lease_id, "ttl": ttl / 1000}
+
+    def lease_info(self, lease_id: int) -> dict:
+        self._require_master()
+        driver = self.host.driver
+        info = self.host.query(lambda node: driver.lease_info(lease_id))
+        if info is None:
+            raise LeaseNotFound(f"lease {lease_id} does not exist (expired or revoked)", lease=lease_id)
+        ttl, remaining, keys = info
+        return {"id": lease_id, "ttl": ttl / 1000, "remaining": remaining / 1000, "keys": keys}
 
     def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
         # Always through the log, even when the key looks absent here: the master's state

@@ -17,7 +17,8 @@ A log entry's payload (fixed head of 21 bytes, no JSON on the write hot path)::
 
 A compare-and-set put (op code 6) or conditional delete (op code 9) stores its condition
 seq as a u64 at the end of the key region (``key_length`` counts it). A prefix delete (7)
-keeps its prefix as the key; a transaction (8) its ASCII JSON program as the value. Binary
+keeps its prefix as the key; a transaction (8) its ASCII JSON program as the value; a lease
+grant (10) its ttl in ms as the value, a lease revoke (11) the lease id as the key. Binary
 values are held surrogate-escaped (:mod:`dkvs.core.values`) and written with
 ``surrogatepass``, so every byte value round-trips. ``flags`` carries the op code in its low 7 bits and :data:`VALUE_NONE_FLAG` when the value
 is ``None``, so an empty value and no value stay distinct. All integers little-endian.
@@ -29,7 +30,8 @@ import struct
 from dataclasses import dataclass, field
 from zlib import crc32
 
-from ..core.log import OP_DELETE, OP_DELETE_PREFIX, OP_MEMBER_ADD, OP_MEMBER_REMOVE, OP_NOOP, OP_PUT, OP_TXN, Entry
+from ..core.log import (OP_DELETE, OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_MEMBER_ADD, OP_MEMBER_REMOVE,
+                        OP_NOOP, OP_PUT, OP_TXN, Entry)
 from .base import CorruptStorage
 
 __all__ = [
@@ -59,7 +61,7 @@ VALUE_NONE_FLAG = 0x80
 _OP_MASK = 0x7F
 # The on-disk op codes. Append only: a code, once written, keeps its meaning forever.
 OP_CODES = {OP_PUT: 1, OP_DELETE: 2, OP_NOOP: 3, OP_MEMBER_ADD: 4, OP_MEMBER_REMOVE: 5,
-            OP_DELETE_PREFIX: 7, OP_TXN: 8}
+            OP_DELETE_PREFIX: 7, OP_TXN: 8, OP_LEASE_GRANT: 10, OP_LEASE_REVOKE: 11}
 _OPS_BY_CODE = {code: op for op, code in OP_CODES.items()}
 # A put or delete with a condition (compare-and-set): the condition seq (u64) follows the key.
 CONDITIONAL_PUT_CODE = 6

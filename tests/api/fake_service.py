@@ -50,7 +50,7 @@ class FakeService(KeyValueService):
 
     # --- the contract -------------------------------------------------------------------
 
-    def put(self, key: str, value: str, *, acks: str, timeout: float) -> dict:
+    def put(self, key: str, value: str, *, acks: str, timeout: float, **extra) -> dict:
         self._check(write=True)
         with self._lock:
             self.calls.append(("put", key, value, acks, timeout))
@@ -92,7 +92,7 @@ class FakeService(KeyValueService):
             self._seq += 1
             seq = self._seq
 
-            def put(k, v):
+            def put(k, v, lease=None):
                 self._data[k] = (v, seq)
 
             def delete(k):
