@@ -216,6 +216,10 @@ MUTANTS += (
           "",
           "a multi-key entry's apply result (deleted count, txn verdict and reads) is answered to "
           "the request that created that entry"),
+    _node("lease_fresh_ttl_on_new_master", "dkvs/driver/leases.py",
+          "        self.deadlines = {lease_id: now + self.ticks(ttl) for lease_id, ttl in leases.items()}\n",
+          "        self.deadlines = {lease_id: now for lease_id, ttl in leases.items()}\n",
+          "a new master starts every lease over with its full ttl, so no lease expires early on a failover"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).

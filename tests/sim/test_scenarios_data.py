@@ -62,3 +62,37 @@ def test_transactions_and_prefix_deletes_agree_on_every_replica_across_a_master_
              "every replica holding the same state")
     items = {k: v for k, v, _ in _items(c, c.master().id)[0]}
     assert int(items["n"]) >= 10  # most increments went through, and the counter is one value everywhere
+
+
+def test_no_lease_expires_before_its_full_ttl_across_a_failover():
+    # A lease of 5 election timeouts holds a key. The master dies halfway through the ttl;
+    # the new master starts the lease over with its full ttl (it cannot know how much of it
+    # had passed), so the key lives at least a full ttl after the new master took over, and
+    # then expires on every live replica through one revoke entry in the log.
+    from dkvs.core.log import OP_LEASE_GRANT
+    c = SimCluster(3, seed=15)
+    wait_master(c)
+    ttl_ticks = 5 * T
+    ttl_ms = ttl_ticks * 10  # the driver's default clock: 100 ticks a second
+    grant = c.propose(OP_LEASE_GRANT, "", str(ttl_ms), acks="majority")
+    wait_done(c, grant)
+    lease = grant.result["applied"]["id"]
+    put = c.propose(OP_TXN, "", encode_txn({"c": [], "s": [["put", "lk", "v", lease]], "f": []}), acks="majority")
+    wait_done(c, put)
+    assert put.result["applied"]["succeeded"]
+    c.run(ttl_ticks // 2)
+    old = c.master().id
+    c.crash(old)
+    while c.master() is None or c.master().id == old:  # tick by tick: the tick it took over
+        c.run(1)
+        assert c.now < 20 * T, c.where()
+    took_over = c.now - 1  # it became master during the last tick
+    new = c.master().id
+    while c.now + 1 < took_over + ttl_ticks:  # until its full ttl has passed, on every live node
+        c.run(1)
+        for node_id in c.member_ids():
+            if c.nodes[node_id].alive:
+                assert c.nodes[node_id].state.get("lk") is not None, (c.where(), node_id)
+    wait_for(c, lambda: all(c.nodes[n].state.get("lk") is None for n in c.member_ids() if c.nodes[n].alive),
+             4 * T, "the lease expiring on every live replica")
+    assert c.master().id == new and lease not in c.nodes[new].state.leases.ttl_ms
