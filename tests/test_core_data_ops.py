@@ -134,3 +134,31 @@ def test_binary_values_survive_a_snapshot_file_and_the_log_on_disk(tmp_path):
         assert [e.cond for e in again.load().entries] == [None, 1][-len(again.load().entries):]
     finally:
         again.close()
+
+
+def test_leases_attach_detach_revoke_roll_back_and_survive_a_snapshot():
+    from dkvs.core.leases import lease_id_of
+    from dkvs.core.log import OP_LEASE_GRANT, OP_LEASE_REVOKE
+    state = KVState()
+    lease = lease_id_of(1, 1)
+    leased = txn({"success": [{"op": "put", "key": "a", "value": "1", "lease": lease},
+                              {"op": "put", "key": "b", "value": "2", "lease": lease}]})
+    results = {}
+    state.apply([Entry(1, 1, OP_LEASE_GRANT, "", "1500"), Entry(1, 2, OP_TXN, "", leased)], commit_seq=2,
+                results=results)
+    assert results[1][0] == {"id": lease, "ttl_ms": 1500} and state.leases.keys[lease] == {"a", "b"}
+    missing = txn({"success": [{"op": "put", "key": "c", "value": "3", "lease": lease + 1}]})
+    state.apply([Entry(1, 3, OP_PUT, "b", "plain"), Entry(1, 4, OP_TXN, "", missing),
+                 Entry(1, 5, OP_LEASE_REVOKE, str(lease))], commit_seq=2, results=results)
+    assert results[4][0]["lease_not_found"] == lease + 1 and state.get("c") is None
+    assert results[5][0] == {"id": lease, "found": True, "deleted": 1}
+    assert state.get("a") is None and state.get("b") == ("plain", 3) and not state.leases
+    seq, items = state.snapshot_items()  # at commit 2: the lease with both keys
+    copy = KVState()
+    copy.restore(seq, items)
+    assert copy.leases.ttl_ms == {lease: 1500} and copy.leases.keys[lease] == {"a", "b"} and len(copy) == 2
+    state.rollback(2)
+    assert state.leases.ttl_ms == {lease: 1500} and state.leases.keys[lease] == {"a", "b"}
+    assert state.get("b") == ("2", 2) and state.leases.lease_of == {"a": lease, "b": lease}
+    data, _ = encode_entries([Entry(1, 1, OP_LEASE_GRANT, "", "1500"), Entry(1, 2, OP_LEASE_REVOKE, str(lease))], 1, 0)
+    assert decode_entry(data[FRAME_BYTES:FRAME_BYTES + int.from_bytes(data[:4], "little")]).op == OP_LEASE_GRANT

@@ -195,18 +195,24 @@ class Client:
     # --- writes -------------------------------------------------------------------------
 
     def put(self, key: str, value: str | bytes, acks: str | int | None = None, timeout: float | None = None,
-            if_seq: int | None = None) -> WriteResult:
+            if_seq: int | None = None, *, lease: int | None = None, ttl: float | None = None) -> WriteResult:
         """Set ``key`` to ``value``; returns its :class:`WriteResult` once ``acks`` hold it.
 
         ``value`` is text (``str``) or ``bytes`` (sent as application/octet-stream).
         ``timeout`` is how long the master waits for the acks (node default: 5 s).
         ``if_seq`` makes it a compare-and-set: written only if the key's seq is ``if_seq``
         (0: only if absent), else :class:`~dkvs.errors.Conflict` with ``current_seq``.
+        ``lease=ID`` attaches the key to a lease (:meth:`grant_lease`); ``ttl=S`` gives it
+        a lease of its own: either way it is deleted when the lease expires.
         See the class docstring for what is retried and what raises WriteOutcomeUnknown.
         """
         query = self._write_query(acks, timeout)
         if if_seq is not None:
             query["if_seq"] = int(if_seq)
+        if lease is not None:
+            query["lease"] = int(lease)
+        if ttl is not None:
+            query["ttl"] = f"{float(ttl):g}"
         binary = not isinstance(value, str)
         data = bytes(value) if binary else value.encode("utf-8")
         return self._write(_Call("PUT", _key_target(key, query), data, write=True, to_master=True,
@@ -250,6 +256,31 @@ class Client:
                 result["value"] = _value(result)
                 del result["value_base64"]
         return body
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def grant_lease(self, ttl: float, acks: str | int | None = None) -> int:
+        """A new lease of ``ttl`` seconds; returns its id. Keys put with ``lease=id`` are
+        deleted when it expires (no keepalive for ``ttl``) or is revoked."""
+        query = {**self._write_query(acks, None), "ttl": f"{float(ttl):g}"}
+        return self._perform(_Call("POST", "/lease?" + urlencode(query), b"", write=True, to_master=True,
+                                   server_wait_seconds=SERVER_WRITE_TIMEOUT_SECONDS, key="(lease)"))["id"]
+
+    def keepalive(self, lease_id: int) -> float:
+        """Renew a lease for its full ttl (returned, seconds); LeaseNotFound (a NotFound) once
+        it expired or was revoked. Safe to retry: renewing twice is renewing."""
+        return self._perform(_Call("POST", f"/lease/{int(lease_id)}/keepalive", b"", to_master=True))["ttl"]
+
+    def revoke_lease(self, lease_id: int, acks: str | int | None = None) -> int:
+        """Revoke a lease now; returns how many keys that deleted."""
+        query = self._write_query(acks, None)
+        target = f"/lease/{int(lease_id)}" + ("?" + urlencode(query) if query else "")
+        return self._perform(_Call("DELETE", target, write=True, to_master=True,
+                                   server_wait_seconds=SERVER_WRITE_TIMEOUT_SECONDS, key="(lease)"))["deleted"]
+
+    def lease_info(self, lease_id: int) -> dict:
+        """``{"id", "ttl", "remaining", "keys"}`` as the master sees it."""
+        return self._perform(_Call("GET", f"/lease/{int(lease_id)}", to_master=True))
 
     def _write(self, call: _Call) -> WriteResult:
         body = self._perform(call)
