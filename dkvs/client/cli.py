@@ -25,7 +25,7 @@ import json
 import os
 import sys
 
-from ..errors import Conflict, DkvsError, KeyNotFound
+from ..errors import Conflict, DkvsError, NotFound
 from .client import Client
 
 __all__ = ["COMMANDS", "main", "EXIT_OK", "EXIT_FALSE", "EXIT_ERROR", "DEFAULT_URL"]
@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("key")
     p.add_argument("value", nargs="?")
     p.add_argument("--if-seq", type=int, help="only if the key is at this seq (0: only if absent)")
+    p.add_argument("--lease", type=int, help="attach the key to this lease")
+    p.add_argument("--ttl", type=float, help="give the key a lease of its own of this many seconds")
     p = sub.add_parser("del", parents=[common, write], help="delete a key, or every key under --prefix")
     p.add_argument("key", nargs="?")
     p.add_argument("--if-seq", type=int, help="only if the key is at this seq")
@@ -76,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, help="stop after this many changes")
     p = sub.add_parser("txn", parents=[common, write], help="run a transaction (JSON from the argument or stdin)")
     p.add_argument("document", nargs="?")
-    p = sub.add_parser("lease", parents=[common], help="leases (not supported by this version)")
-    p.add_argument("action", nargs="?")
+    p = sub.add_parser("lease", parents=[common], help="lease grant TTL | keepalive ID | revoke ID | info ID")
+    p.add_argument("action", choices=("grant", "keepalive", "revoke", "info"))
+    p.add_argument("arg", help="the ttl in seconds (grant) or the lease id")
     sub.add_parser("status", parents=[common], help="the cluster as the master sees it")
     return parser
 
@@ -130,7 +133,8 @@ def _get(client: Client, args) -> int:
 
 def _put(client: Client, args) -> int:
     value = args.value if args.value is not None else _stdin_value()
-    return _written(args, client.put(args.key, value, acks=args.acks, if_seq=args.if_seq))
+    written = client.put(args.key, value, acks=args.acks, if_seq=args.if_seq, lease=args.lease, ttl=args.ttl)
+    return _written(args, written)
 
 
 def _del(client: Client, args) -> int:
@@ -202,7 +206,24 @@ def _txn(client: Client, args) -> int:
 
 
 def _lease(client: Client, args) -> int:
-    raise _Usage("dkvs lease: leases are not supported by this version of dkvs yet")
+    try:
+        number = float(args.arg) if args.action == "grant" else int(args.arg)
+    except ValueError:
+        raise _Usage(f"dkvs lease {args.action}: {args.arg!r} is not a "
+                     f"{'number of seconds' if args.action == 'grant' else 'lease id'}") from None
+    if args.action == "grant":
+        doc = {"id": client.grant_lease(number), "ttl": number}
+    elif args.action == "keepalive":
+        doc = {"id": number, "ttl": client.keepalive(number)}
+    elif args.action == "revoke":
+        doc = {"id": number, "deleted": client.revoke_lease(number)}
+    else:
+        doc = client.lease_info(number)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(" ".join(f"{k}={v}" for k, v in doc.items()))
+    return EXIT_OK
 
 
 def _status(client: Client, args) -> int:
@@ -242,7 +263,7 @@ def main(argv: list[str], environ=None) -> int:
             return _RUN[args.command](client, args)
     except _Usage as exc:
         return _fail(str(exc))
-    except (KeyNotFound, Conflict) as exc:
+    except (NotFound, Conflict) as exc:  # a key or lease that does not exist, a failed condition
         print(f"dkvs {argv[0]}: {exc.message if hasattr(exc, 'message') else exc}", file=sys.stderr)
         return EXIT_FALSE
     except DkvsError as exc:

@@ -66,7 +66,7 @@ def test_ls_del_prefix_txn_and_status(node_url):
 
 
 @pytest.mark.parametrize("args", [("get",), ("put",), ("del", "k", "--prefix", "p"), ("del", "--prefix", ""),
-                                  ("get", "k", "--bogus"), ("txn", "not json"), ("lease",),
+                                  ("get", "k", "--bogus"), ("txn", "not json"), ("lease",), ("lease", "grant", "x"),
                                   ("watch",)])
 def test_usage_errors_exit_2_with_one_line(node_url, args):
     code, out, err = dkvs(*args, "--url", node_url)
@@ -100,3 +100,18 @@ def test_watch_prints_each_change_and_stops_after_count(node_url):
     lines = out.decode().splitlines()
     assert watcher.returncode == 0, err
     assert [line.split()[:2] for line in lines] == [["PUT", "cli/w/1"], ["PUT", "cli/w/2"], ["DELETE", "cli/w/1"]]
+
+
+def test_lease_commands_and_put_with_ttl(node_url):
+    code, out, err = dkvs("lease", "grant", "30", "--json", "--url", node_url)
+    assert code == 0, err
+    lease = json.loads(out)["id"]
+    assert dkvs("put", "cli/l", "v", "--lease", str(lease), "--url", node_url)[0] == 0
+    code, out, _ = dkvs("lease", "info", str(lease), "--json", "--url", node_url)
+    assert code == 0 and json.loads(out)["keys"] == ["cli/l"]
+    assert dkvs("lease", "keepalive", str(lease), "--url", node_url)[0] == 0
+    code, out, _ = dkvs("lease", "revoke", str(lease), "--url", node_url)
+    assert code == 0 and "deleted=1" in out.decode()
+    assert dkvs("get", "cli/l", "--url", node_url)[0] == 1
+    assert dkvs("lease", "keepalive", str(lease), "--url", node_url)[0] == 1
+    assert dkvs("put", "cli/t", "v", "--ttl", "30", "--url", node_url)[0] == 0
