@@ -7,6 +7,9 @@ application/octet-stream``; then it is bytes, held surrogate-escaped
 that asks for ``Accept: application/octet-stream`` gets the raw bytes. A ``POST /txn`` body
 is checked completely here (:func:`dkvs.core.txn.parse_txn`) before the service sees it,
 so a bad transaction is a 400/413 naming the place and nothing is proposed.
+
+The route handlers of prefix deletes and leases live here too (the table in
+:mod:`dkvs.api.routes` lists them); their parameters are parsed by the table.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import json
 
 from ..core.txn import TxnError, parse_txn
 from ..core.values import from_bytes, to_bytes, value_fields
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, NotFound, PayloadTooLarge
 from .params import decode_value
-from .response import Reply
+from .response import Reply, json_reply, written_reply
 
 __all__ = ["BINARY_TYPE", "value_from_body", "wants_binary", "binary_reply", "item_json", "rows_json",
-           "txn_from_body", "txn_body_limit", "MAX_TXN_BODY_BYTES"]
+           "txn_from_body", "txn_body_limit", "txn_keys", "MAX_TXN_BODY_BYTES", "delete_keys", "post_lease",
+           "keepalive_lease", "get_lease", "revoke_lease"]
 
 BINARY_TYPE = "application/octet-stream"
 MAX_TXN_BODY_BYTES = 16 * 1024 * 1024  # a bulk load of thousands of puts in one request
@@ -89,3 +93,40 @@ def txn_keys(txn: dict) -> tuple[list[str], list[str]]:
     for op in (*txn["s"], *txn["f"]):
         (prefixes if op[0] == "delete_prefix" else keys).append(op[1])
     return keys, prefixes
+
+
+# --- route handlers (listed in dkvs.api.routes.ROUTES) ------------------------------------
+
+def delete_keys(ex, args: dict) -> Reply:
+    prefix, everything = args["prefix"], args["all"]
+    if everything and prefix:
+        raise BadRequest("give either prefix or all=true, not both", parameter="all")
+    if not everything and not prefix:
+        raise BadRequest("a prefix delete needs a non-empty prefix (or all=true to delete every key)",
+                         parameter="prefix")
+    return written_reply(ex.service.delete_prefix(prefix, acks=args["acks"], timeout=args["timeout"]))
+
+
+def post_lease(ex, args: dict) -> Reply:
+    if args["ttl"] is None:
+        raise BadRequest("POST /lease needs ttl (seconds)", parameter="ttl")
+    return written_reply(ex.service.lease_grant(args["ttl"], acks=args["acks"], timeout=args["timeout"]))
+
+
+def _lease_id(args: dict, action: str | None) -> int:
+    lease_id, given = args["id"]
+    if given != action:
+        raise NotFound("lease routes: POST /lease/ID/keepalive, GET /lease/ID, DELETE /lease/ID")
+    return lease_id
+
+
+def keepalive_lease(ex, args: dict) -> Reply:
+    return json_reply(ex.service.lease_keepalive(_lease_id(args, "keepalive")))
+
+
+def get_lease(ex, args: dict) -> Reply:
+    return json_reply(ex.service.lease_info(_lease_id(args, None)))
+
+
+def revoke_lease(ex, args: dict) -> Reply:
+    return written_reply(ex.service.lease_revoke(_lease_id(args, None), acks=args["acks"], timeout=args["timeout"]))

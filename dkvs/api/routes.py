@@ -47,8 +47,8 @@ from .. import __version__
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
-from .kv import (binary_reply, item_json, rows_json, txn_body_limit, txn_from_body, txn_keys, value_from_body,
-                 wants_binary)
+from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
+                 rows_json, txn_body_limit, txn_from_body, txn_keys, value_from_body, wants_binary)
 from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_SEQ, INTERNAL_PATH, KEY, LEASE,
                      LEASE_PATH, LIMIT, PREFIX, TIMEOUT, TTL, WAIT, Param, check_query, parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
@@ -129,46 +129,11 @@ def delete_key(ex, args: dict) -> Reply:
     return written_reply(ex.service.delete(args["key"], acks=args["acks"], timeout=args["timeout"], **extra))
 
 
-def delete_keys(ex, args: dict) -> Reply:
-    prefix, everything = args["prefix"], args["all"]
-    if everything and prefix:
-        raise BadRequest("give either prefix or all=true, not both", parameter="all")
-    if not everything and not prefix:
-        raise BadRequest("a prefix delete needs a non-empty prefix (or all=true to delete every key)",
-                         parameter="prefix")
-    return written_reply(ex.service.delete_prefix(prefix, acks=args["acks"], timeout=args["timeout"]))
-
-
 def post_txn(ex, args: dict) -> Reply:
     limits = ex.service.limits
     txn = txn_from_body(ex.read_body(txn_body_limit(limits), required=True, name="body"), limits)
     authorize_txn(getattr(ex, "grant", None), txn)
     return written_reply(ex.service.txn(txn, acks=args["acks"], timeout=args["timeout"]))
-
-
-def post_lease(ex, args: dict) -> Reply:
-    if args["ttl"] is None:
-        raise BadRequest("POST /lease needs ttl (seconds)", parameter="ttl")
-    return written_reply(ex.service.lease_grant(args["ttl"], acks=args["acks"], timeout=args["timeout"]))
-
-
-def _lease_id(args: dict, action: str | None) -> int:
-    lease_id, given = args["id"]
-    if given != action:
-        raise NotFound("lease routes: POST /lease/ID/keepalive, GET /lease/ID, DELETE /lease/ID")
-    return lease_id
-
-
-def keepalive_lease(ex, args: dict) -> Reply:
-    return json_reply(ex.service.lease_keepalive(_lease_id(args, "keepalive")))
-
-
-def get_lease(ex, args: dict) -> Reply:
-    return json_reply(ex.service.lease_info(_lease_id(args, None)))
-
-
-def revoke_lease(ex, args: dict) -> Reply:
-    return written_reply(ex.service.lease_revoke(_lease_id(args, None), acks=args["acks"], timeout=args["timeout"]))
 
 
 def list_keys(ex, args: dict) -> Reply:
