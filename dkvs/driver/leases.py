@@ -28,7 +28,9 @@ class LeaseClock:
         self.revoking: dict[int, int] = {}  # internal request id -> lease id being revoked
 
     def ticks(self, ttl_ms: int) -> int:
-        return max(1, math.ceil(ttl_ms * self.ticks_per_second / 1000))
+        """``ttl_ms`` in ticks, rounded up, plus one: a lease starts between two ticks, and the
+        next may come at once, so a whole ttl has passed only after one tick more."""
+        return math.ceil(ttl_ms * self.ticks_per_second / 1000) + 1
 
     def became_master(self, now: int, leases: dict[int, int]) -> None:
         """Every lease gets a fresh full ttl from now."""

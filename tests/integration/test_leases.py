@@ -24,9 +24,9 @@ def _master_and_slave(nodes):
 def test_a_key_put_with_ttl_disappears_from_every_node_and_watches_see_it(nodes):
     master, slave = _master_and_slave(nodes)
     index = status(slave)["last_seq"]
+    written = time.monotonic()  # the lease starts after this (when the master applies its grant)
     code, body = put(slave, "ttl/k", "v", ttl="1")
     assert code == 200 and body["lease"] > 0 and body["ttl"] == 1, body
-    written = time.monotonic()
     for node in nodes:
         wait_until(lambda: get(node.url, "ttl/k")[0] == 200, 5.0, what="the key on every node")
     for node in nodes:
