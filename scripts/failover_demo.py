@@ -33,7 +33,7 @@ def call(url: str, method: str, path: str, body: bytes | None = None, timeout: f
 
 
 def status(url: str) -> dict | None:
-    return node_status(url, timeout=0.5)
+    return node_status(url, timeout=3.0)
 
 
 class Writer(threading.Thread):
@@ -103,7 +103,7 @@ def main() -> int:
                     return node, s
             return None
 
-        found = wait_for(new_master, 10)
+        found = wait_for(new_master, 60)
         if not found:
             print("no new master within 10 s")
             return 1
@@ -122,7 +122,7 @@ def main() -> int:
         restarted = cluster.start("--join", winner.url, port=master.port)
         names[restarted.id] = names[master.id]
         nodes[nodes.index(master)] = restarted
-        back = wait_for(lambda: (status(restarted.url) or {}).get("role") == "slave", 10)
+        back = wait_for(lambda: (status(restarted.url) or {}).get("role") == "slave", 60)
         print(f"{names[restarted.id]} is back as {'a slave' if back else 'NOT a slave'} (new id {restarted.id})")
         time.sleep(1.0)
         writer.stop.set()
@@ -131,7 +131,7 @@ def main() -> int:
         def converged():
             seqs = {(status(n.url) or {}).get("last_seq") for n in nodes}
             return len(seqs) == 1 and None not in seqs
-        wait_for(converged, 10)
+        wait_for(converged, 60)
         missing = 0
         for node in nodes:
             for key, value in writer.acked.items():

@@ -115,7 +115,7 @@ def stall(args) -> None:
 
 def join(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.data_dir_root) as root, LocalCluster() as cluster:
-        nodes = [cluster.start("--data-dir", os.path.join(root, "a"))]
+        nodes = [cluster.start("--data-dir", os.path.join(root, "a"))]  # log level: warning
         for name in "bc":
             nodes.append(cluster.start("--join", nodes[0].url, "--data-dir", os.path.join(root, name)))
         took = load(nodes[0].url, args.keys, args.value_bytes, args.loaders)
@@ -137,6 +137,9 @@ def join(args) -> None:
         new = cluster.start("--join", master.url, "--data-dir", os.path.join(root, "d"))
         caught = wait_for(lambda: (node_status(new.url, timeout=5) or {}).get("last_seq", 0) >= target, 300)
         elapsed = time.monotonic() - joined_at
+        if not caught:
+            print("the new node did not catch up; its last log lines:\n" + "".join(new.stderr_lines[-15:]),
+                  file=sys.stderr)
         time.sleep(2.0)
         done.set()
         after = rss_kb(master.proc.pid)

@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+START_TIMEOUT_SECONDS = 60.0
+
 
 class Browser:
     """Headless Chromium showing ``url``; :meth:`evaluate` runs JS in the page."""
@@ -30,7 +32,15 @@ class Browser:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._ids = 0
         self.sock = None
-        deadline = time.monotonic() + 30
+        try:
+            self._connect(self._page_url())
+        except BaseException:
+            self.close()  # never leave a browser behind
+            raise
+
+    def _page_url(self) -> str:
+        # A liveness limit: Chromium starting on a busy machine can take long.
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         port = None
         while port is None and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
@@ -40,19 +50,19 @@ class Browser:
             elif not line and self.proc.poll() is not None:
                 break
         if port is None:
-            self.close()
             raise RuntimeError("Chromium did not start its DevTools endpoint")
-        pages = []
-        while not pages and time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as answer:
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as answer:
                 pages = [t for t in json.load(answer) if t.get("type") == "page"]
-            time.sleep(0.05)
-        self._connect(pages[0]["webSocketDebuggerUrl"])
+            if pages:
+                return pages[0]["webSocketDebuggerUrl"]
+            time.sleep(0.05)  # polling for the page to appear
+        raise RuntimeError(f"Chromium opened no page within {START_TIMEOUT_SECONDS} s")
 
     def _connect(self, ws_url: str) -> None:
         host_port, path = ws_url[len("ws://"):].split("/", 1)
         host, port = host_port.split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

@@ -23,7 +23,7 @@ from dkvs.tools.bench.load import LoadSpec
 from dkvs.tools.bench.report import format_table, latency_summary, median_summary, percentile
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
-SMOKE_TIMEOUT_SECONDS = 120  # one second of load; the rest is process start-up on a busy CI box
+SMOKE_TIMEOUT_SECONDS = 600  # one second of load; a liveness limit: start-up on a busy box can take minutes
 SUMMARY_KEYS = {"ops", "duration_s", "throughput", "latency_ms", "errors", "error_count",
                 "warmup_errors", "lag", "cpu"}
 LATENCY_KEYS = {"p50", "p90", "p99", "max", "mean"}
@@ -153,7 +153,7 @@ def test_baseline_server_stores_and_answers_on_one_keep_alive_connection():
     server = BaselineServer("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
     try:
         conn.request("GET", "/kv/k%201")
         missing = conn.getresponse()
@@ -169,4 +169,4 @@ def test_baseline_server_stores_and_answers_on_one_keep_alive_connection():
         conn.close()
         server.shutdown()
         server.server_close()
-        thread.join(5)
+        thread.join(60)

@@ -32,7 +32,7 @@ def write_lines(path: Path, lines) -> Path:
 
 def run_checker(*arguments):
     return subprocess.run([sys.executable, "-m", "dkvs.check", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
 
 
 VALID = [

@@ -186,3 +186,18 @@ def test_every_role_change_is_narrated_once_with_epoch():
         d.tick()
     texts = [n.text for n in run(d)[0].notes]
     assert any("stepped down as master (check-quorum lost" in t and "epoch=2" in t for t in texts)
+
+
+def test_a_member_going_silent_and_coming_back_is_narrated_on_the_master():
+    d = slave_driver("n1")
+    win_election(d)
+    kinds = []
+    for _ in range(12):  # n2 answers, n3 stays silent past the election timeout
+        d.tick()
+        acked(d, "n2")
+        kinds += [n.kind for n in run(d)[0].notes]
+    assert kinds.count("member_down") == 1 and "quorum_lost" not in kinds
+    acked(d, "n3")
+    d.tick()
+    notes = run(d)[0].notes
+    assert [n.details["member"] for n in notes if n.kind == "member_up"] == ["n3"]

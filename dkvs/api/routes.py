@@ -50,7 +50,8 @@ from .openapi import openapi_document
 from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
                  rows_json, txn_body_limit, txn_from_body, txn_keys, value_from_body, wants_binary)
 from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_SEQ, INTERNAL_PATH, KEY, LEASE,
-                     LEASE_PATH, LIMIT, PREFIX, TIMEOUT, TTL, WAIT, Param, check_query, parse_query_pairs)
+                     LEASE_PATH, LIMIT, PREFIX, TIMEOUT, TTL, WAIT, Param, _parse_seq, _parse_wait, check_query,
+                     parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
@@ -156,6 +157,10 @@ def get_metrics(ex, args: dict) -> Reply:
     return Reply(200, ex.server.metrics.render(ex.service.metrics()).encode("utf-8"), METRICS_TYPE)
 
 
+def get_events(ex, args: dict) -> Reply:
+    return json_reply(ex.service.events(args["after"], args["wait"]))
+
+
 def get_status(ex, args: dict) -> Reply:
     return json_reply(ex.service.status())
 
@@ -180,6 +185,13 @@ def internal(ex, args: dict) -> Reply:
     status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
     return Reply(status, data)
 
+
+EVENTS_AFTER = Param(
+    "after", "query", "Only events with an index above this one (the previous answer's next).",
+    _parse_seq("after", 0), lambda limits: {"type": "integer", "minimum": 0, "default": 0})
+EVENTS_WAIT = Param(
+    "wait", "query", "Long poll: wait up to this many seconds for an event after `after`.",
+    _parse_wait, WAIT.schema)
 
 # --- the table ------------------------------------------------------------------------
 
@@ -234,6 +246,10 @@ ROUTES: tuple[Route, ...] = (
            **_E400}, role=READ, scope=SCOPE_LISTING),
     Route("GET", "/metrics", get_metrics, "Prometheus metrics of this node", (),
           {200: ("Prometheus text exposition format 0.0.4.", "text")}, role=READ),
+    Route("GET", "/events", get_events, "Recent cluster events seen by this node (long poll with wait=)",
+          (EVENTS_AFTER, EVENTS_WAIT),
+          {200: ("`{events: [{index, time, node, epoch, kind, level, text, details}], next, dropped, "
+                 "started}`; pass `next` as `after`.", None), **_E400}, role=READ),
     Route("GET", "/status", get_status, "This node's view of the cluster", (),
           {200: ("Role, epoch, master, log positions and members.", "Status")}, role=READ),
     Route("GET", "/health", get_health, "Liveness probe", (),

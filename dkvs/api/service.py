@@ -112,6 +112,12 @@ class KeyValueService(abc.ABC):
         """Wait until this node has applied ``seq`` (at most ``timeout`` s); whether it has."""
         return True
 
+    def events(self, after: int, wait: float | None) -> dict:
+        """Cluster events after index ``after`` (docs/metrics.md), waiting up to ``wait`` s for
+        one: ``{"events": [{index, time, node, epoch, kind, level, text, details}], "next",
+        "dropped", "started"}``."""
+        raise NotFound("this node does not keep events")
+
     def metrics(self) -> list:
         """Node metrics for ``/metrics``: ``[(name, type, help, [(labels, value), ...])]``."""
         return []

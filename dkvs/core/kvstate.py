@@ -219,16 +219,34 @@ class KVState:
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot_items(self) -> tuple[int, list[list]]:
-        """``(commit_seq, items)``: the state as of the commit point, sorted by key."""
-        data = dict(self.data)
+        """``(commit_seq, items)``: the state as of the commit point, sorted by key (whole
+        work on the calling thread: for tests and tools; nodes use :meth:`committed_view`)."""
+        seq, data = self.committed_view()
+        return seq, [[k, v, s] for k, (v, s) in sorted(data.items())]
+
+    def committed_view(self) -> tuple[int, dict[str, tuple[str, int]]]:
+        """``(commit_seq, data)``: a private dict of the state as of the commit point.
+
+        Why it exists: a snapshot must be built from one consistent point while writes
+        go on. This is the copy-on-write step, and it is cheap enough to run on the
+        node's thread under the state lock: one ``dict.copy`` (C speed, no per-key Python
+        code; values are immutable tuples shared with the live state) plus the undo list
+        replayed backwards (only the uncommitted writes). The caller then owns ``data``:
+        sorting and writing it can happen on another thread while the live state moves
+        on. ``data`` maps key -> ``(value, seq of the write)``; when leases exist, the
+        empty key (no real key is empty) holds the lease table (:mod:`dkvs.core.leases`),
+        which :meth:`restore` takes back out.
+        """
+        data = self.data.copy()
         for _, key, old in reversed(self._undo):
             if old is None:
                 data.pop(key, None)
             else:
                 data[key] = old
-        items = [[k, v, s] for k, (v, s) in sorted(data.items())]
-        lease_item = self.leases.committed_item()  # key "" sorts first; no real key is empty
-        return self.commit_seq, ([lease_item] + items) if lease_item is not None else items
+        lease_item = self.leases.committed_item()
+        if lease_item is not None:  # the lease table rides along as the empty key (sorts first)
+            data[SNAPSHOT_KEY] = (lease_item[1], lease_item[2])
+        return self.commit_seq, data
 
     def restore(self, seq: int, items) -> None:
         """Replace everything by a snapshot's ``[key, value, seq]`` items at ``seq`` (the

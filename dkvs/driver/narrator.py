@@ -24,6 +24,7 @@ class Narrator:
     def __init__(self, node) -> None:
         self._seen = self._observe(node)
         self._quorum_ok = True
+        self._alive: dict[str, bool] = {}  # on a master: which peers were heard lately
 
     @staticmethod
     def _observe(node) -> tuple:
@@ -48,7 +49,7 @@ class Narrator:
             reason = "heartbeat timeout" if cause == TICK else f"after {cause}"
             say(INFO, "pre_vote", f"no master heard ({reason}); asking for pre-votes", reason=reason)
         if role == MASTER and role0 != MASTER:
-            self._quorum_ok = True
+            self._quorum_ok, self._alive = True, {}
             say(INFO, "elected", f"elected master (epoch={epoch}, {len(members)} members)", members=len(members))
         elif role0 == MASTER and role != MASTER:
             if epoch > epoch0:
@@ -72,13 +73,24 @@ class Narrator:
             say(INFO, "member_removed", f"member {member_id} removed", member=member_id)
 
     def _watch_quorum(self, node, notes: list[Note]) -> None:
-        """On a master: note when the majority of live members is lost or regained."""
+        """On a master: note each member that goes silent for an election timeout or comes
+        back, and when the majority of live members is lost or regained."""
         window = node.config.election_ticks
-        heard = 1 + sum(1 for p in node.progress.values() if node.now - p.last_heard_tick < window)
+        say = _Sayer(node, notes)
+        alive = {peer: node.now - p.last_heard_tick < window for peer, p in node.progress.items()}
+        for peer, up in sorted(alive.items()):
+            if up != self._alive.get(peer, True):
+                url = node.members.get(peer, "?")
+                if up:
+                    say(INFO, "member_up", f"member {peer} ({url}) answers again", member=peer)
+                else:
+                    say(WARNING, "member_down", f"member {peer} ({url}) silent for an election timeout",
+                        member=peer)
+        self._alive = alive
+        heard = 1 + sum(alive.values())
         ok = heard >= majority(len(node.members))
         if ok != self._quorum_ok:
             self._quorum_ok = ok
-            say = _Sayer(node, notes)
             if ok:
                 say(INFO, "quorum_regained", f"quorum regained: {heard} of {len(node.members)} members heard",
                     heard=heard, members=len(node.members))

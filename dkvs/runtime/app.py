@@ -30,7 +30,9 @@ from ..transport.auth import Signer
 from ..transport.http import HttpTransport
 from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
+from ..transport.snapshot_stream import SnapshotAssembler
 from .host import NodeHost
+from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
 from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file,
@@ -105,7 +107,8 @@ class DkvsNode:
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
         self.signer.bind(self.node_id)
-        service = NodeService(s.limits, self.signer)
+        service = NodeService(s.limits, self.signer, SnapshotAssembler(directory=s.data_dir or None))
+        self.service = service
         try:
             self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
                                       max_connections=s.max_connections,
@@ -133,7 +136,7 @@ class DkvsNode:
                                        request_timeout=max(s.election_timeout, 2 * s.heartbeat_interval))
         driver = NodeDriver(node, state, snapshot_threshold_bytes=s.snapshot_threshold,
                             log_bytes=self.storage.log_bytes())
-        self.host = NodeHost(driver, self.storage, self.transport, tick_seconds)
+        self.host = NodeHost(driver, self.storage, self.transport, tick_seconds, work_factory=SnapshotWorker)
         service.attach(self.host, self.url)
         self.host.start(initial)
         self.server.start()
@@ -193,4 +196,6 @@ class DkvsNode:
             self.host.stop()
         if self.transport is not None:
             self.transport.close()
+        if getattr(self, "service", None) is not None:
+            self.service.assembler.reset()  # a half-received snapshot's temp file goes
         self.storage.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ from ..driver import NodeDriver
 from ..storage.base import Storage
 from ..transport.base import Transport
 from .changes import ChangeFeed
+from .events import ClusterEvents
 from .executor import Executor
 from .inline_work import InlineSnapshotWork
+from .persist_timing import TimedStorage
 
 __all__ = ["NodeHost", "Outcome", "MAX_COMBINE_BURSTS"]
 
@@ -95,8 +98,10 @@ class NodeHost:
         self.feed.reset(driver.state.applied_seq)  # changes before this start are not in the feed
         factory = work_factory or InlineSnapshotWork
         self.work = factory(storage, transport, on_built=self._on_built, on_streamed=self._on_streamed)
-        self.executor = Executor(driver, storage, transport, self.work, self.feed, self.state_lock,
-                                 complete=self._complete)
+        self.events = ClusterEvents(role_of=lambda: driver.node.role)  # GET /events (dkvs.runtime.events)
+        self.timed_storage = TimedStorage(storage, self.events, lambda: driver.node.id, lambda: driver.node.epoch)
+        self.executor = Executor(driver, self.timed_storage, transport, self.work, self.feed, self.state_lock,
+                                 complete=self._complete, on_note=self.events.record)
 
     # -- what the service layer reads -----------------------------------------------------------
     @property
@@ -142,12 +147,17 @@ class NodeHost:
     def propose(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                 cond: int | None = None) -> Outcome:
         """Order a write on this (master) node and wait for its acknowledgement."""
-        ticks = max(1, round(timeout / self.tick_seconds))
+        ticks = self._ticks(timeout)
         return self._call(lambda d, rid: d.propose(rid, op, key, value, acks, ticks, cond), timeout)
 
     def read_barrier(self, timeout: float) -> Outcome:
-        ticks = max(1, round(timeout / self.tick_seconds))
+        ticks = self._ticks(timeout)
         return self._call(lambda d, rid: d.read(rid, ticks), timeout)
+
+    def _ticks(self, timeout: float) -> int:
+        """Whole ticks covering ``timeout``, plus one for the tick already under way, so a
+        request is never answered "timed out" before the time it asked for."""
+        return math.ceil(timeout / self.tick_seconds) + 1
 
     def query(self, fn: Callable, timeout: float = 5.0):
         """Run ``fn(node)`` under the node lock and return its value (for status pages)."""
@@ -230,6 +240,14 @@ class NodeHost:
     def _burst(self, items: list) -> None:
         driver = self.driver
         woken: list[Outcome] = []
+        # Time owed first: the ticks for the time that passed *before* these inputs arrived
+        # must not eat into their deadlines (a write's timeout, a slave's election timer).
+        now = time.monotonic()
+        if now >= self._next_tick:
+            behind = int((now - self._next_tick) / self.tick_seconds) + 1
+            for _ in range(min(behind, MAX_CATCH_UP_TICKS)):
+                driver.tick()
+            self._next_tick += behind * self.tick_seconds
         for kind, payload, outcome in items:
             if kind is _STEP:
                 driver.step(payload, token=outcome)
@@ -244,12 +262,6 @@ class NodeHost:
                 except Exception as exc:  # noqa: BLE001 - reported to the caller
                     outcome.error = repr(exc)
                 woken.append(outcome)
-        now = time.monotonic()
-        if now >= self._next_tick:
-            behind = int((now - self._next_tick) / self.tick_seconds) + 1
-            for _ in range(min(behind, MAX_CATCH_UP_TICKS)):
-                driver.tick()
-            self._next_tick += behind * self.tick_seconds
         self.executor.run(driver.ready())
         for outcome in woken:
             outcome.done()

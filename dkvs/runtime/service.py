@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
+from .. import __version__
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import MASTER
+from ..core.quorum import majority
 from ..core.txn import encode_txn
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
+from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
 from .answers import (LeaseNotFound, delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
@@ -37,8 +42,9 @@ _ADMIN_ROUTES = frozenset({"remove", "faults"})
 
 
 class NodeService(KeyValueService):
-    def __init__(self, limits: Limits, signer: Signer) -> None:
+    def __init__(self, limits: Limits, signer: Signer, assembler: SnapshotAssembler | None = None) -> None:
         self.host: NodeHost | None = None
+        self.assembler = assembler or SnapshotAssembler()  # incoming streamed snapshots
         self.url = ""
         self.limits = limits
         self.signer = signer
@@ -190,39 +196,89 @@ class NodeService(KeyValueService):
                 "reset": False}
 
     def metrics(self) -> list:
+        host = self.host
+        clock = host.timed_storage.append_clock
+        now = time.time()
+
         def read(node):
-            lag = [({"peer": peer}, max(0, node.log.last_seq - p.match_seq)) for peer, p in node.progress.items()]
-            return (node.role, node.epoch, node.log.last_seq, node.commit_seq, node.elections_started,
-                    node.elections_won, lag, len(node.members))
-        role, epoch, last_seq, commit_seq, started, won, lag, members = self.host.query(read)
-        storage = self.host.storage
-        return [
+            last = node.log.last_seq
+            lag = [(peer, max(0, last - p.match_seq)) for peer, p in node.progress.items()]
+            return (node.role, node.epoch, last, node.commit_seq, node.elections_started,
+                    node.elections_won, lag, len(node.members), node.master_id is not None, _quorum(node))
+        role, epoch, last_seq, commit_seq, started, won, lag, members, has_master, quorum = host.query(read)
+        storage = host.storage
+        events = host.events
+        lag_seconds = [({"peer": peer}, round(clock.age(last_seq - behind + 1, now), 3) if behind else 0)
+                       for peer, behind in lag]
+        families = [
             ("dkvs_role", "gauge", "1 for this node's current role.",
              [({"role": r}, int(r == role)) for r in ("master", "slave", "candidate")]),
             ("dkvs_epoch", "gauge", "Current epoch (term).", [({}, epoch)]),
             ("dkvs_last_seq", "gauge", "Last seq in this node's log.", [({}, last_seq)]),
             ("dkvs_commit_seq", "gauge", "Highest seq known to be held by a majority.", [({}, commit_seq)]),
             ("dkvs_members", "gauge", "Members of the cluster.", [({}, members)]),
-            ("dkvs_keys", "gauge", "Keys in this node's state.", [({}, len(self.host.state))]),
-            ("dkvs_replication_lag_entries", "gauge", "On the master: entries each slave is behind.", lag),
+            ("dkvs_keys", "gauge", "Keys in this node's state.", [({}, len(host.state))]),
+            ("dkvs_has_master", "gauge", "1 when this node knows a master (itself included).",
+             [({}, int(has_master))]),
+            ("dkvs_quorum_ok", "gauge", "1 when a majority is reachable: on the master, members heard within "
+             "the election timeout; elsewhere, a master heard within it.", [({}, int(quorum["ok"]))]),
+            ("dkvs_replication_lag_entries", "gauge", "On the master: entries each slave is behind.",
+             [({"peer": peer}, behind) for peer, behind in lag]),
+            ("dkvs_replication_lag_seconds", "gauge", "On the master: age of the oldest entry each slave "
+             "lacks (0 when it lacks none).", lag_seconds),
             ("dkvs_elections_started_total", "counter", "Elections this node started.", [({}, started)]),
             ("dkvs_elections_won_total", "counter", "Elections this node won.", [({}, won)]),
+            ("dkvs_role_changes_total", "counter", "Role changes of this node since it started.",
+             [({}, events.role_changes)]),
+            ("dkvs_rollback_entries_total", "counter", "Entries this node rolled back (kept in rollback/).",
+             [({}, events.rollback_entries)]),
+            ("dkvs_events_total", "counter", "Cluster events this node recorded (GET /events).",
+             [({}, events.last_index)]),
             ("dkvs_snapshots_total", "counter", "Snapshots taken by this node.",
-             [({}, self.host.snapshots_taken)]),
+             [({}, host.snapshots_taken)]),
             ("dkvs_fsyncs_total", "counter", "fsync calls made by the storage.",
              [({}, getattr(storage, "fsync_count", 0))]),
+            ("dkvs_build_info", "gauge", "Always 1; the version in a label.", [({"version": __version__}, 1)]),
         ]
+        path = getattr(storage, "path", None)
+        if path:
+            families += [
+                ("dkvs_fsync_duration_seconds", "histogram", "Time of persist calls that fsynced (write and "
+                 "fsync), and of the background flusher's fsyncs.", [({}, host.timed_storage.fsync_seconds)]),
+                ("dkvs_data_dir_bytes", "gauge", "Bytes in the data dir.", [({}, _dir_bytes(path))]),
+                ("dkvs_data_dir_free_bytes", "gauge", "Bytes free for this user on the data dir's filesystem.",
+                 [({}, _free_bytes(path))]),
+            ]
+        return families
 
     def status(self) -> dict:
-        status = self.host.query(lambda node: node.status())
+        host = self.host
+        status, quorum = host.query(lambda node: (node.status(), _quorum(node)))
         status["url"] = self.url
         count = len(status["members"])
         status["failover"] = count >= 3
         if count == 2:
             status["warning"] = ("a 2-node cluster has no automatic failover (a majority of 2 is 2); "
                                  "run 3 or more nodes")
-        status["keys"] = len(self.host.state)
+        status["keys"] = len(host.state)
+        status["quorum"] = quorum
+        status["version"] = __version__
+        started = host.events.started
+        status["started"] = round(started, 3)
+        status["uptime_seconds"] = round(max(0.0, time.time() - started), 1)
+        status["role_history"] = host.events.role_history()
+        status["events_index"] = host.events.last_index
+        storage = host.storage
+        path = getattr(storage, "path", None)
+        status["storage"] = {"kind": "file" if path else "memory",
+                             "fsync": getattr(storage, "fsync_policy", None),
+                             "data_dir_bytes": _dir_bytes(path) if path else None,
+                             "free_bytes": _free_bytes(path) if path else None}
         return status
+
+    def events(self, after: int, wait: float | None) -> dict:
+        """``GET /events``: the events after index ``after`` (long poll with ``wait``)."""
+        return self.host.events.since(after, wait or 0.0)
 
     # -- internal routes -------------------------------------------------------------------------
     def internal_head(self, method: str, target: str, headers, *, token_checked: bool = False) -> str | None:
@@ -268,12 +324,28 @@ class NodeService(KeyValueService):
         return 200, codec.encode_many(replies)
 
     def _snapshot(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        if "offset" in query:  # one chunk of a streamed snapshot (docs/storage.md)
+            return self._snapshot_chunk(query, body, headers)
         message = codec.decode_snapshot(body)
         self._check_sender(message, headers)
         if message.sender in getattr(self.host.transport, "blocked", ()):
             return _error(NoMaster("partitioned (fault injection)"))
         replies = self.host.deliver_and_wait(message, 60.0)
         return 200, codec.encode_many(replies)
+
+    def _snapshot_chunk(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        """Chunks are assembled into a file with bounded memory; the complete, verified
+        snapshot is delivered to the node, whose answers travel back in this response."""
+        meta = parse_chunk_query(query)
+        if meta.sender in getattr(self.host.transport, "blocked", ()):
+            return _error(NoMaster("partitioned (fault injection)"))
+        signed = self.signer.sender(headers)
+        if signed is not None and signed != meta.sender:
+            raise Unauthorized(f"snapshot chunk says it is from {meta.sender!r} but was signed by {signed!r}")
+        snapshot, answer = receive_chunk(self.assembler, query, body)
+        if snapshot is None:
+            return 200, answer
+        return 200, codec.encode_snapshot_answer(messages=self.host.deliver_and_wait(snapshot, 60.0))
 
     def _identity(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         # The master calls a joining (or leaving) node back here to confirm who answers at
@@ -332,3 +404,57 @@ def _json_object(body: bytes) -> dict:
         raise BadRequest("body must be a JSON object")
     return value
 
+
+
+def _quorum(node) -> dict:
+    """Whether a majority is reachable, as this node can tell (read on the node's thread).
+
+    A master counts itself and the slaves heard within the election timeout (its
+    check-quorum rule); any other node counts the members its master last reported alive,
+    while that master is heard within the election timeout, else only itself."""
+    window = node.config.election_ticks
+    members = len(node.members)
+    if node.role == MASTER:
+        reachable = 1 + sum(1 for p in node.progress.values() if node.now - p.last_heard_tick < window)
+    else:
+        contact = node.last_master_contact
+        if node.master_id is not None and contact is not None and node.now - contact < window:
+            reachable = max(1, sum(1 for v in node.view if v.alive))
+        else:
+            reachable = 1
+    reachable = min(reachable, members) if members else reachable
+    needed = majority(members) if members else 1
+    return {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}
+
+
+_DIR_BYTES_CACHE: dict[str, tuple[float, int]] = {}
+DIR_BYTES_CACHE_SECONDS = 5.0  # /status is polled twice a second per dashboard: walk the dir less
+
+
+def _dir_bytes(path: str) -> int:
+    now = time.monotonic()
+    cached = _DIR_BYTES_CACHE.get(path)
+    if cached is not None and now - cached[0] < DIR_BYTES_CACHE_SECONDS:
+        return cached[1]
+    total = _walk_bytes(path)
+    _DIR_BYTES_CACHE[path] = (now, total)
+    return total
+
+
+def _walk_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize

@@ -8,9 +8,9 @@ Layout of DIR (``docs/storage.md`` has the byte-level format)::
     snapshot-<generation>-<seq>.snap       the newest snapshot (:mod:`.snapshot_file`)
     rollback/rollback-<time>-seq<a>-<b>.jsonl   entries discarded by divergence repair
 
-Why segments: compaction must be cheap. :meth:`save_snapshot` seals the segment being
-written, the next append starts a new one, and a segment whose last seq is at or below
-the snapshot point is deleted whole. Log files are only ever appended to, truncated at
+Why segments: compaction must be cheap. :meth:`save_snapshot` and :meth:`compact` seal
+the segment being written, the next append starts a new one, and a segment whose last seq
+is at or below the snapshot point is deleted whole. Log files are only ever appended to, truncated at
 their end, or unlinked; whole-file rewrites (state, snapshot, rollback) are atomic.
 
 Invariants between calls:
@@ -21,8 +21,10 @@ Invariants between calls:
 * appends go only to ``_segments[-1]``, through ``_fd``; ``_fd is None`` means sealed,
   and the next append opens a new segment at its first seq.
 
-Threads: every public method runs on the node's thread. The ``batch`` policy adds one
-daemon flusher. ``_lock`` guards the identity of ``_fd`` and every fsync of it: the
+Threads: every public method runs on the node's thread, except :meth:`write_snapshot`
+(a worker) and :meth:`snapshot_reader` (any thread); the snapshot files and their lock
+live in :class:`.snapshot_store.SnapshotStore`, and ``_base_seq`` changes only under that
+lock. The ``batch`` policy adds one daemon flusher. ``_lock`` guards the identity of ``_fd`` and every fsync of it: the
 flusher holds it for its whole fsync and the node's thread holds it to close or replace
 the fd, so a :meth:`sync` that returns has waited for any fsync already in flight.
 Appends do not take it: they write, then set ``_dirty`` (one attribute store); the
@@ -37,13 +39,13 @@ import threading
 
 from ..core.log import Entry
 from .atomic import fsync_dir, remove_temp_files
-from .base import CorruptStorage, Recovered, Storage, StoredSnapshot
+from .base import Recovered, Storage, StoredSnapshot
 from .datadir import (ROLLBACK_DIR_NAME, DataDirLocked, lock_data_dir, read_state, write_rollback,
                       write_state)
 from .records import corruption, encode_entries
 from .segments import (SEGMENT_HEADER_BYTES, Segment, SegmentRead, create_segment, parse_segment_name,
                        read_segment)
-from .snapshot_file import parse_snapshot_name, read_snapshot, snapshot_name, write_snapshot
+from .snapshot_store import SnapshotStore
 
 __all__ = ["FileStorage", "DataDirLocked", "FSYNC_POLICIES", "DEFAULT_FSYNC_INTERVAL_SECONDS"]
 
@@ -85,8 +87,7 @@ class FileStorage(Storage):
         self._closed = self._loaded = False
         self._segments: list[Segment] = []
         self._base_seq = self._last_seq = 0
-        self._snapshot_path: str | None = None
-        self._snapshot_generation = 0
+        self._snapshots = SnapshotStore(self.path, self._count)
         self._node_id: str | None = None
         self._epoch = 0
         self._voted_for: str | None = None
@@ -115,28 +116,11 @@ class FileStorage(Storage):
         for path in remove_temp_files(self.path) + remove_temp_files(self._rollback_dir()):
             log.info("removed %s, left over by an interrupted write", path)
         self._node_id, self._epoch, self._voted_for = read_state(self.path)
-        snapshot = self._recover_snapshot()
+        snapshot = self._snapshots.recover()
         self._base_seq = snapshot.seq if snapshot else 0
         entries = self._recover_log()
         self._loaded = True
         return Recovered(self._node_id, self._epoch, self._voted_for, snapshot, entries)
-
-    def _recover_snapshot(self) -> StoredSnapshot | None:
-        found = sorted(((parsed[0], name) for name in os.listdir(self.path)
-                        if (parsed := parse_snapshot_name(name))), reverse=True)
-        self._snapshot_generation = found[0][0] if found else 0
-        self._snapshot_path, snapshot, superseded = None, None, []
-        for _, name in found:
-            path = os.path.join(self.path, name)
-            if snapshot is not None:
-                superseded.append(path)
-                continue
-            try:
-                snapshot, self._snapshot_path = read_snapshot(path), path
-            except (CorruptStorage, LookupError, TypeError, ValueError) as exc:  # fall back
-                log.warning("ignoring damaged snapshot %s: %s", path, exc)
-        self._remove(superseded)
-        return snapshot
 
     def _recover_log(self) -> list[Entry]:
         base = self._base_seq
@@ -270,26 +254,62 @@ class FileStorage(Storage):
         seal the segment being written and unlink the segments the snapshot covers."""
         self._check_writable()
         seq = snapshot.seq
-        self._snapshot_generation += 1
-        path = os.path.join(self.path, snapshot_name(self._snapshot_generation, seq))
-        self._count(write_snapshot(path, snapshot))
-        self._snapshot_path = path
-        doomed = [os.path.join(self.path, name) for name in os.listdir(self.path)
-                  if parse_snapshot_name(name) and name != os.path.basename(path)]
+        self._snapshots.install(snapshot)
         self._seal()
         if self._last_seq > seq and self._base_seq <= seq:  # the log continues the snapshot
             keep = [segment for segment in self._segments if segment.last_seq > seq]
         else:
             keep = []
             self._last_seq = seq
-        doomed += [segment.path for segment in self._segments if segment not in keep]
+        doomed = [segment.path for segment in self._segments if segment not in keep]
         self._segments = keep
-        self._base_seq = seq
+        with self._snapshots.lock:
+            self._base_seq = seq
         self._remove(doomed)
 
     def load_snapshot(self) -> StoredSnapshot | None:
         self._check_loaded()
-        return read_snapshot(self._snapshot_path) if self._snapshot_path else None
+        return self._snapshots.load()
+
+    def snapshot_seq(self) -> int:
+        self._check_loaded()
+        return self._snapshots.seq
+
+    def write_snapshot(self, seq, epoch, members, data, should_stop=None) -> int:
+        """See :meth:`Storage.write_snapshot` (worker thread; :meth:`SnapshotStore.build`).
+        ``problem`` runs under the snapshot lock, held by whoever moves ``_base_seq``."""
+        self._check_writable()
+
+        def problem(seq: int) -> str | None:
+            if seq < self._base_seq or seq > self._last_seq:
+                return f"snapshot at {seq} is outside the stored log ({self._base_seq}, {self._last_seq}]"
+            return None
+
+        return self._snapshots.build(seq, epoch, members, data,
+                                     lambda: self._closed or bool(should_stop and should_stop()), problem)
+
+    def compact(self, seq: int) -> None:
+        """Seal the segment being written and unlink the segments a durable snapshot covers
+        (a directory fsync; no snapshot or log bytes are written)."""
+        self._check_writable()
+        if seq <= self._base_seq:
+            return
+        with self._snapshots.lock:
+            covered = self._snapshots.seq
+        if seq > covered or seq > self._last_seq:
+            raise ValueError(f"cannot compact to {seq}: the snapshot is at {covered}, "
+                             f"the log ends at {self._last_seq}")
+        self._seal()
+        keep = [segment for segment in self._segments if segment.last_seq > seq]
+        doomed = [segment.path for segment in self._segments if segment not in keep]
+        self._segments = keep
+        with self._snapshots.lock:
+            self._base_seq = seq
+        self._remove(doomed)
+
+    def snapshot_reader(self):
+        self._check_loaded()
+        return self._snapshots.reader()
 
     # -- rollback --------------------------------------------------------------------------
     def save_rollback(self, entries: list[Entry]) -> str:
@@ -311,6 +331,7 @@ class FileStorage(Storage):
         if self._closed:
             return
         self._closed = True
+        self._snapshots.close()
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()

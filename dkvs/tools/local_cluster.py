@@ -22,7 +22,12 @@ from pathlib import Path
 __all__ = ["LocalNode", "LocalCluster", "http_call", "node_status", "wait_for", "FAST_TIMINGS"]
 
 FAST_TIMINGS = ("--heartbeat-interval", "0.05", "--election-timeout", "0.5")
-START_TIMEOUT_SECONDS = 15.0
+# The waits below are liveness limits, not claims about speed: a node that starts in 0.3 s
+# on an idle machine can take tens of seconds on one whose cores are all busy (other test
+# runs, a CPU hog). They are long so that only a node that never comes up trips them.
+START_TIMEOUT_SECONDS = 60.0
+FORMED_TIMEOUT_SECONDS = 60.0
+STATUS_TIMEOUT_SECONDS = 3.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -62,7 +67,7 @@ class LocalNode:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def terminate(self, timeout: float = 10.0) -> int:
+    def terminate(self, timeout: float = START_TIMEOUT_SECONDS) -> int:
         """SIGTERM (clean leave) and wait; returns the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -76,7 +81,7 @@ class LocalNode:
             except ProcessLookupError:
                 pass
             self.proc.kill()
-        self.proc.wait(10)
+        self.proc.wait(START_TIMEOUT_SECONDS)
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
@@ -101,8 +106,48 @@ class LocalCluster:
         return node
 
     def start_cluster(self, size: int, *args: str) -> list[LocalNode]:
+        """``size`` nodes, the others joining the first; returns once the cluster is formed
+        (see :meth:`wait_formed`), so callers never race the joins."""
         first = self.start(*args)
-        return [first] + [self.start("--join", first.url, *args) for _ in range(size - 1)]
+        nodes = [first] + [self.start("--join", first.url, *args) for _ in range(size - 1)]
+        self.wait_formed(nodes)
+        return nodes
+
+    def wait_formed(self, nodes: list[LocalNode], timeout: float = FORMED_TIMEOUT_SECONDS) -> None:
+        """Wait until every node in ``nodes`` follows the same master and lists all of them
+        as live members; raise ``RuntimeError`` (saying what was seen) if that never happens.
+
+        A node prints its startup line once the join committed, but on a busy machine the
+        master's first heartbeat to it, or the others' view of it, may come later. Nodes
+        whose ``/status`` needs a token (``--auth-file``) cannot be watched: then this
+        returns at once, as if they were formed."""
+        seen: list = []
+        locked = []
+
+        def one_status(url: str) -> dict | None:
+            try:
+                code, body = http_call(url, "GET", "/status", timeout=STATUS_TIMEOUT_SECONDS)
+            except OSError:
+                return None
+            if code in (401, 403):
+                locked.append(url)
+            return body if code == 200 else None
+
+        def formed() -> bool:
+            statuses = [one_status(n.url) for n in nodes]
+            if locked:
+                return True
+            seen[:] = [(s or {}).get("master") for s in statuses]
+            if not all(statuses):
+                return False
+            ids = {n.id for n in nodes}
+            masters = {(s.get("master") or {}).get("id") for s in statuses}
+            if len(masters) != 1 or None in masters:
+                return False
+            return all(ids <= {m["id"] for m in s.get("members", ()) if m.get("alive")} for s in statuses)
+
+        if not wait_for(formed, timeout, interval=0.02):
+            raise RuntimeError(f"the cluster did not form within {timeout} s; masters seen: {seen}")
 
     def master(self) -> LocalNode | None:
         for node in self.nodes:
@@ -113,8 +158,15 @@ class LocalCluster:
         return None
 
     def close(self) -> None:
+        """Kill every node started here, even if killing one of them fails."""
+        failures = []
         for node in self.nodes:
-            node.kill()
+            try:
+                node.kill()
+            except Exception as exc:  # keep going: the others must not outlive the cluster
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -142,7 +194,7 @@ def http_call(url: str, method: str, path: str, body: bytes | None = None, timeo
         conn.close()
 
 
-def node_status(url: str, timeout: float = 1.0) -> dict | None:
+def node_status(url: str, timeout: float = STATUS_TIMEOUT_SECONDS) -> dict | None:
     """``/status`` of the node at ``url``, or ``None`` if it does not answer."""
     try:
         code, body = http_call(url, "GET", "/status", timeout=timeout)

@@ -24,6 +24,7 @@ import abc
 from collections.abc import Callable, Mapping
 
 from ..core.messages import Message
+from .snapshot_stream import ChunkMeta, SnapshotAssembler
 
 __all__ = ["Transport"]
 
@@ -49,6 +50,33 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def send_snapshot(self, to: str, snapshot: Message) -> None:
         """Like :meth:`send`, for the (large) snapshot message; may stream it in chunks."""
+
+    def stream_snapshot(self, to: str, reader, sender_epoch: int, sender_id: str,
+                        should_stop: Callable[[], bool] | None = None) -> None:
+        """Send the stored snapshot ``reader`` (a :class:`dkvs.storage.base.SnapshotReader`)
+        to ``to``, blocking the calling *worker* thread until it is handed over.
+
+        Never call it on the node's thread. Raises ``OSError`` when the stream fails and
+        :class:`InterruptedError` when ``should_stop()`` turns true; the receiver's
+        answers arrive through ``deliver``. This default, for transports that do not
+        stream (the simulator), joins the chunks locally through a
+        :class:`~dkvs.transport.snapshot_stream.SnapshotAssembler` (so the bytes are
+        checked end to end) and hands the message to :meth:`send_snapshot`.
+        """
+        meta = reader.meta
+        assembler = SnapshotAssembler()
+        snapshot = None
+        try:
+            for offset, chunk in reader.chunks():
+                if should_stop is not None and should_stop():
+                    raise InterruptedError("snapshot stream stopped")
+                snapshot = assembler.accept(ChunkMeta(sender_id, sender_epoch, meta.seq, offset, meta.size,
+                                                      meta.crc32), chunk)
+        finally:
+            assembler.close()
+        if snapshot is None:
+            raise OSError(f"snapshot at seq {meta.seq} did not verify")
+        self.send_snapshot(to, snapshot)
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -16,7 +16,7 @@ from ..core.log import Entry
 from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, VoteReply, VoteRequest
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "CodecError",
-           "encode_snapshot_chunks", "decode_snapshot"]
+           "encode_snapshot_chunks", "decode_snapshot", "encode_snapshot_answer", "decode_snapshot_answer"]
 
 
 class CodecError(ValueError):
@@ -132,3 +132,30 @@ def decode_snapshot(data: bytes) -> Snapshot:
                         tuple((str(i), str(u)) for i, u in header["members"]), items)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed snapshot: {exc!r}") from None
+
+
+def encode_snapshot_answer(want: int | None = None, messages=()) -> bytes:
+    """The receiver's answer to one streamed snapshot chunk (``/internal/snapshot``):
+    ``{"want": offset}`` while it needs more (the offset it wants next), or
+    ``{"done": true, "messages": [...]}`` once the snapshot was installed, with the node's
+    answers to the sender (its ``AppendReply``)."""
+    if want is not None:
+        return json.dumps({"want": want}).encode()
+    return json.dumps({"done": True, "messages": [_to_dict(m) for m in messages]},
+                      separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_snapshot_answer(data: bytes) -> tuple[int | None, list[Message]]:
+    """``(wanted offset, [])`` or ``(None, messages)``; :class:`CodecError` if malformed."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CodecError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise CodecError("expected a JSON object")
+    if body.get("done") is True and isinstance(body.get("messages"), list):
+        return None, [_from_dict(row) for row in body["messages"]]
+    want = body.get("want")
+    if type(want) is not int or want < 0:
+        raise CodecError(f"malformed snapshot answer {body!r:.200}")
+    return want, []

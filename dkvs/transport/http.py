@@ -10,6 +10,11 @@ a vote), so a round trip costs one request.
 A full queue drops the new message: the core notices (timeouts) and resends. A failed
 request closes the connection and reports the peer unreachable.
 
+Snapshots stream outside the sender threads: :meth:`HttpTransport.stream_snapshot` runs on
+the caller's worker thread with a connection of its own, one chunk in flight
+(:mod:`.snapshot_stream` has the protocol), so heartbeats and batches to that peer keep
+flowing while hundreds of megabytes go by.
+
 Fault injection (``--enable-fault-injection`` only): :meth:`HttpTransport.block` drops all
 traffic to the given peers; the receiving side drops traffic *from* them, so a partition
 is symmetric. Used by ``scripts/chaos.py``.
@@ -25,9 +30,11 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 
 from ..core.messages import Message
+from ..storage.base import SNAPSHOT_READ_CHUNK_BYTES
 from . import codec
 from .auth import Signer
 from .base import Transport
+from .snapshot_stream import ChunkMeta, chunk_query
 
 __all__ = ["HttpTransport", "RAFT_PATH", "SNAPSHOT_PATH"]
 
@@ -38,7 +45,9 @@ SNAPSHOT_PATH = "/internal/snapshot"
 QUEUE_MESSAGES = 256
 CONNECT_TIMEOUT_SECONDS = 1.0
 REQUEST_TIMEOUT_SECONDS = 5.0
-SNAPSHOT_TIMEOUT_SECONDS = 300.0
+SNAPSHOT_TIMEOUT_SECONDS = 300.0  # the last chunk: the receiver parses and installs the state
+SNAPSHOT_CHUNK_TIMEOUT_SECONDS = 30.0
+MAX_SNAPSHOT_RESTARTS = 3  # times a receiver may send a stream back to another offset
 
 
 class HttpTransport(Transport):
@@ -54,8 +63,8 @@ class HttpTransport(Transport):
         self.blocked: frozenset[str] = frozenset()
         self._senders: dict[str, _PeerSender] = {}
         self._lock = threading.Lock()
-        self._deliver: Callable[[Message], None] | None = None
-        self._unreachable: Callable[[str], None] | None = None
+        self._deliver: Callable[[str, int, list], None] | None = None
+        self._unreachable: Callable[[str, int], None] | None = None
         self._closed = False
 
     def start(self, deliver, unreachable) -> None:
@@ -79,6 +88,59 @@ class HttpTransport(Transport):
         sender = self._senders.get(to)
         if sender is not None and to not in self.blocked:
             sender.offer(snapshot, snapshot=True)
+
+    def stream_snapshot(self, to, reader, sender_epoch, sender_id, should_stop=None,
+                        chunk_bytes: int = SNAPSHOT_READ_CHUNK_BYTES) -> None:
+        """Stream ``reader``'s snapshot to ``to`` in chunks on this (worker) thread.
+
+        Raises ``OSError`` (peer unknown, partitioned, network, refused, too many
+        restarts) or :class:`InterruptedError` when ``should_stop()`` turns true; on
+        success the receiver's answers are delivered like any reply.
+        """
+        sender = self._senders.get(to)
+        if sender is None:
+            raise OSError(f"no address known for peer {to}")
+        meta = reader.meta
+        conn = http.client.HTTPConnection(sender._host, sender._port, timeout=self.connect_timeout)
+        try:
+            offset, restarts = 0, 0
+            while True:
+                if should_stop is not None and should_stop() or self._closed:
+                    raise InterruptedError("snapshot stream stopped")
+                if to in self.blocked:
+                    raise OSError(f"peer {to} is partitioned (fault injection)")
+                chunk = reader.read(offset, chunk_bytes)
+                last = offset + len(chunk) >= meta.size
+                query = chunk_query(ChunkMeta(sender_id, sender_epoch, meta.seq, offset, meta.size, meta.crc32))
+                want, replies = self._post_chunk(conn, to, query, chunk, last)
+                if want is None:
+                    if to not in self.blocked:
+                        self._deliver(to, 0, replies)  # send id 0: like send_snapshot's answers
+                    return
+                if want != offset + len(chunk) or last:
+                    restarts += 1
+                    if restarts > MAX_SNAPSHOT_RESTARTS or want > meta.size:
+                        raise OSError(f"{to} keeps asking for snapshot offset {want} (sent {offset}+{len(chunk)})")
+                offset = want
+        except (http.client.HTTPException, codec.CodecError) as exc:
+            raise OSError(f"snapshot stream to {to} failed: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _post_chunk(self, conn: http.client.HTTPConnection, to: str, query: str, chunk: bytes, last: bool):
+        if conn.sock is None:
+            conn.connect()
+        conn.sock.settimeout(SNAPSHOT_TIMEOUT_SECONDS if last else SNAPSHOT_CHUNK_TIMEOUT_SECONDS)
+        target = f"{SNAPSHOT_PATH}?{query}"  # signed whole: the query carries the chunk's place
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk))}
+        if self.signer.enabled:
+            headers.update(self.signer.headers("POST", target, chunk, to=to))
+        conn.request("POST", target, body=chunk, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise OSError(f"{SNAPSHOT_PATH} answered {response.status}: {data[:200]!r}")
+        return codec.decode_snapshot_answer(data)
 
     def close(self) -> None:
         with self._lock:

@@ -138,6 +138,14 @@ class FakeService(KeyValueService):
                     {"id": self.node_id, "url": self.url, "role": "master", "last_seq": last,
                      "alive": True}]}
 
+    def events(self, after: int, wait: float | None) -> dict:
+        self._check(write=False)
+        self.calls.append(("events", after, wait))
+        events = [{"index": 1, "time": 0.0, "node": self.node_id, "epoch": 1, "kind": "elected",
+                   "level": "info", "text": f"node {self.node_id} epoch=1: elected master", "details": {}}]
+        return {"events": [e for e in events if e["index"] > after], "next": max(after, 1), "dropped": 0,
+                "started": 0.0}
+
     def internal(self, method: str, path: str, query: dict, body: bytes,
                  headers: dict) -> tuple[int, bytes]:
         self._check(write=(method == "POST"))

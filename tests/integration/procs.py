@@ -1,4 +1,10 @@
-"""Helpers for integration tests: real nodes (via :mod:`dkvs.tools.local_cluster`) and urllib calls."""
+"""Helpers for integration tests: real nodes (via :mod:`dkvs.tools.local_cluster`) and urllib calls.
+
+Every wait here is a liveness limit, never a claim about speed: the suite must pass on a
+machine whose cores are all busy, where a request that takes 5 ms when idle can take
+seconds. :data:`LIVENESS_SECONDS` is the bound to use when waiting for something that must
+happen; a test that fails on it says what did not happen.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,11 @@ import urllib.request
 
 from dkvs.tools.local_cluster import FAST_TIMINGS, LocalCluster, LocalNode, wait_for
 
-__all__ = ["ProcessGroup", "LocalNode", "request", "put", "get", "status", "wait_until"]
+__all__ = ["ProcessGroup", "LocalNode", "request", "put", "get", "status", "wait_until", "LIVENESS_SECONDS",
+           "REQUEST_TIMEOUT_SECONDS"]
+
+LIVENESS_SECONDS = 60.0  # how long to wait for something that must happen
+REQUEST_TIMEOUT_SECONDS = 30.0  # socket timeout of one request to a node that is up
 
 
 class ProcessGroup(LocalCluster):
@@ -22,7 +32,8 @@ class ProcessGroup(LocalCluster):
         return self.start_cluster(size, *args)
 
 
-def request(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, dict]:
+def request(method: str, url: str, body: bytes | None = None,
+            timeout: float = REQUEST_TIMEOUT_SECONDS) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=body, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
@@ -47,7 +58,7 @@ def status(base: str) -> dict:
     return request("GET", f"{base}/status")[1]
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
+def wait_until(predicate, timeout: float = LIVENESS_SECONDS, interval: float = 0.02, what: str = "condition"):
     """:func:`wait_for` that treats a node not answering (OSError) as "not yet", and fails
     the test with ``what`` when the time is up."""
     errors: list[OSError] = []

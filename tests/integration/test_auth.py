@@ -166,7 +166,7 @@ def test_sighup_reloads_the_auth_file_and_a_bad_one_keeps_the_old_tokens(tmp_pat
         assert call(node.url, "GET", "/status", token="old")[0] == 200
         auth.write_text(json.dumps({"tokens": [{"token": "fresh-token-123", "role": "read"}]}))
         node.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: call(node.url, "GET", "/status", token="fresh-token-123")[0] == 200, 10, what="the new token")
+        wait_until(lambda: call(node.url, "GET", "/status", token="fresh-token-123")[0] == 200, 60, what="the new token")
         assert call(node.url, "GET", "/status", token="old")[0] == 401
         auth.write_text("{broken")
         node.proc.send_signal(signal.SIGHUP)

@@ -144,7 +144,7 @@ def test_the_documented_remove_of_a_dead_member_works_on_the_master():
         victim = next(n for n in nodes if n.url != master_url)
         victim.kill()
         wait_until(lambda: any(m["id"] == victim.id and m["alive"] is False
-                               for m in status(master_url)["members"]), 10, what="the member seen dead")
+                               for m in status(master_url)["members"]), 60, what="the member seen dead")
         code, body = request("POST", f"{master_url}/internal/remove?id={victim.id}")
         assert (code, body) == (200, {"removed": victim.id})
         assert victim.id not in {m["id"] for m in status(master_url)["members"]}

@@ -40,7 +40,7 @@ def master_of(nodes, headers=None):
             if code == 200 and body.get("role") == "master":
                 return node
         return None
-    return wait_until(find, 20, what="a master")
+    return wait_until(find, 60, what="a master")
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +101,9 @@ def test_a_clean_shutdown_still_leaves_and_a_dead_member_is_removed_by_the_opera
         master = master_of(nodes)
         others = [n for n in nodes if n is not master]
         assert others[0].terminate() == 0  # SIGTERM: the node asks to leave, the master confirms
-        wait_until(lambda: others[0].id not in members(master.url), 10, what="the leave")
+        wait_until(lambda: others[0].id not in members(master.url), 60, what="the leave")
         others[1].kill()
-        wait_until(lambda: members(master.url)[others[1].id]["alive"] is False, 10, what="the death")
+        wait_until(lambda: members(master.url)[others[1].id]["alive"] is False, 60, what="the death")
         code, body = call(others[2].url, "POST", f"/internal/remove?id={others[1].id}", b"")
         assert code == 200, body
         assert sorted(members(master.url)) == sorted([master.id, others[2].id])
@@ -139,7 +139,7 @@ def test_with_a_secret_a_node_can_only_leave_for_itself_and_signatures_bind_the_
         assert len(members(master.url)) == 3
         # The repair command: a dead member is removed by an operator holding the secret.
         b.kill()
-        wait_until(lambda: members(master.url)[b.id]["alive"] is False, 10, what="the death")
+        wait_until(lambda: members(master.url)[b.id]["alive"] is False, 60, what="the death")
         assert members_tool(["remove", a.url, b.id]) == 1  # unsigned: refused
         assert members_tool(["remove", a.url, a.id, "--cluster-secret-file", str(secret)]) == 1  # alive
         assert members_tool(["remove", a.url, b.id, "--cluster-secret-file", str(secret)]) == 0

@@ -91,15 +91,11 @@ def test_a_port_in_use_is_named():
     assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in line
 
 
-def _dead_port() -> int:
-    with socket.socket() as probe:  # bound then closed: connections are refused
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_join_to_a_dead_url_gives_up_after_join_timeout_listing_what_it_tried():
-    port = _dead_port()
-    line = refused_with("--port", "0", "--join", f"127.0.0.1:{port}", "--join-timeout", "0.5")
+    with socket.socket() as probe:  # bound but not listening, held: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        line = refused_with("--port", "0", "--join", f"127.0.0.1:{port}", "--join-timeout", "0.5")
     assert f"could not join a cluster within 0.5 s (--join-timeout); tried http://127.0.0.1:{port} " \
            f"(connection refused)" in line
 
@@ -115,11 +111,12 @@ def test_join_to_a_node_that_never_answers_is_bounded_too():
 
 def test_join_takes_several_urls_and_urls_without_scheme(procs):
     first = procs.start()
-    dead = f"127.0.0.1:{_dead_port()}"
     live = first.url.removeprefix("http://")
-    second = procs.start("--join", f"{dead},{live}")
+    with socket.socket() as probe:  # bound but not listening, held: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        second = procs.start("--join", f"127.0.0.1:{probe.getsockname()[1]},{live}")
     assert second.url is not None
-    wait_until(lambda: len(status(first.url)["members"]) == 2, 10, what="the second member")
+    wait_until(lambda: len(status(first.url)["members"]) == 2, 60, what="the second member")
 
 
 def test_join_tries_every_address_of_a_host_name(procs):
@@ -127,7 +124,7 @@ def test_join_tries_every_address_of_a_host_name(procs):
     first = procs.start()
     second = procs.start("--join", f"localhost:{first.port}")
     assert second.url is not None
-    wait_until(lambda: len(status(first.url)["members"]) == 2, 10, what="the second member")
+    wait_until(lambda: len(status(first.url)["members"]) == 2, 60, what="the second member")
 
 
 def test_a_refused_join_is_one_line(procs):

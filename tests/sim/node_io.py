@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dkvs.core.messages import Snapshot
-from dkvs.storage.base import StoredSnapshot
+from dkvs.storage.base import SnapshotSuperseded
 
 __all__ = ["Request", "Response", "Token", "SimTransport", "SimWork", "SimFeed"]
 
@@ -106,11 +106,14 @@ class SimWork:
 
     # -- completions ----------------------------------------------------------------------------
     def finish_build(self, seq: int, epoch: int, members: tuple, data) -> None:
-        items = [[k, v, s] for k, (v, s) in sorted(data.items())] if isinstance(data, dict) else data
-        storage = self.sim.storage
-        if storage.snapshot is None or storage.snapshot.seq < seq:  # never replace a newer one
-            storage.save_snapshot(StoredSnapshot(seq, epoch, members, items))
-        self.sim.driver.snapshot_built(seq, sum(len(k) + len(v) + 16 for k, v, _ in items))
+        """What the production worker does: ``Storage.write_snapshot`` (which refuses to
+        replace a newer snapshot), then report; the driver's ``CompactStorage`` follows."""
+        try:
+            nbytes = self.sim.storage.write_snapshot(seq, epoch, members, data)
+        except SnapshotSuperseded as exc:
+            self.sim.driver.snapshot_built(seq, 0, f"superseded: {exc}")
+            return
+        self.sim.driver.snapshot_built(seq, nbytes)
 
     def answered(self, peer: str, send_id: int, messages) -> None:
         self.sim.driver.received(peer, send_id, messages)

@@ -1,5 +1,8 @@
-// The dkvs dashboard: polls /status of the node serving this page and of every member it
-// names, and drives /kv on the serving node. No framework, no build step.
+// The dkvs dashboard, core: polls /status of the node serving this page and of every member
+// it names, renders the cluster, the members, per-node detail and the banners, and holds
+// what the other scripts share (window.dkvs: call, el, the cluster view, render hooks).
+// charts.js draws the live charts from /metrics, timeline.js the event timeline from
+// /events, keys.js the key browser and editor. No framework, no build step.
 //
 // Invariants: every piece of server data enters the DOM through textContent or a plain
 // attribute (never as HTML); every key in a path or query is encoded with
@@ -13,6 +16,8 @@ const KV_TIMEOUT_MS = 15000;        // writes may wait for acks=all
 const PAGE_SIZE = 50;
 const VALUE_PREVIEW_CHARS = 200;
 const SELF = "";                    // poll key of the serving node: same-origin, relative URLs
+const TOKEN_KEY = "dkvs.token";     // sessionStorage: the bearer token, for this tab only
+const ROLE_HISTORY_SHOWN = 5;
 
 const $ = (id) => document.getElementById(id);
 const polls = new Map();            // base URL ("" = serving node) -> {result, lastOk, timer, stopped}
@@ -21,12 +26,18 @@ let lastBanners = "";
 // --- HTTP -----------------------------------------------------------------------------
 
 /** fetch + JSON with a deadline; never throws: {ok, status, body, error}. */
-async function call(url, options = {}, timeoutMs = STATUS_TIMEOUT_MS) {
+async function call(url, options = {}, timeoutMs = STATUS_TIMEOUT_MS, raw = false) {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = {...(options.headers || {})};
+  if (token) headers.Authorization = `Bearer ${token}`;
   try {
-    const response = await fetch(url, {cache: "no-store", ...options, signal: abort.signal});
+    const response = await fetch(url, {cache: "no-store", ...options, headers, signal: abort.signal});
     const text = await response.text();
+    // A 401 to a request sent with an older token (the user just gave a new one) asks nothing.
+    if (response.status === 401 && sessionStorage.getItem(TOKEN_KEY) === token) askForToken(url);
+    if (raw) return {ok: response.ok, status: response.status, body: null, text};
     let body;
     try { body = text ? JSON.parse(text) : {}; } catch { body = {raw: text}; }
     return {ok: response.ok, status: response.status, body};
@@ -36,6 +47,28 @@ async function call(url, options = {}, timeoutMs = STATUS_TIMEOUT_MS) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A node answered 401: show the token form (once), keep the token for this tab only. */
+function askForToken(url) {
+  const form = $("auth");
+  if (!form || !form.hidden) return;
+  form.hidden = false;
+  $("auth-reason").textContent = `${url.startsWith("http") ? url.split("/").slice(0, 3).join("/") : "This node"} ` +
+    "answered 401: it needs a bearer token.";
+  $("auth-token").focus();
+}
+
+function wireTokenForm() {
+  $("auth").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("auth-token").value.trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    $("auth-token").value = "";
+    $("auth").hidden = true;
+    for (const hook of hooks.token) hook();
+  });
 }
 
 const isHttpUrl = (url) => typeof url === "string" && /^https?:\/\/[^\s]+$/.test(url);
@@ -98,7 +131,7 @@ function clusterView() {
   const masterLast = masterRow ? masterRow.lastSeq : null;
   for (const r of rows) {
     const known = masterLast !== null && r.lastSeq !== null && r.reachable !== false;
-    r.lag = known ? masterLast - r.lastSeq : null;
+    r.lag = known ? Math.max(0, masterLast - r.lastSeq) : null;   // polls are not simultaneous
   }
   return {self, selfResult, epoch, master: masterRow, named, rows, source};
 }
@@ -168,6 +201,72 @@ function render() {
   const newest = Math.max(0, ...[...polls.values()].map((p) => (p.result && p.result.ok ? p.result.at : 0)));
   $("updated").textContent = newest ? new Date(newest).toLocaleTimeString() : "—";
   $("members").tBodies[0].replaceChildren(...view.rows.map((r) => renderMember(r, view)));
+  renderNodes(view);
+  dkvs.view = view;
+  for (const hook of hooks.render) hook(view);
+}
+
+// --- per-node detail ------------------------------------------------------------------
+
+const formatBytes = (n) => {
+  if (typeof n !== "number") return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+};
+
+function formatDuration(seconds) {
+  if (typeof seconds !== "number") return "—";
+  const s = Math.floor(seconds);
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+}
+
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
+
+/** One card per member, from its own last /status: version, uptime, storage, roles. */
+function renderNodes(view) {
+  const cards = view.rows.map((r) => {
+    const base = view.self && r.id === view.self.id ? SELF : r.url;
+    const poll = polls.get(base) || {};
+    const s = poll.lastOk && poll.lastOk.id === r.id ? poll.lastOk : null;
+    const card = el("article", null, {class: "node-card", "data-node": r.id, "aria-label": `node ${r.id}`});
+    card.append(el("h3", `${r.id}${r.reachable === false ? " (not answering; last report)" : ""}`));
+    if (!s) {
+      card.append(el("p", "No report from this node yet.", {class: "muted"}));
+      return card;
+    }
+    const storage = s.storage || {};
+    const uptime = typeof s.started === "number" && r.reachable !== false
+      ? Date.now() / 1000 - s.started : s.uptime_seconds;
+    const quorum = s.quorum || null;
+    const facts = [
+      ["Role", s.role], ["Version", s.version], ["Uptime", formatDuration(uptime)],
+      ["Keys", s.keys], ["Storage", storage.kind === "file" ? `data dir, fsync ${storage.fsync}` : storage.kind],
+      ["Data dir size", storage.kind === "file" ? formatBytes(storage.data_dir_bytes) : "— (in memory)"],
+      ["Disk free", storage.kind === "file" ? formatBytes(storage.free_bytes) : "—"],
+      ["Quorum", quorum ? `${quorum.ok ? "ok" : "LOST"}: ${quorum.reachable} of ${quorum.members}, ` +
+        `${quorum.needed} needed` : "—"],
+    ];
+    const dl = el("dl", null, {class: "facts"});
+    for (const [name, value] of facts) {
+      const div = el("div");
+      div.append(el("dt", name), el("dd", show(value), {"data-fact": name.toLowerCase().replace(/ /g, "-")}));
+      dl.append(div);
+    }
+    card.append(dl);
+    const history = Array.isArray(s.role_history) ? s.role_history.slice(-ROLE_HISTORY_SHOWN).reverse() : [];
+    if (history.length) {
+      const list = el("ol", null, {class: "role-history", "aria-label": "role history, newest first"});
+      for (const h of history) {
+        list.append(el("li", `${clock(h.time)} ${h.role}${h.epoch === null ? " (at start)" : ` (epoch ${h.epoch})`}`));
+      }
+      card.append(el("p", "Role history", {class: "small-heading"}), list);
+    }
+    return card;
+  });
+  $("nodes").replaceChildren(...cards);
 }
 
 function renderMember(r, view) {
@@ -208,10 +307,17 @@ function renderBanners(view) {
     banners.push(["error", "Unreachable from this browser: " +
       down.map((r) => `${r.id} (${r.url}: ${r.error})`).join(", ") + ". Retrying."]);
   }
+  const total = view.rows.length;
+  const reachable = view.rows.filter((r) => r.reachable === true).length;
+  const needed = Math.floor(total / 2) + 1;
+  if (total && view.rows.every((r) => r.reachable !== null) && reachable < needed) {
+    banners.push(["error", `No quorum: ${reachable} of ${total} members reachable, ${needed} needed.`,
+      "No master can be elected and acks=majority writes cannot complete until members return."]);
+  }
   if (view.epoch !== null && !view.master) {
     banners.push(["warn", view.named
-      ? `Master ${view.named.id} does not answer: election in progress.`
-      : "Election in progress: no master is known."]);
+      ? `No master: ${view.named.id} does not answer; election in progress.`
+      : "No master: election in progress, no master is known."]);
   }
   const warning = (view.self && view.self.warning) || (view.source && view.source.warning);
   if (warning) banners.push(["warn", "2-node cluster: no automatic failover.", `The node says: ${warning}`]);
@@ -225,53 +331,10 @@ function renderBanners(view) {
   }));
 }
 
-// --- key browser ----------------------------------------------------------------------
+// --- wiring ---------------------------------------------------------------------------
 
-const browse = {prefix: "", after: null, next: null};
-
-async function loadKeys(prefix, after) {
-  let url = `/kv?prefix=${encodeURIComponent(prefix)}&limit=${PAGE_SIZE}`;
-  if (after !== null) url += `&after=${encodeURIComponent(after)}`;
-  const answer = await call(url, {}, KV_TIMEOUT_MS);
-  const tbody = $("items").tBodies[0];
-  if (!answer.ok || !answer.body || !Array.isArray(answer.body.items)) {
-    tbody.replaceChildren(errorRow(answer));
-    return;
-  }
-  Object.assign(browse, {prefix, after, next: answer.body.next ?? null});
-  const items = answer.body.items;
-  tbody.replaceChildren(...items.map(itemRow));
-  if (!items.length) tbody.append(messageRow(prefix ? `No key starts with “${prefix}”.` : "No keys yet."));
-  const where = prefix ? ` with prefix “${prefix}”` : "";
-  $("items-caption").textContent = `Keys${where} on the serving node` +
-    (after !== null ? `, after “${after}”` : "") + ` (${items.length} shown)`;
-  $("next-page").disabled = browse.next === null;
-  $("first-page").disabled = after === null;
-}
-
-function itemRow(item) {
-  const value = String(item.value);
-  const keyButton = el("button", item.key, {type: "button", class: "link", title: "Edit this key"});
-  keyButton.addEventListener("click", () => {
-    $("write-key").value = item.key;
-    $("write-value").value = value;
-    $("write-value").focus();
-  });
-  const tr = el("tr", null, {"data-key": item.key});
-  const keyCell = el("td");
-  keyCell.append(keyButton);
-  const preview = value.length > VALUE_PREVIEW_CHARS ? value.slice(0, VALUE_PREVIEW_CHARS) + "…" : value;
-  tr.append(keyCell, el("td", preview, {class: "value"}), el("td", item.seq, {class: "num"}));
-  return tr;
-}
-
-function messageRow(text, cls = "muted") {
-  const tr = el("tr");
-  tr.append(el("td", text, {colspan: 3, class: cls}));
-  return tr;
-}
-
-const errorRow = (answer) => messageRow(describeError(answer), "bad-text");
+const hooks = {render: [], token: []};
+const dkvs = window.dkvs = {call, el, show, $, SELF, polls, hooks, view: null, clock, describeError};
 
 function describeError(answer) {
   if (answer.status === 0) return `Could not reach the node: ${answer.error}.`;
@@ -279,48 +342,7 @@ function describeError(answer) {
   return `Error ${answer.status}${body.error ? ` ${body.error}` : ""}: ${body.message || body.raw || "no message"}`;
 }
 
-async function write(method) {
-  const key = $("write-key").value;
-  const result = $("result");
-  if (!key) {
-    result.replaceChildren(el("p", "Enter a key first.", {class: "banner error"}));
-    $("write-key").focus();
-    return;
-  }
-  const acks = $("write-acks").value;
-  const options = {method};
-  if (method === "PUT") {
-    options.body = $("write-value").value;
-    options.headers = {"Content-Type": "text/plain; charset=utf-8"};
-  }
-  for (const b of [$("put"), $("delete")]) b.disabled = true;
-  result.replaceChildren(el("p", `${method} “${key}” (acks=${acks})…`, {class: "muted"}));
-  const url = `/kv/${encodeURIComponent(key)}?acks=${encodeURIComponent(acks)}`;
-  const answer = await call(url, options, KV_TIMEOUT_MS);
-  for (const b of [$("put"), $("delete")]) b.disabled = false;
-  const headline = answer.ok ? `${method} “${key}”: ${answer.status} OK` : describeError(answer);
-  const parts = [el("p", headline, {class: answer.ok ? "banner ok" : "banner error"})];
-  if (answer.body) parts.push(el("pre", JSON.stringify(answer.body, null, 2)));
-  result.replaceChildren(...parts);
-  if (answer.ok) loadKeys(browse.prefix, browse.after);
-}
-
-// --- wiring ---------------------------------------------------------------------------
-
-function start() {
-  $("search").addEventListener("submit", (event) => {
-    event.preventDefault();
-    loadKeys($("prefix").value, null);
-  });
-  $("next-page").addEventListener("click", () => loadKeys(browse.prefix, browse.next));
-  $("first-page").addEventListener("click", () => loadKeys(browse.prefix, null));
-  $("write").addEventListener("submit", (event) => {
-    event.preventDefault();
-    write("PUT");
-  });
-  $("delete").addEventListener("click", () => write("DELETE"));
+document.addEventListener("DOMContentLoaded", () => {
+  wireTokenForm();
   startPoll(SELF);
-  loadKeys("", null);
-}
-
-start();
+});

@@ -1,0 +1,54 @@
+"""The threaded host: time owed is ticked before new inputs, and deadlines are not cut short."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from dkvs.core.config import CoreConfig
+from dkvs.core.kvstate import KVState
+from dkvs.core.log import OP_MEMBER_ADD, Entry
+from dkvs.core.node import Node
+from dkvs.driver import NodeDriver
+from dkvs.runtime.host import NodeHost
+from dkvs.storage.memory import MemoryStorage
+
+
+class NullTransport:
+    def start(self, deliver, unreachable) -> None:
+        pass
+
+    def set_peers(self, peers) -> None:
+        pass
+
+    def send(self, to, message, send_id=0) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def two_node_master_host(tick_seconds: float) -> NodeHost:
+    """A master of 2 members whose peer never answers: acks=majority can only time out."""
+    node, effects = Node.bootstrap("a", "http://a", CoreConfig(), random.Random(1))
+    driver = NodeDriver(node, KVState())
+    host = NodeHost(driver, MemoryStorage(), NullTransport(), tick_seconds)
+    host.start(effects)
+    outcome = host.propose(OP_MEMBER_ADD, "b", "http://b", "1", 1.0)
+    assert outcome.error is None, outcome.error
+    return host
+
+
+def test_a_ticker_that_fell_behind_does_not_cut_a_new_writes_timeout_short():
+    # Proves the catch-up ticks run before the burst's inputs: with the ticker a whole
+    # second behind, a write with timeout=0.5 used to get its deadline eaten at once.
+    host = two_node_master_host(tick_seconds=0.01)
+    try:
+        host._next_tick = time.monotonic() - 1.0  # the ticker thread was starved for a second
+        started = time.monotonic()
+        outcome = host.propose("put", "k", "v", "majority", 0.5)
+        elapsed = time.monotonic() - started
+    finally:
+        host.stop()
+    assert outcome.error == "acks_timeout"
+    assert elapsed >= 0.5, f"answered 'timed out' after {elapsed:.3f} s of a 0.5 s timeout"
