@@ -2,7 +2,8 @@
 
 Starts a fresh 3-node cluster of real processes on loopback (default timings), puts N keys
 with ttl=T through a slave, and polls every node until each key is gone; prints, per key,
-the delay from the end of its ttl to its deletion on the last node (min / median / max).
+the delay from the end of its ttl (counted from when the PUT was sent, so a negative figure
+would be an early expiry) to its deletion on the last node (min / median / max).
 
     python3 scripts/ttl_expiry_bench.py --keys 10 --ttl 1
 """
@@ -31,9 +32,10 @@ def main() -> int:
         master = node_status(nodes[0].url)["master"]["url"]
         via = next(n.url for n in nodes if n.url != master)
         for i in range(args.keys):
+            sent = time.monotonic()  # the lease starts after this: when the master applies its grant
             status, _ = http_call(via, "PUT", f"/kv/ttl-{i}?ttl={args.ttl:g}&acks=all", b"v")
             assert status == 200, status
-            expires = time.monotonic() + args.ttl
+            expires = sent + args.ttl
             pending = {n.url for n in nodes}
             while pending:
                 pending = {u for u in pending if http_call(u, "GET", f"/kv/ttl-{i}")[0] != 404}
