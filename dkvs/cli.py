@@ -34,6 +34,8 @@ http://127.0.0.1:7070. Add --join URL (any node of a cluster) to join an existin
 and --data-dir DIR to keep data across restarts."""
 
 EXIT_USAGE = 2
+# A first argument naming one of these runs the command-line client (dkvs.client.cli.COMMANDS).
+CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 FSYNC_MODES = ("always", "batch", "never")
 
@@ -262,6 +264,10 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CLIENT_COMMANDS:  # ``dkvs get k``: the client, not a node
+        from .client.cli import main as client_main
+        return client_main(argv)
     args = build_parser().parse_args(argv)
     try:
         values = resolve(args)

@@ -203,6 +203,24 @@ MUTANTS += (
           "                if effect.to not in self.streaming:",
           "                if True:",
           "a snapshot is streamed to a peer at most once at a time"),
+    # -- data operations decided at apply time (issue 14) -----------------------------------------
+    _node("conditional_delete_checks_seq", "dkvs/core/kvstate.py",
+          "                elif entry.cond is not None and current[1] != entry.cond:\n",
+          "                elif False:\n",
+          "a conditional delete applies only when the key is at the asked seq, on every replica"),
+    _node("txn_compares_at_apply", "dkvs/core/txn.py",
+          "    succeeded = all(_holds(get(key), kind, arg) for key, kind, arg in txn[\"c\"])\n",
+          "    succeeded = True\n",
+          "a transaction's branch is chosen by its comparisons against the state it is applied to"),
+    _node("apply_result_reaches_its_request", "dkvs/driver/driver.py",
+          "            self.requests.applied(entry.epoch, entry.seq, answer)\n",
+          "",
+          "a multi-key entry's apply result (deleted count, txn verdict and reads) is answered to "
+          "the request that created that entry"),
+    _node("lease_fresh_ttl_on_new_master", "dkvs/driver/leases.py",
+          "        self.deadlines = {lease_id: now + self.ticks(ttl) for lease_id, ttl in leases.items()}\n",
+          "        self.deadlines = {lease_id: now for lease_id, ttl in leases.items()}\n",
+          "a new master starts every lease over with its full ttl, so no lease expires early on a failover"),
 )
 
 MUTANTS += (
