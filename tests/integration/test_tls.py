@@ -7,7 +7,6 @@ bad TLS flags exit 2 with one line.
 """
 
 import http.client
-import socket
 import ssl
 import subprocess
 import sys
