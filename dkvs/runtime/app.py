@@ -29,6 +29,7 @@ from ..storage import FileStorage, MemoryStorage
 from ..storage.datadir import DataDirLocked
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
+from ..transport.tls import set_peer_context
 from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
@@ -37,7 +38,7 @@ from .host import NodeHost
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
-from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file,
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file, load_tls,
                       parse_join_urls, validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
@@ -73,6 +74,10 @@ class Settings:
     max_connections: int = 1024
     request_timeout: float = 10.0
     idle_timeout: float = 60.0
+    tls_cert: str | None = None  # with tls_key: HTTPS only, peers called over HTTPS
+    tls_key: str | None = None
+    tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
+    tls_client_auth: str = "none"  # none | optional | required
 
 
 class DkvsNode:
@@ -83,6 +88,9 @@ class DkvsNode:
         self.settings = settings
         self.signer = Signer(settings.cluster_secret)
         self.auth = load_auth_file(settings.auth_file)
+        self.tls_context, peer_tls = load_tls(settings)
+        if self.tls_context is not None:
+            set_peer_context(peer_tls)
         try:
             self.storage = self._open_storage()
         except DataDirLocked as exc:
@@ -117,7 +125,8 @@ class DkvsNode:
             self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
                                       max_connections=s.max_connections,
                                       request_timeout_seconds=s.request_timeout,
-                                      idle_timeout_seconds=s.idle_timeout)
+                                      idle_timeout_seconds=s.idle_timeout,
+                                      tls_context=self.tls_context)
         except OSError as exc:
             self.storage.close()
             raise listen_error(s.host, s.port, exc) from None
@@ -150,12 +159,19 @@ class DkvsNode:
             log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
         if s.join:
             try:
-                join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
+                join_any(self._join_urls(), self.node_id, self.url, self.signer, s.join_timeout)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def _join_urls(self) -> list[str]:
+        """--join's URLs; with TLS, a scheme-less host:port means https://."""
+        urls = parse_join_urls(self.settings.join)
+        if self.tls_context is None:
+            return urls
+        return ["https://" + url[len("http://"):] if url.startswith("http://") else url for url in urls]
 
     def _member_urls(self) -> list[str]:
         """For CORS: the dashboard of any member may poll this node's /status."""
