@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import AcksTimeout, DkvsError, NoMaster
 from .cluster import ClusterView
-from .connection import NoAnswer, NodePool, NotSent, normalize_url
+from .connection import NoAnswer, NodePool, NotSent, normalize_url, tls_context
 from .errors import Unavailable, WriteOutcomeUnknown, error_from_answer
 from .results import Item, WatchEvent, WriteResult
 from .retry import RetryBudget
@@ -93,12 +94,16 @@ class Client:
       answer's ``error`` code: ``KeyNotFound``, ``BadRequest``, ``PayloadTooLarge``,
       ``Conflict`` (with ``current_seq``), ``Unauthorized``, ...
 
+    With ``https://`` URLs the nodes are verified against ``ca_file`` (the cluster's CA, see
+    docs/security.md) or with ``ssl_context`` as given (also for a client certificate).
+
     Connections are kept alive, a few per node, and shared safely between threads. Call
     :meth:`close` (or use the client as a context manager) to close them.
     """
 
     def __init__(self, urls: list[str] | str, timeout: float = 5.0, acks: str | int | None = None,
-                 retry_seconds: float = 10.0, *, reads: str = "master", token: str | None = None) -> None:
+                 retry_seconds: float = 10.0, *, reads: str = "master", token: str | None = None,
+                 ca_file: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         seeds = [normalize_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
         if not seeds:
             raise ValueError("give at least one node URL")
@@ -110,6 +115,8 @@ class Client:
             raise ValueError(f"reads must be one of {_READS}; got {reads!r}")
         self.timeout = float(timeout)
         self.acks = _check_acks(acks)
+        # ``https://`` nodes are verified with ssl_context, else the cluster's CA (ca_file).
+        self._ssl_context = tls_context(ca_file, ssl_context)
         self.retry_seconds = float(retry_seconds)
         self.reads = reads
         if token is not None and (not isinstance(token, str) or not token.strip() or not token.isprintable()):
@@ -382,7 +389,7 @@ class Client:
         with self._pools_lock:
             pool = self._pools.get(url)
             if pool is None:
-                pool = self._pools[url] = NodePool(url, self.timeout)
+                pool = self._pools[url] = NodePool(url, self.timeout, ssl_context=self._ssl_context)
             return pool
 
     def _headers(self, call: _Call) -> dict[str, str]:

@@ -122,11 +122,9 @@ def test_a_client_without_the_ca_fails_verification_and_one_with_it_is_served(ca
             https_call(node.url, "GET", "/health", context=ssl.create_default_context())
         code, _ = https_call(node.url, "PUT", "/kv/a", b"1", context=ca.context())
         assert code == 200
-        from dkvs.client.connection import NodePool, tls_context
-        pool = NodePool(node.url, 3, ssl_context=tls_context(ca_file=str(ca.cert)))
-        answer = pool.exchange("GET", "/kv/a", None, {}, 3)
-        pool.close()
-        assert answer.status == 200 and answer.body["value"] == "1"
+        with dkvs.Client(node.url, timeout=3, ca_file=str(ca.cert)) as client:
+            client.put("b", "2")
+            assert client.get("a") == "1" and client.get("b") == "2"
 
 
 @pytest.mark.parametrize("flags, named", [
