@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -35,8 +36,8 @@ from .host import NodeHost
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
-from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file,
-                      parse_join_urls, validate_settings)
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, join_targets, listen_error,
+                      load_auth_file, parse_join_urls, validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
@@ -144,14 +145,32 @@ class DkvsNode:
             log.warning("no cluster secret (--cluster-secret-file): internal routes (/internal/*) are unauthenticated")
         if not self.auth.enabled:
             log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
+        peers = [url for member, url in node.members.items() if member != self.node_id]
         if s.join:
             try:
-                join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
+                urls = join_targets(parse_join_urls(s.join), self.url, peers)
+                join_any(urls, self.node_id, self.url, self.signer, s.join_timeout)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
+        elif has_state and peers:
+            self._rejoin_in_background(peers)
         return self
+
+    def _rejoin_in_background(self, peers: list[str]) -> None:
+        """A restart without ``--join``: take our place back through the members we knew.
+
+        A node stopped with SIGTERM left the member list, so no master sends to it any
+        more; asking a former peer to (re)add it is idempotent for a node that is still a
+        member. In the background and never fatal: when the whole cluster restarts, the
+        members elect a master among themselves and the join simply finds one later."""
+        def run() -> None:
+            try:
+                join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout)
+            except StartupError as exc:
+                log.warning("could not rejoin through the members in the data dir: %s", exc)
+        threading.Thread(target=run, name="dkvs-rejoin", daemon=True).start()
 
     def _member_urls(self) -> list[str]:
         """For CORS: the dashboard of any member may poll this node's /status."""

@@ -42,6 +42,7 @@ __all__ = [
     "validate_settings",
     "listen_error",
     "join_any",
+    "join_targets",
 ]
 
 log = logging.getLogger("dkvs")
@@ -252,6 +253,35 @@ def _candidates(url: str) -> tuple[list[str], str | None]:
         return [url], None
     port = split.port or 80
     return [f"{split.scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addresses], None
+
+
+def _same_node(a: str, b: str) -> bool:
+    """Whether two base URLs name the same listening address (host names compared as
+    written, plus loopback aliases: a node must not send its join to itself)."""
+    x, y = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
+    if x.port != y.port:
+        return False
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    return x.hostname == y.hostname or (x.hostname in loopback and y.hostname in loopback)
+
+
+def join_targets(urls: list[str], my_url: str, known_peers: list[str]) -> list[str]:
+    """The URLs to send a join to: ``--join`` without this node's own URL, then the peers
+    its data dir knows.
+
+    The first node of a cluster restarted with the command line of the others
+    (``--join`` to the first node's URL) would otherwise ask *itself*: it has no master
+    (a node that left on SIGTERM hears from none), answers 503, and retries in silence
+    until ``--join-timeout`` while the cluster has a healthy master (issue 12).
+    """
+    own = [url for url in urls if _same_node(url, my_url)]
+    targets = [url for url in urls if url not in own]
+    targets += [url for url in known_peers if url not in targets and not _same_node(url, my_url)]
+    if own:
+        if not targets:
+            raise StartupError(f"--join {own[0]} is this node's own URL: give the URL of another member")
+        log.info("--join %s is this node's own URL; joining through %s instead", own[0], ", ".join(targets))
+    return targets
 
 
 def _describe(exc: BaseException) -> str:
