@@ -20,7 +20,7 @@ import time
 from .. import __version__
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.node import MASTER
-from ..core.quorum import majority
+from ..driver.narrator import quorum_view, reachable_members
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
@@ -60,7 +60,20 @@ class NodeService(KeyValueService):
 
     def _require_master(self) -> None:
         if self.host.node.role != MASTER:
-            raise NotMaster(self.master_url())
+            master_url = self.master_url()
+            quorum = self.host.query(self._quorum)
+            if master_url is not None and quorum["ok"]:
+                raise NotMaster(master_url)  # forwarded to it
+            # Answered with 503: say whether waiting can help. A candidate still knows its
+            # last master, but with no majority reachable forwarding to it is pointless.
+            error = NotMaster(None)
+            error.message = f"no master is known: {quorum['reason']}"
+            error.details["quorum"] = quorum
+            raise error
+
+    def _quorum(self, node) -> dict:
+        """:func:`~dkvs.driver.narrator.quorum_view` of ``node`` (on the node's thread)."""
+        return quorum_view(node, self.host.driver.narrator.heard)
 
     # -- public API ------------------------------------------------------------------------------
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
@@ -142,7 +155,7 @@ class NodeService(KeyValueService):
             last = node.log.last_seq
             lag = [(peer, max(0, last - p.match_seq)) for peer, p in node.progress.items()]
             return (node.role, node.epoch, last, node.commit_seq, node.elections_started,
-                    node.elections_won, lag, len(node.members), node.master_id is not None, _quorum(node))
+                    node.elections_won, lag, len(node.members), node.master_id is not None, self._quorum(node))
         role, epoch, last_seq, commit_seq, started, won, lag, members, has_master, quorum = host.query(read)
         storage = host.storage
         events = host.events
@@ -191,7 +204,16 @@ class NodeService(KeyValueService):
 
     def status(self) -> dict:
         host = self.host
-        status, quorum = host.query(lambda node: (node.status(), _quorum(node)))
+        def read(node):
+            heard = self.host.driver.narrator.heard
+            return node.status(), quorum_view(node, heard), reachable_members(node, heard), dict(heard), node.now
+        status, quorum, reachable, heard, now = host.query(read)
+        for member in status["members"]:
+            if member["id"] not in reachable:  # unknown or silent: say when it was last heard
+                member["alive"] = False
+                tick = heard.get(member["id"])
+                member["last_seen"] = (round(time.time() - (now - tick) * host.tick_seconds, 1)
+                                       if tick is not None else None)  # Unix time; None: never
         status["url"] = self.url
         count = len(status["members"])
         status["failover"] = count >= 3
@@ -342,27 +364,6 @@ def _json_object(body: bytes) -> dict:
         raise BadRequest("body must be a JSON object")
     return value
 
-
-
-def _quorum(node) -> dict:
-    """Whether a majority is reachable, as this node can tell (read on the node's thread).
-
-    A master counts itself and the slaves heard within the election timeout (its
-    check-quorum rule); any other node counts the members its master last reported alive,
-    while that master is heard within the election timeout, else only itself."""
-    window = node.config.election_ticks
-    members = len(node.members)
-    if node.role == MASTER:
-        reachable = 1 + sum(1 for p in node.progress.values() if node.now - p.last_heard_tick < window)
-    else:
-        contact = node.last_master_contact
-        if node.master_id is not None and contact is not None and node.now - contact < window:
-            reachable = max(1, sum(1 for v in node.view if v.alive))
-        else:
-            reachable = 1
-    reachable = min(reachable, members) if members else reachable
-    needed = majority(members) if members else 1
-    return {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}
 
 
 _DIR_BYTES_CACHE: dict[str, tuple[float, int]] = {}
