@@ -33,6 +33,7 @@ from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
 from .host import NodeHost
+from .identity import ClusterIdentity
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
@@ -108,8 +109,10 @@ class DkvsNode:
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
         self.signer.bind(self.node_id)
+        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id)
         service = NodeService(s.limits, self.signer, SnapshotAssembler(directory=s.data_dir or None))
         self.service = service
+        service.identity = self.identity
         try:
             self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
                                       max_connections=s.max_connections,
@@ -128,9 +131,12 @@ class DkvsNode:
         initial = []
         if has_state or s.join:  # a restart, or a new member: a slave until a master reaches it
             node, state = restore_node(self.node_id, self.storage, config, rng, recovered)
+            if self.identity.cluster_id is None and list(node.members) == [self.node_id] and not s.join:
+                self.identity.create()  # a single node older than cluster ids: its own cluster
         else:  # a new cluster of one
             node, initial = Node.bootstrap(self.node_id, self.url, config, rng)
             state = KVState()
+            self.identity.create()
         # A request to a peer is given up after one election timeout: the driver's in-flight
         # table waits exactly that long before it lets the core's resend through.
         self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection,
@@ -149,7 +155,8 @@ class DkvsNode:
         if s.join:
             try:
                 urls = join_targets(parse_join_urls(s.join), self.url, peers)
-                join_any(urls, self.node_id, self.url, self.signer, s.join_timeout)
+                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout)
+                self._adopt_from(answer)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
@@ -167,10 +174,16 @@ class DkvsNode:
         members elect a master among themselves and the join simply finds one later."""
         def run() -> None:
             try:
-                join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout)
+                self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout))
             except StartupError as exc:
                 log.warning("could not rejoin through the members in the data dir: %s", exc)
         threading.Thread(target=run, name="dkvs-rejoin", daemon=True).start()
+
+    def _adopt_from(self, answer: dict) -> None:
+        """The join answer names the cluster: a data dir without an id takes it."""
+        theirs = answer.get("cluster_id") if isinstance(answer, dict) else None
+        if isinstance(theirs, str) and theirs:
+            self.identity.adopt(theirs, "the join answer")
 
     def _member_urls(self) -> list[str]:
         """For CORS: the dashboard of any member may poll this node's /status."""

@@ -47,6 +47,7 @@ class NodeService(KeyValueService):
         self.signer = signer
         self.admin: ClusterAdmin | None = None
         self.leaving = False  # set by DkvsNode.leave: the master calls back to confirm a leave
+        self.identity = None  # a ClusterIdentity, set by DkvsNode before the server starts
 
     def attach(self, host: NodeHost, url: str) -> None:
         """Connect to the running node (the HTTP server is bound first, to learn the url)."""
@@ -54,6 +55,10 @@ class NodeService(KeyValueService):
         self.admin = ClusterAdmin(self)
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def cluster_id(self) -> str | None:
+        return self.identity.cluster_id if self.identity is not None else None
+
     def master_url(self) -> str | None:
         node = self.host.node
         return node.members.get(node.master_id) if node.master_id is not None else None
@@ -215,6 +220,7 @@ class NodeService(KeyValueService):
                 member["last_seen"] = (round(time.time() - (now - tick) * host.tick_seconds, 1)
                                        if tick is not None else None)  # Unix time; None: never
         status["url"] = self.url
+        status["cluster_id"] = self.cluster_id
         count = len(status["members"])
         status["failover"] = count >= 3
         if count == 2:
@@ -248,6 +254,8 @@ class NodeService(KeyValueService):
         problem = self.signer.verify_head(method, target, headers)
         if problem is not None:
             log.warning("refused internal request %s %s: %s", method, path[:100], problem)
+        elif self.identity is not None:
+            problem = self.identity.check_incoming(path, headers)  # logged once by the identity
         return problem
 
     def internal(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, bytes]:
@@ -310,11 +318,12 @@ class NodeService(KeyValueService):
     def _identity(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         # The master calls a joining (or leaving) node back here to confirm who answers at
         # its advertised URL, and that it really is leaving.
-        return 200, _json({"id": self.host.node.id, "leaving": self.leaving})
+        return 200, _json({"id": self.host.node.id, "leaving": self.leaving, "cluster_id": self.cluster_id})
 
     def _join(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
-        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers))
+        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers,
+                                          cluster_id=request.get("cluster_id")))
 
     def _leave(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)

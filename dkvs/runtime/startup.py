@@ -28,7 +28,8 @@ import urllib.parse
 from ..api.auth import Authenticator, AuthFileError
 from ..api.service import ACKS_LEVELS
 from ..transport.auth import Signer
-from .admin import post_internal
+from .admin import fetch_identity, post_internal
+from .identity import mismatch_message
 
 __all__ = [
     "StartupError",
@@ -295,6 +296,24 @@ def _describe(exc: BaseException) -> str:
     return str(reason) or type(reason).__name__
 
 
+def _check_cluster(candidate: str, signer: Signer, timeout: float) -> None:
+    """Before a join: refuse a cluster other than the one this data dir belongs to.
+
+    Asks the node for its identity (a read: nothing changes anywhere). A node that cannot
+    be asked is left to the join attempt, which the master checks again.
+    """
+    mine = signer.cluster_id
+    if mine is None:
+        return
+    try:
+        identity = fetch_identity(candidate, "", signer, timeout=timeout)
+    except (OSError, ValueError, http.client.HTTPException):
+        return
+    theirs = identity.get("cluster_id")
+    if isinstance(theirs, str) and theirs and theirs != mine:
+        raise StartupError(mismatch_message(mine, theirs[:64], candidate))
+
+
 def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
              timeout_seconds: float = DEFAULT_JOIN_TIMEOUT_SECONDS) -> dict:
     """Ask the cluster reachable at any of ``urls`` to add this node; return its answer.
@@ -318,7 +337,11 @@ def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
                 if remaining <= 0:
                     break
                 try:
-                    status, answer = post_internal(candidate, "join", {"id": node_id, "url": my_url}, signer,
+                    _check_cluster(candidate, signer, min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS))
+                    body = {"id": node_id, "url": my_url}
+                    if signer.cluster_id:
+                        body["cluster_id"] = signer.cluster_id
+                    status, answer = post_internal(candidate, "join", body, signer,
                                                    timeout=min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS))
                 except (OSError, http.client.HTTPException) as exc:
                     last[url] = _describe(exc)
