@@ -9,7 +9,7 @@ from dkvs.transport.auth import CLUSTER_HEADER, SENDER_HEADER, Signer
 
 def test_a_data_dir_without_id_adopts_its_masters_and_says_so(caplog):
     storage, signer = MemoryStorage(), Signer(None)
-    identity = ClusterIdentity(storage, signer, None)
+    identity = ClusterIdentity(storage, signer, None, fresh=False)
     assert identity.check_incoming("/internal/join", {CLUSTER_HEADER: "joiner"}) is None
     assert identity.cluster_id is None  # a joiner never imposes its id
     with caplog.at_level(logging.WARNING, "dkvs.identity"):

@@ -109,7 +109,8 @@ class DkvsNode:
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
         self.signer.bind(self.node_id)
-        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id)
+        has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
+        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id, fresh=not has_state)
         service = NodeService(s.limits, self.signer, SnapshotAssembler(directory=s.data_dir or None))
         self.service = service
         service.identity = self.identity
@@ -127,7 +128,6 @@ class DkvsNode:
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
-        has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
         initial = []
         if has_state or s.join:  # a restart, or a new member: a slave until a master reaches it
             node, state = restore_node(self.node_id, self.storage, config, rng, recovered)

@@ -53,7 +53,8 @@ def mismatch_message(mine: str, theirs: str, where: str) -> str:
 class ClusterIdentity:
     """This node's cluster id, kept in ``storage`` and sent by ``signer``; thread safe."""
 
-    def __init__(self, storage, signer: Signer, cluster_id: str | None) -> None:
+    def __init__(self, storage, signer: Signer, cluster_id: str | None, *, fresh: bool = True) -> None:
+        self._fresh = fresh  # an empty data dir: adopting an id is joining, not news
         self._storage = storage
         self._signer = signer
         self._lock = threading.Lock()
@@ -74,7 +75,11 @@ class ClusterIdentity:
             if self._signer.cluster_id is None:
                 self._storage.save_cluster_id(cluster_id)
                 self._signer.cluster_id = cluster_id
-                if source != "a new cluster":
+                if source == "a new cluster":
+                    pass
+                elif self._fresh:
+                    log.info("member of cluster %s (from %s)", cluster_id, source)
+                else:
                     log.warning("this data dir had no cluster id; adopted cluster %s from %s", cluster_id, source)
             return self._signer.cluster_id
 
