@@ -34,7 +34,7 @@ class Narrator:
 
     def after(self, node, cause: str, sender: str | None, notes: list[Note]) -> None:
         """Compare ``node`` with the last observation; append a note per change."""
-        if cause == MESSAGE and sender is not None:
+        if cause == MESSAGE and sender in node.members:  # members only: bounded
             self.heard[sender] = node.now
         seen = self._observe(node)
         if seen == self._seen:
