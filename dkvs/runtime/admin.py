@@ -107,6 +107,11 @@ class ClusterAdmin:
         if not node_id or not url.startswith("http://"):
             raise BadRequest("join needs a node id and an http:// url")
         mine = self.service.cluster_id
+        if mine is None and self.host.node.role == MASTER and self.service.identity is not None:
+            # Every data dir of this cluster predates cluster ids: the master names it now,
+            # and the id spreads with the join answer and the master's traffic.
+            mine = self.service.identity.create()
+            log.warning("this cluster had no id (data dirs older than cluster ids); it is now %s", mine)
         if isinstance(cluster_id, str) and cluster_id and mine and cluster_id != mine:
             # Refused before anything changes: a node never mixes clusters.
             raise Conflict(mismatch_message(cluster_id[:64], mine, self.service.url), id=node_id,
