@@ -13,9 +13,9 @@ discovery), ``connection`` (per-node pools; what a failed exchange means), ``ret
 """
 
 from .client import Client
-from .errors import AcksNotReached, Unavailable, WriteOutcomeUnknown
+from .errors import AcksNotReached, NoMajority, Unavailable, WriteOutcomeUnknown
 from .lock import Lock, LockTimeout
 from .results import Item, WatchEvent, WriteResult
 
 __all__ = ["Client", "Item", "WriteResult", "WatchEvent", "WriteOutcomeUnknown", "AcksNotReached",
-           "Unavailable", "Lock", "LockTimeout"]
+           "Unavailable", "NoMajority", "Lock", "LockTimeout"]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..errors import DkvsError, NoMaster
-from .errors import Unavailable
+from .errors import NoMajority, Unavailable, no_majority
 
 __all__ = ["ClusterView", "choose_master", "FAILED_NODE_SECONDS"]
 
@@ -140,6 +140,10 @@ class ClusterView:
             if not statuses:
                 raise Unavailable("no node answered /status (" + "; ".join(problems) + ")")
             master = choose_master(statuses)
+            if master is None and statuses and all(no_majority(s) for _, s in statuses):
+                quorum = statuses[0][1]["quorum"]
+                raise NoMajority(f"no master is known: {quorum.get('reason') or 'no majority'} "
+                                 f"(as {statuses[0][0]} sees it)", quorum=quorum)
             if master is None:
                 raise NoMaster("no node is master right now (an election may be running)",
                                retry_after=0.0)

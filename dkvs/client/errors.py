@@ -13,14 +13,19 @@ Three failures exist only on the client side, because no node reported them:
   :class:`WriteOutcomeUnknown` (what it means for the caller).
 * :class:`Unavailable` — no node could be reached; a kind of :class:`~dkvs.errors.NoMaster`
   (the master "cannot be reached", in the server's own words for 503).
+* :class:`NoMajority` — a 503 (or every ``/status``) said that no majority of the members is
+  reachable: no election can end that, so the client gives up at once instead of retrying
+  for its whole budget.
 """
 
 from __future__ import annotations
 
+import math
+
 from .. import errors as _server_errors
 from ..errors import AcksTimeout, Conflict, DkvsError, NoMaster
 
-__all__ = ["WriteOutcomeUnknown", "AcksNotReached", "Unavailable", "error_from_answer"]
+__all__ = ["WriteOutcomeUnknown", "AcksNotReached", "Unavailable", "NoMajority", "error_from_answer"]
 
 
 class WriteOutcomeUnknown(DkvsError):
@@ -60,6 +65,24 @@ class Unavailable(NoMaster):
         super().__init__(message, retry_after=retry_after, **details)
 
 
+class NoMajority(NoMaster):
+    """No master, and no majority of the members reachable: retrying soon will not help.
+
+    Its ``retry_after`` is infinite, so a retry budget ends at once; ``quorum`` holds the
+    node's count (``members``, ``reachable``, ``needed``) when it said so.
+    """
+
+    def __init__(self, message: str, retry_after: float = math.inf, **details: object) -> None:
+        super().__init__(message, retry_after=math.inf, **details)
+
+
+def no_majority(body: dict | None) -> bool:
+    """Whether a 503 body or a ``/status`` document says that no majority is reachable."""
+    quorum = (body or {}).get("quorum")
+    return (isinstance(quorum, dict) and quorum.get("ok") is False
+            and str(quorum.get("reason", "no majority")).startswith("no majority"))
+
+
 def _server_classes() -> list[type[DkvsError]]:
     return [getattr(_server_errors, name) for name in _server_errors.__all__]
 
@@ -91,6 +114,8 @@ def error_from_answer(status: int, body: dict | None, retry_after: float | None,
     cls = _BY_CODE.get(code) if isinstance(code, str) else None
     if cls is None:
         cls = _BY_STATUS.get(status, DkvsError)
+    if cls is NoMaster and no_majority(body):
+        cls = NoMajority
     if write and issubclass(cls, AcksTimeout):
         cls = AcksNotReached
     if not isinstance(message, str):

@@ -15,7 +15,7 @@ from ..core.election import CANDIDATE, MASTER, SLAVE
 from ..core.quorum import majority
 from .ready import INFO, WARNING, Note
 
-__all__ = ["Narrator", "note", "TICK", "MESSAGE", "CALL"]
+__all__ = ["Narrator", "note", "quorum_view", "reachable_members", "TICK", "MESSAGE", "CALL"]
 
 TICK, MESSAGE, CALL = "tick", "message", "call"
 
@@ -25,6 +25,7 @@ class Narrator:
         self._seen = self._observe(node)
         self._quorum_ok = True
         self._alive: dict[str, bool] = {}  # on a master: which peers were heard lately
+        self.heard: dict[str, int] = {}  # peer id -> node.now of its last message (any role)
 
     @staticmethod
     def _observe(node) -> tuple:
@@ -33,6 +34,8 @@ class Narrator:
 
     def after(self, node, cause: str, sender: str | None, notes: list[Note]) -> None:
         """Compare ``node`` with the last observation; append a note per change."""
+        if cause == MESSAGE and sender in node.members:  # members only: bounded
+            self.heard[sender] = node.now
         seen = self._observe(node)
         if seen == self._seen:
             if node.role == MASTER and cause == TICK:
@@ -120,6 +123,44 @@ class Narrator:
                 say(WARNING, "quorum_lost", f"quorum lost: {heard} of {len(node.members)} members heard, "
                     f"{majority(len(node.members))} needed; acks=majority writes wait",
                     heard=heard, members=len(node.members), needed=majority(len(node.members)))
+
+
+def reachable_members(node, heard: dict[str, int] | None = None) -> set[str]:
+    """The members this node can tell are alive (itself included; read on its thread).
+
+    A master: the slaves heard within the election timeout (its check-quorum rule). A
+    slave that hears its master: the members that master last reported alive. Any other
+    node: the peers it heard from (votes, vote refusals, heartbeats) within the election
+    timeout — ``heard`` as kept by :class:`Narrator` — since the last master's report is
+    stale once that master is not heard.
+    """
+    window = node.config.election_ticks
+    alive = {node.id}
+    if node.role == MASTER:
+        alive |= {peer for peer, p in node.progress.items() if node.now - p.last_heard_tick < window}
+    elif (node.master_id is not None and node.last_master_contact is not None
+          and node.now - node.last_master_contact < window):
+        alive |= {v.id for v in node.view if v.alive} | {node.master_id}
+    else:
+        alive |= {peer for peer, tick in (heard or {}).items() if node.now - tick < window}
+    return alive & set(node.members) | {node.id}
+
+
+def quorum_view(node, heard: dict[str, int] | None = None) -> dict:
+    """Whether a majority is reachable, as this node can tell, and what to tell a client
+    that finds no master: ``reason`` tells an election that can succeed (a majority is
+    reachable, or the node has just started and heard no one yet) from a lost majority,
+    which no retry will cure by itself."""
+    members = len(node.members)
+    reachable = len(reachable_members(node, heard))
+    reachable = min(reachable, members) if members else reachable
+    needed = majority(members) if members else 1
+    view = {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}
+    if view["ok"] or node.now < node.config.election_ticks:
+        view["reason"] = "election in progress"
+    else:
+        view["reason"] = f"no majority: {reachable} of {members} members reachable, {needed} needed"
+    return view
 
 
 class _Sayer:

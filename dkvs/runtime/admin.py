@@ -44,6 +44,7 @@ from ..errors import BadRequest, Conflict, DkvsError, Forbidden, KeyNotFound, No
 from ..transport.auth import Signer
 from ..transport.tls import peer_context
 from .answers import raise_for
+from .identity import mismatch_message
 
 __all__ = ["ClusterAdmin", "join_cluster", "post_internal", "fetch_identity", "JoinRefused",
            "IDENTITY_TIMEOUT_SECONDS"]
@@ -103,11 +104,22 @@ class ClusterAdmin:
             raise Forbidden(f"leave refused: {node_id!r} is not leaving (a node can only leave for itself)",
                             id=node_id)
 
-    def join(self, node_id: str, url: str, headers=None) -> dict:
+    def join(self, node_id: str, url: str, headers=None, cluster_id=None) -> dict:
         if not node_id or not url.startswith(("http://", "https://")):
             raise BadRequest("join needs a node id and an http:// or https:// url")
+        mine = self.service.cluster_id
+        if mine is None and self.host.node.role == MASTER and self.service.identity is not None:
+            # Every data dir of this cluster predates cluster ids: the master names it now,
+            # and the id spreads with the join answer and the master's traffic.
+            mine = self.service.identity.create()
+            log.warning("this cluster had no id (data dirs older than cluster ids); it is now %s", mine)
+        if isinstance(cluster_id, str) and cluster_id and mine and cluster_id != mine:
+            # Refused before anything changes: a node never mixes clusters.
+            raise Conflict(mismatch_message(cluster_id[:64], mine, self.service.url), id=node_id,
+                           cluster_id=mine)
         if self.host.node.role != MASTER:
-            return self._relay_to_master("join", {"id": node_id, "url": url}, headers)
+            body = {"id": node_id, "url": url, **({"cluster_id": cluster_id} if cluster_id else {})}
+            return self._relay_to_master("join", body, headers)
         members, alive = self._membership()
         if members.get(node_id) == url:
             return self._answer(node_id)
@@ -158,7 +170,7 @@ class ClusterAdmin:
     def _answer(self, node_id: str) -> dict:
         node = self.host.node
         return {"id": node_id, "epoch": node.epoch, "master": {"id": node.id, "url": self.service.url},
-                "members": dict(node.members)}
+                "members": dict(node.members), "cluster_id": self.service.cluster_id}
 
 
 def _call(request: urllib.request.Request, timeout: float) -> tuple[int, dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -35,11 +36,12 @@ from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
 from .handover import transfer_leader
 from .host import NodeHost
+from .identity import ClusterIdentity
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
-from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file, load_tls,
-                      parse_join_urls, validate_settings)
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, join_targets, listen_error,
+                      load_auth_file, load_tls, parse_join_urls, validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
@@ -119,8 +121,11 @@ class DkvsNode:
         if recovered.node_id != self.node_id:
             self.storage.save_node_id(self.node_id)
         self.signer.bind(self.node_id)
+        has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
+        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id, fresh=not has_state)
         service = NodeService(s.limits, self.signer, SnapshotAssembler(directory=s.data_dir or None))
         self.service = service
+        service.identity = self.identity
         try:
             self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
                                       max_connections=s.max_connections,
@@ -136,13 +141,15 @@ class DkvsNode:
         self.url = s.advertise_url or self.server.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
-        has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
         initial = []
         if has_state or s.join:  # a restart, or a new member: a slave until a master reaches it
             node, state = restore_node(self.node_id, self.storage, config, rng, recovered)
+            if self.identity.cluster_id is None and list(node.members) == [self.node_id] and not s.join:
+                self.identity.create()  # a single node older than cluster ids: its own cluster
         else:  # a new cluster of one
             node, initial = Node.bootstrap(self.node_id, self.url, config, rng)
             state = KVState()
+            self.identity.create()
         # A request to a peer is given up after one election timeout: the driver's in-flight
         # table waits exactly that long before it lets the core's resend through.
         self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection,
@@ -157,13 +164,18 @@ class DkvsNode:
             log.warning("no cluster secret (--cluster-secret-file): internal routes (/internal/*) are unauthenticated")
         if not self.auth.enabled:
             log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
+        peers = [url for member, url in node.members.items() if member != self.node_id]
         if s.join:
             try:
-                join_any(self._join_urls(), self.node_id, self.url, self.signer, s.join_timeout)
+                urls = join_targets(self._join_urls(), self.url, peers)
+                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout)
+                self._adopt_from(answer)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
+        elif has_state and peers:
+            self._rejoin_in_background(peers)
         return self
 
     def _join_urls(self) -> list[str]:
@@ -172,6 +184,26 @@ class DkvsNode:
         if self.tls_context is None:
             return urls
         return ["https://" + url[len("http://"):] if url.startswith("http://") else url for url in urls]
+
+    def _rejoin_in_background(self, peers: list[str]) -> None:
+        """A restart without ``--join``: take our place back through the members we knew.
+
+        A node stopped with SIGTERM left the member list, so no master sends to it any
+        more; asking a former peer to (re)add it is idempotent for a node that is still a
+        member. In the background and never fatal: when the whole cluster restarts, the
+        members elect a master among themselves and the join simply finds one later."""
+        def run() -> None:
+            try:
+                self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout))
+            except StartupError as exc:
+                log.warning("could not rejoin through the members in the data dir: %s", exc)
+        threading.Thread(target=run, name="dkvs-rejoin", daemon=True).start()
+
+    def _adopt_from(self, answer: dict) -> None:
+        """The join answer names the cluster: a data dir without an id takes it."""
+        theirs = answer.get("cluster_id") if isinstance(answer, dict) else None
+        if isinstance(theirs, str) and theirs:
+            self.identity.adopt(theirs, "the join answer")
 
     def _member_urls(self) -> list[str]:
         """For CORS: the dashboard of any member may poll this node's /status."""

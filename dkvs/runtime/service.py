@@ -20,9 +20,9 @@ import time
 from .. import __version__
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
-from ..core.node import MASTER
-from ..core.quorum import majority
+from ..core.node import CANDIDATE, MASTER
 from ..core.txn import encode_txn
+from ..driver.narrator import quorum_view, reachable_members
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
@@ -53,6 +53,7 @@ class NodeService(KeyValueService):
         self.signer = signer
         self.admin: ClusterAdmin | None = None
         self.leaving = False  # set by DkvsNode.leave: the master calls back to confirm a leave
+        self.identity = None  # a ClusterIdentity, set by DkvsNode before the server starts
 
     def attach(self, host: NodeHost, url: str) -> None:
         """Connect to the running node (the HTTP server is bound first, to learn the url)."""
@@ -61,16 +62,33 @@ class NodeService(KeyValueService):
         self.admin = ClusterAdmin(self)
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def cluster_id(self) -> str | None:
+        return self.identity.cluster_id if self.identity is not None else None
+
     def master_url(self) -> str | None:
         node = self.host.node
         return node.members.get(node.master_id) if node.master_id is not None else None
 
     def _require_master(self) -> None:
         if self.host.node.role != MASTER:
-            # A known master can be asked at once (e.g. right after a handover); with none
-            # known an election runs, and a retry is worth a second's wait.
-            url = self.master_url()
-            raise NotMaster(url, retry_after=RETRY_KNOWN_MASTER_SECONDS if url else 1.0)
+            master_url = self.master_url()
+            if master_url is not None and self.host.node.role != CANDIDATE:
+                # A known master can be asked at once (e.g. right after a handover).
+                raise NotMaster(master_url, retry_after=RETRY_KNOWN_MASTER_SECONDS)  # forwarded to it
+            quorum = self.host.query(self._quorum)
+            if master_url is not None and quorum["ok"]:
+                raise NotMaster(master_url, retry_after=RETRY_KNOWN_MASTER_SECONDS)
+            # Answered with 503: say whether waiting can help. A candidate still knows its
+            # last master, but with no majority reachable forwarding to it is pointless.
+            error = NotMaster(None)
+            error.message = f"no master is known: {quorum['reason']}"
+            error.details["quorum"] = quorum
+            raise error
+
+    def _quorum(self, node) -> dict:
+        """:func:`~dkvs.driver.narrator.quorum_view` of ``node`` (on the node's thread)."""
+        return quorum_view(node, self.host.driver.narrator.heard)
 
     # -- public API ------------------------------------------------------------------------------
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None,
@@ -218,7 +236,7 @@ class NodeService(KeyValueService):
             last = node.log.last_seq
             lag = [(peer, max(0, last - p.match_seq)) for peer, p in node.progress.items()]
             return (node.role, node.epoch, last, node.commit_seq, node.elections_started,
-                    node.elections_won, lag, len(node.members), node.master_id is not None, _quorum(node))
+                    node.elections_won, lag, len(node.members), node.master_id is not None, self._quorum(node))
         role, epoch, last_seq, commit_seq, started, won, lag, members, has_master, quorum = host.query(read)
         storage = host.storage
         events = host.events
@@ -267,8 +285,18 @@ class NodeService(KeyValueService):
 
     def status(self) -> dict:
         host = self.host
-        status, quorum = host.query(lambda node: (node.status(), _quorum(node)))
+        def read(node):
+            heard = self.host.driver.narrator.heard
+            return node.status(), quorum_view(node, heard), reachable_members(node, heard), dict(heard), node.now
+        status, quorum, reachable, heard, now = host.query(read)
+        for member in status["members"]:
+            if member["id"] not in reachable:  # unknown or silent: say when it was last heard
+                member["alive"] = False
+                tick = heard.get(member["id"])
+                member["last_seen"] = (round(time.time() - (now - tick) * host.tick_seconds, 1)
+                                       if tick is not None else None)  # Unix time; None: never
         status["url"] = self.url
+        status["cluster_id"] = self.cluster_id
         count = len(status["members"])
         status["failover"] = count >= 3
         if count == 2:
@@ -302,6 +330,8 @@ class NodeService(KeyValueService):
         problem = self.signer.verify_head(method, target, headers)
         if problem is not None:
             log.warning("refused internal request %s %s: %s", method, path[:100], problem)
+        elif self.identity is not None:
+            problem = self.identity.check_incoming(path, headers)  # logged once by the identity
         return problem
 
     def internal(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, bytes]:
@@ -364,11 +394,12 @@ class NodeService(KeyValueService):
     def _identity(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         # The master calls a joining (or leaving) node back here to confirm who answers at
         # its advertised URL, and that it really is leaving.
-        return 200, _json({"id": self.host.node.id, "leaving": self.leaving})
+        return 200, _json({"id": self.host.node.id, "leaving": self.leaving, "cluster_id": self.cluster_id})
 
     def _join(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
-        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers))
+        return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers,
+                                          cluster_id=request.get("cluster_id")))
 
     def _leave(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
@@ -426,27 +457,6 @@ def _json_object(body: bytes) -> dict:
         raise BadRequest("body must be a JSON object")
     return value
 
-
-
-def _quorum(node) -> dict:
-    """Whether a majority is reachable, as this node can tell (read on the node's thread).
-
-    A master counts itself and the slaves heard within the election timeout (its
-    check-quorum rule); any other node counts the members its master last reported alive,
-    while that master is heard within the election timeout, else only itself."""
-    window = node.config.election_ticks
-    members = len(node.members)
-    if node.role == MASTER:
-        reachable = 1 + sum(1 for p in node.progress.values() if node.now - p.last_heard_tick < window)
-    else:
-        contact = node.last_master_contact
-        if node.master_id is not None and contact is not None and node.now - contact < window:
-            reachable = max(1, sum(1 for v in node.view if v.alive))
-        else:
-            reachable = 1
-    reachable = min(reachable, members) if members else reachable
-    needed = majority(members) if members else 1
-    return {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}
 
 
 _DIR_BYTES_CACHE: dict[str, tuple[float, int]] = {}

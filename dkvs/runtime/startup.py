@@ -29,7 +29,8 @@ from ..api.auth import Authenticator, AuthFileError
 from ..api.service import ACKS_LEVELS
 from ..transport.auth import Signer
 from ..transport.tls import TlsConfig, TlsError
-from .admin import post_internal
+from .admin import fetch_identity, post_internal
+from .identity import mismatch_message
 
 __all__ = [
     "StartupError",
@@ -44,6 +45,7 @@ __all__ = [
     "listen_error",
     "join_any",
     "load_tls",
+    "join_targets",
 ]
 
 log = logging.getLogger("dkvs")
@@ -271,6 +273,35 @@ def _candidates(url: str) -> tuple[list[str], str | None]:
     return [f"{split.scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addresses], None
 
 
+def _same_node(a: str, b: str) -> bool:
+    """Whether two base URLs name the same listening address (host names compared as
+    written, plus loopback aliases: a node must not send its join to itself)."""
+    x, y = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
+    if x.port != y.port:
+        return False
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    return x.hostname == y.hostname or (x.hostname in loopback and y.hostname in loopback)
+
+
+def join_targets(urls: list[str], my_url: str, known_peers: list[str]) -> list[str]:
+    """The URLs to send a join to: ``--join`` without this node's own URL, then the peers
+    its data dir knows.
+
+    The first node of a cluster restarted with the command line of the others
+    (``--join`` to the first node's URL) would otherwise ask *itself*: it has no master
+    (a node that left on SIGTERM hears from none), answers 503, and retries in silence
+    until ``--join-timeout`` while the cluster has a healthy master (issue 12).
+    """
+    own = [url for url in urls if _same_node(url, my_url)]
+    targets = [url for url in urls if url not in own]
+    targets += [url for url in known_peers if url not in targets and not _same_node(url, my_url)]
+    if own:
+        if not targets:
+            raise StartupError(f"--join {own[0]} is this node's own URL: give the URL of another member")
+        log.info("--join %s is this node's own URL; joining through %s instead", own[0], ", ".join(targets))
+    return targets
+
+
 def _describe(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None) or exc
     if isinstance(reason, ConnectionRefusedError):
@@ -280,6 +311,24 @@ def _describe(exc: BaseException) -> str:
     if isinstance(reason, socket.gaierror):
         return f"does not resolve ({reason.strerror})"
     return str(reason) or type(reason).__name__
+
+
+def _check_cluster(candidate: str, signer: Signer, timeout: float) -> None:
+    """Before a join: refuse a cluster other than the one this data dir belongs to.
+
+    Asks the node for its identity (a read: nothing changes anywhere). A node that cannot
+    be asked is left to the join attempt, which the master checks again.
+    """
+    mine = signer.cluster_id
+    if mine is None:
+        return
+    try:
+        identity = fetch_identity(candidate, "", signer, timeout=timeout)
+    except (OSError, ValueError, http.client.HTTPException):
+        return
+    theirs = identity.get("cluster_id")
+    if isinstance(theirs, str) and theirs and theirs != mine:
+        raise StartupError(mismatch_message(mine, theirs[:64], candidate))
 
 
 def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
@@ -305,7 +354,11 @@ def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
                 if remaining <= 0:
                     break
                 try:
-                    status, answer = post_internal(candidate, "join", {"id": node_id, "url": my_url}, signer,
+                    _check_cluster(candidate, signer, min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS))
+                    body = {"id": node_id, "url": my_url}
+                    if signer.cluster_id:
+                        body["cluster_id"] = signer.cluster_id
+                    status, answer = post_internal(candidate, "join", body, signer,
                                                    timeout=min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS))
                 except (OSError, http.client.HTTPException) as exc:
                     last[url] = _describe(exc)

@@ -115,6 +115,7 @@ class Recovered:
     voted_for: str | None = None
     snapshot: StoredSnapshot | None = None
     entries: list[Entry] = field(default_factory=list)
+    cluster_id: str | None = None  # None: a new data dir, or one older than cluster ids
 
 
 class Storage(abc.ABC):
@@ -133,6 +134,13 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def save_node_id(self, node_id: str) -> None:
         """Remember this node's id (durable on return)."""
+
+    def save_cluster_id(self, cluster_id: str) -> None:
+        """Remember the id of the cluster this data dir belongs to (durable on return).
+
+        Written once: at bootstrap, or when a new (or older) data dir first hears its
+        cluster. A data dir never changes clusters; the runtime refuses to mix them."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def save_state(self, epoch: int, voted_for: str | None) -> None:

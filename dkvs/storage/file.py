@@ -4,6 +4,7 @@ Layout of DIR (``docs/storage.md`` has the byte-level format)::
 
     LOCK                                   flock'ed by the process that has the dir open
     state.json                             node id, epoch, vote; rewritten atomically
+    cluster_id                             the cluster's id, one line; written once
     log-<first seq>.seg ...                the log: CRC-framed entries (:mod:`.segments`)
     snapshot-<generation>-<seq>.snap       the newest snapshot (:mod:`.snapshot_file`)
     rollback/rollback-<time>-seq<a>-<b>.jsonl   entries discarded by divergence repair
@@ -40,6 +41,7 @@ import threading
 from ..core.log import Entry
 from .atomic import fsync_dir, remove_temp_files
 from .base import Recovered, Storage, StoredSnapshot
+from .cluster_file import read_cluster_id, write_cluster_id
 from .datadir import (ROLLBACK_DIR_NAME, DataDirLocked, lock_data_dir, read_state, write_rollback,
                       write_state)
 from .records import corruption, encode_entries
@@ -120,7 +122,8 @@ class FileStorage(Storage):
         self._base_seq = snapshot.seq if snapshot else 0
         entries = self._recover_log()
         self._loaded = True
-        return Recovered(self._node_id, self._epoch, self._voted_for, snapshot, entries)
+        return Recovered(self._node_id, self._epoch, self._voted_for, snapshot, entries,
+                         read_cluster_id(self.path))
 
     def _recover_log(self) -> list[Entry]:
         base = self._base_seq
@@ -176,6 +179,10 @@ class FileStorage(Storage):
         self._check_writable()
         self._epoch, self._voted_for = epoch, voted_for
         self._write_state()
+
+    def save_cluster_id(self, cluster_id: str) -> None:
+        self._check_writable()
+        self._count(write_cluster_id(self.path, cluster_id))
 
     def _write_state(self) -> None:
         self._count(write_state(self.path, self._node_id, self._epoch, self._voted_for))

@@ -25,6 +25,7 @@ class MemoryStorage(Storage):
 
     def __init__(self) -> None:
         self.node_id: str | None = None
+        self.cluster_id: str | None = None
         self.epoch = 0
         self.voted_for: str | None = None
         self.snapshot: StoredSnapshot | None = None
@@ -38,7 +39,10 @@ class MemoryStorage(Storage):
     def load(self) -> Recovered:
         base = self.snapshot.seq if self.snapshot else 0
         return Recovered(self.node_id, self.epoch, self.voted_for, self.snapshot,
-                         [e for e in self.entries if e.seq > base])
+                         [e for e in self.entries if e.seq > base], self.cluster_id)
+
+    def save_cluster_id(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
 
     def save_node_id(self, node_id: str) -> None:
         self.node_id = node_id

@@ -9,9 +9,13 @@ With a secret every internal request carries these headers::
     X-Dkvs-Nonce      128 random bits, hex
     X-Dkvs-Body-Digest  hex SHA-256 of the body
     X-Dkvs-Signature  hex HMAC-SHA256(secret, the canonical request below)
+    X-Dkvs-Cluster    the sender's cluster id (also sent without a secret, unsigned then)
 
-The canonical request is ``v2``, the method, the path, the raw query string, the body
-digest, sender, target, timestamp and nonce, one per line. So a captured request cannot be
+The canonical request is ``v3``, the method, the path, the raw query string, the body
+digest, sender, target, timestamp, nonce and cluster id, one per line. The cluster id is
+signed as sent, not as the receiver's own: a request from another cluster that shares the
+secret still verifies, and the receiver can say "another cluster" instead of "bad
+signature" (:mod:`dkvs.runtime.identity` decides what to do with it). So a captured request cannot be
 replayed with another ``?id=``, another body, to another node, or later.
 
 Verification is split so that it can run **before the body is read**:
@@ -39,7 +43,7 @@ from collections.abc import Iterable, Mapping
 
 __all__ = ["Signer", "NonceCache", "body_digest", "MAX_CLOCK_SKEW_SECONDS", "MAX_NONCES", "SENDER_HEADER",
            "TARGET_HEADER", "TIMESTAMP_HEADER", "NONCE_HEADER", "DIGEST_HEADER", "SIGNATURE_HEADER",
-           "UNTARGETED_PATHS"]
+           "CLUSTER_HEADER", "UNTARGETED_PATHS"]
 
 MAX_CLOCK_SKEW_SECONDS = 30.0
 MAX_NONCES = 262_144
@@ -49,9 +53,11 @@ TIMESTAMP_HEADER = "X-Dkvs-Timestamp"
 NONCE_HEADER = "X-Dkvs-Nonce"
 DIGEST_HEADER = "X-Dkvs-Body-Digest"
 SIGNATURE_HEADER = "X-Dkvs-Signature"
-# Paths a sender may address to "any node": the joiner knows the cluster's URL, not an id.
-UNTARGETED_PATHS = frozenset({"/internal/join"})
-_VERSION = "v2"
+CLUSTER_HEADER = "X-Dkvs-Cluster"
+# Paths a sender may address to "any node": the joiner knows the cluster's URL, not an id
+# (it asks for the node's identity first, to refuse a cluster that is not its own).
+UNTARGETED_PATHS = frozenset({"/internal/join", "/internal/identity"})
+_VERSION = "v3"
 
 
 def body_digest(body: bytes | Iterable[bytes]) -> str:
@@ -102,6 +108,7 @@ class Signer:
         self._key = secret.encode() if secret else None
         self._clock = clock
         self.node_id = node_id
+        self.cluster_id: str | None = None  # sent in CLUSTER_HEADER once known
         self.nonces = nonces if nonces is not None else NonceCache()
 
     @property
@@ -112,9 +119,9 @@ class Signer:
         self.node_id = node_id
 
     def _mac(self, method: str, target: str, digest: str, sender: str, to: str, timestamp: str,
-             nonce: str) -> str:
+             nonce: str, cluster: str) -> str:
         path, _, query = target.partition("?")
-        canonical = "\n".join((_VERSION, method, path, query, digest, sender, to, timestamp, nonce))
+        canonical = "\n".join((_VERSION, method, path, query, digest, sender, to, timestamp, nonce, cluster))
         return hmac.new(self._key, canonical.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
     def headers(self, method: str, target: str, body: bytes | Iterable[bytes] = b"", *, to: str = "",
@@ -122,16 +129,18 @@ class Signer:
         """Headers to add to an outgoing request for ``target`` (path and query) on node ``to``.
 
         ``digest`` may be given instead of hashing ``body`` (a streamed body hashes its
-        chunks with :func:`body_digest`). Empty when disabled.
+        chunks with :func:`body_digest`). Without a secret only the cluster id (if known).
         """
+        cluster = {CLUSTER_HEADER: self.cluster_id} if self.cluster_id else {}
         if self._key is None:
-            return {}
+            return cluster
         digest = digest if digest is not None else body_digest(body)
         timestamp = f"{self._clock():.3f}"
         nonce = secrets.token_hex(16)
         return {SENDER_HEADER: self.node_id, TARGET_HEADER: to, TIMESTAMP_HEADER: timestamp,
-                NONCE_HEADER: nonce, DIGEST_HEADER: digest,
-                SIGNATURE_HEADER: self._mac(method, target, digest, self.node_id, to, timestamp, nonce)}
+                NONCE_HEADER: nonce, DIGEST_HEADER: digest, **cluster,
+                SIGNATURE_HEADER: self._mac(method, target, digest, self.node_id, to, timestamp, nonce,
+                                            self.cluster_id or "")}
 
     def verify_head(self, method: str, target: str, headers: Mapping[str, str]) -> str | None:
         """Check a request from its head alone; None when authentic, else the reason.
@@ -154,7 +163,9 @@ class Signer:
         skew = abs(now - sent_at)
         if not skew <= MAX_CLOCK_SKEW_SECONDS:
             return f"stale or future timestamp ({skew:.0f} s off)"
-        if not hmac.compare_digest(self._mac(method, target, digest, sender, to, timestamp, nonce), signature):
+        cluster = headers.get(CLUSTER_HEADER) or ""
+        if not hmac.compare_digest(self._mac(method, target, digest, sender, to, timestamp, nonce, cluster),
+                                   signature):
             return "bad signature"
         path = target.partition("?")[0]
         if to != self.node_id and not (to == "" and path in UNTARGETED_PATHS):

@@ -315,9 +315,11 @@ function renderBanners(view) {
       "No master can be elected and acks=majority writes cannot complete until members return."]);
   }
   if (view.epoch !== null && !view.master) {
+    // The node says which: an election in progress, or no majority reachable.
+    const reason = view.self && view.self.quorum && view.self.quorum.reason;
     banners.push(["warn", view.named
-      ? `No master: ${view.named.id} does not answer; election in progress.`
-      : "No master: election in progress, no master is known."]);
+      ? `No master: ${view.named.id} does not answer; ${reason || "election in progress"}.`
+      : `No master: ${reason || "election in progress, no master is known"}.`]);
   }
   const warning = (view.self && view.self.warning) || (view.source && view.source.warning);
   if (warning) banners.push(["warn", "2-node cluster: no automatic failover.", `The node says: ${warning}`]);
