@@ -96,6 +96,7 @@ class NodeDriver:
         self._role = node.role
         self._peers: dict[str, str] | None = None  # what the transport was last given
         self._ready = Ready()
+        self.disk_error: str | None = None  # set while storage cannot persist (persist_failed)
 
     # -- inputs --------------------------------------------------------------------------------
     def step(self, message, token=None) -> None:
@@ -108,6 +109,9 @@ class NodeDriver:
 
     def propose(self, request_id: int, op: str, key: str, value, acks: str, timeout_ticks: int,
                 cond: int | None = None) -> None:
+        if self.disk_error is not None and self.node.role == MASTER:  # nothing would be durable here
+            self._ready.replies.append(Reply(request_id, None, "disk_full"))
+            return
         log = self.node.log
         before = log.last_seq
         effects = self.node.propose(request_id, op, key, value, acks, timeout_ticks, cond)
@@ -137,6 +141,23 @@ class NodeDriver:
     def persisted(self, log_bytes: int) -> None:
         """Storage holds ``log_bytes`` of log now (after appends or a compaction)."""
         self.log_bytes = log_bytes
+
+    def persist_failed(self, reason: str) -> list[ClientReply]:
+        """Storage could not persist a batch (disk full, read-only, vanished): refuse new
+        proposals until :meth:`persist_recovered`, and return ``disk_full`` answers for
+        the writes waiting now (their entries may still commit later: the answer says so)."""
+        self.disk_error = reason
+        waiting = list(self.requests._entry_of.items())  # the proposals not answered yet
+        for request_id, _ in waiting:
+            self.requests.answered(request_id)
+        self._note(WARNING, "disk_full", f"cannot persist: {reason}; writes get 507 until the disk accepts "
+                   "them again", error=reason)
+        return [ClientReply(request_id, {"seq": seq}, "disk_full") for request_id, (_, seq) in waiting]
+
+    def persist_recovered(self) -> None:
+        """The storage persisted the backlog: proposals are accepted again."""
+        self.disk_error = None
+        self._note(INFO, "disk_ok", "storage accepts writes again")
 
     def snapshot_view(self) -> tuple[int, int, tuple, object]:
         """``(seq, epoch, members, data)`` for :class:`BuildSnapshot`: the committed state,

@@ -10,7 +10,7 @@ the code production uses, and can check what every client was told.
 from __future__ import annotations
 
 from ..api.service import NotMaster
-from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound
+from ..errors import AcksTimeout, Conflict, InsufficientStorage, InternalError, KeyNotFound
 
 __all__ = ["write_answer", "raise_for"]
 
@@ -42,6 +42,12 @@ def raise_for(done, acks: str, timeout: float, master_url: str | None = None) ->
                           f"(seq {seq}) may or may not survive", seq=seq)
     if error in ("not_master", "membership_change_in_progress"):
         raise NotMaster(master_url if error == "not_master" else None)
+    if error == "disk_full":
+        raise InsufficientStorage("this node cannot persist writes right now (disk full, read-only or gone); "
+                                  "the write was not acknowledged" + (
+                                      f": it got seq {seq} and may or may not be applied" if seq is not None
+                                      else " and nothing was written") +
+                                  "; reads are still served, retry once space is freed")
     if error in ("read_timeout", "no_answer"):
         raise AcksTimeout(f"no majority confirmed this master within {timeout:g} s", seq=seq)
     raise InternalError(f"the node could not complete the request ({error})")

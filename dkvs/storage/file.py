@@ -239,7 +239,11 @@ class FileStorage(Storage):
         self._last_seq = entries[-1].seq
         self._dirty = True
         if self.fsync_policy == "always":
-            self._sync_fd()
+            try:
+                self._sync_fd()
+            except OSError as exc:  # after a failed fsync the page cache cannot be trusted
+                self._failure = exc
+                raise
         if self._synced_seq > self._manifest.durable_seq and \
                 time.monotonic() - self._recorded_at >= MANIFEST_REFRESH_SECONDS:
             try:
