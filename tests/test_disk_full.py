@@ -186,3 +186,34 @@ def test_a_real_full_tmpfs(tmpfs):
             assert status == 200 and body["value"] == value, (key, status)
     finally:
         node.stop()
+
+
+def test_a_master_that_cannot_persist_hands_over(tmp_path):
+    first = start(tmp_path / "n1")
+    nodes = [first]
+    try:
+        for name in ("n2", "n3"):
+            nodes.append(DkvsNode(Settings(port=0, data_dir=str(tmp_path / name), fsync="always",
+                                           join=first.url)).start())
+        assert call("PUT", f"{first.url}/kv/a?acks=all", b"1")[0] == 200
+        stub = FailingStorage(first.host.executor.storage)
+        first.host.executor.storage = stub
+        stub.error = errno.ENOSPC
+        status, body = call("PUT", f"{first.url}/kv/b", b"2")
+        assert status == 507, body
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not any(n.host.node.role == "master" for n in nodes[1:]):  # an election, then a new master
+            assert time.monotonic() < deadline, "no member took over from the master that cannot persist"
+            time.sleep(0.05)
+        master = next(n for n in nodes[1:] if n.host.node.role == "master")
+        assert put_until_ok(master.url, "c", "3")["seq"] > 0
+        assert call("GET", f"{first.url}/kv/a")[1]["value"] == "1"  # the old master still serves reads
+        stub.error = None
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while call("GET", f"{first.url}/kv/c")[0] != 200:  # it catches up by itself
+            assert time.monotonic() < deadline, "the old master did not catch up after space was freed"
+            time.sleep(0.05)
+        assert first.host.failed is None
+    finally:
+        for node in reversed(nodes):
+            node.stop()
