@@ -217,3 +217,20 @@ def test_a_master_that_cannot_persist_hands_over(tmp_path):
     finally:
         for node in reversed(nodes):
             node.stop()
+
+
+def test_an_idle_node_retries_by_itself(tmp_path):
+    node = start(tmp_path)
+    try:
+        stub = FailingStorage(node.host.executor.storage)
+        node.host.executor.storage = stub
+        stub.error = errno.ENOSPC
+        assert call("PUT", f"{node.url}/kv/b", b"2")[0] == 507
+        stub.error = None  # no request arrives: only ticks
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while node.host.driver.disk_error is not None:
+            assert time.monotonic() < deadline, "the idle node never retried"
+            time.sleep(0.05)
+        assert call("PUT", f"{node.url}/kv/c", b"3")[0] == 200  # the first write after is accepted
+    finally:
+        node.stop()

@@ -60,21 +60,17 @@ class Executor:
         self.backlog: list = []  # persist effects not on disk yet, in order (see the module docstring)
         self.dropped_sends = 0  # sends dropped while the backlog was not empty
         self._retry_at = 0
+        self._failing = False
 
     def run(self, ready: Ready) -> None:
-        if not ready:
+        if not ready and not self.backlog:  # an idle tick still retries a failed persist
             return
         driver = self.driver
         if ready.peers is not None:
             self.transport.set_peers(ready.peers)
-        failed: list = []
-        if self.backlog:
-            self._retry()
-        if self.backlog:
+        if ready.persist:
             self.backlog.extend(ready.persist)
-        elif ready.persist:
-            failed = self._persist_or_keep(list(ready.persist))
-            driver.persisted(self.storage.log_bytes())
+        failed = self._flush() if self.backlog else []
         if self.backlog:
             self.dropped_sends += len(ready.sends) + len(ready.responses)
         else:
@@ -101,34 +97,30 @@ class Executor:
             if self._on_note is not None:
                 self._on_note(note)
 
-    def _persist_or_keep(self, effects: list) -> list:
-        """Persist ``effects``; on an ``OSError`` keep what is left as the backlog, tell the
-        driver, and return the replies it fails."""
+    def _flush(self) -> list:
+        """Persist the backlog (this batch's effects, after any left by a failure). On an
+        ``OSError`` keep what is left, tell the driver on the first failure, and return
+        the replies it fails; while failing, try again only every :data:`RETRY_TICKS`."""
+        driver = self.driver
+        if self._failing and driver.node.now < self._retry_at:
+            return []
         try:
-            self._persist(effects)
+            self._persist(self.backlog)
         except OSError as exc:
-            self.backlog = effects
-            self._retry_at = self.driver.node.now + RETRY_TICKS
+            self._retry_at = driver.node.now + RETRY_TICKS
+            if self._failing:
+                return []
+            self._failing = True
             reason = f"{exc.strerror or exc} ({errno_name(exc)})"
             log.error("cannot persist: %s; writes are refused until it works again (retried every %d ticks)",
                       reason, RETRY_TICKS)
-            return self.driver.persist_failed(reason)
-        return []
-
-    def _retry(self) -> None:
-        driver = self.driver
-        if driver.node.now < self._retry_at:
-            return
-        backlog, self.backlog = self.backlog, []
-        try:
-            self._persist(backlog)
-        except OSError:
-            self.backlog = backlog
-            self._retry_at = driver.node.now + RETRY_TICKS
-            return
+            return driver.persist_failed(reason)
         driver.persisted(self.storage.log_bytes())
-        log.warning("storage accepts writes again (%d sends were dropped meanwhile)", self.dropped_sends)
-        driver.persist_recovered()
+        if self._failing:
+            self._failing = False
+            log.warning("storage accepts writes again (%d sends were dropped meanwhile)", self.dropped_sends)
+            driver.persist_recovered()
+        return []
 
     def _persist(self, effects: list) -> None:
         """Persist ``effects`` in order, removing each from the list once it is on disk
