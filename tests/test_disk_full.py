@@ -174,6 +174,15 @@ def test_a_real_full_tmpfs(tmpfs):
         assert 507 in statuses
         assert call("GET", f"{url}/kv/k0")[1]["value"] == "v0"  # reads are served
         assert node.host.failed is None
+        node.stop()
+        node = start(data)  # a restart on the still-full disk serves too
+        url = node.url
+        assert call("GET", f"{url}/kv/k0")[1]["value"] == "v0"
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while (answer := call("PUT", f"{url}/kv/full", b"x" * 4000))[0] == 503:  # its election first
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.05)
+        assert answer[0] == 507 and answer[1]["error"] == "insufficient_storage", answer
         os.remove(filler)  # space is freed
         put_until_ok(url, "after", "yes")
         acknowledged["after"] = "yes"

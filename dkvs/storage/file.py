@@ -149,7 +149,10 @@ class FileStorage(Storage):
         self._manifest = manifest or Manifest()
         self._dirty = True
         self._sync_fd()  # what was read back may sit in the page cache only: fsync before recording it
-        self._record(state=STATE_FILE_NAME in names)
+        try:
+            self._record(state=STATE_FILE_NAME in names)
+        except OSError as exc:  # a full disk must not stop the start: the old manifest is a lower bound
+            log.warning("%s: the manifest was not refreshed at start: %s", self.path, exc)
         return Recovered(self._node_id, self._epoch, self._voted_for, snapshot, entries)
 
     def _recover_log(self, torn: list[SegmentRead]) -> list[Entry]:
