@@ -94,6 +94,7 @@ def test_a_failing_disk_gets_507_and_the_node_writes_again(tmp_path, code):
         status, body = call("PUT", f"{url}/kv/b", b"2")
         assert status == 507 and body["error"] == "insufficient_storage", body
         assert "not acknowledged" in body["message"]
+        assert call("GET", f"{url}/kv/b")[0] == 404  # not durable, so not visible
         status, body = call("PUT", f"{url}/kv/c", b"3")  # refused at once, nothing logged
         assert status == 507 and "nothing was written" in body["message"], body
         status, body = call("GET", f"{url}/kv/a")  # reads are served

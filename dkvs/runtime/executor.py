@@ -13,10 +13,11 @@ error) does not stop the node. The effects not yet persisted become the *backlog
 there is one, nothing that could depend on them leaves the node: every send and every
 in-exchange response is dropped (to peers that is message loss, which the protocol
 tolerates; a master that cannot persist thus stops heartbeating and a member that can
-takes over), and every successful client reply becomes ``disk_full`` (507, "may or may
-not be applied"). The driver is told (:meth:`NodeDriver.persist_failed`): it answers the
-waiting writes and refuses new proposals. Applies still happen: they only ever carry
-entries a majority made durable. Every :data:`RETRY_TICKS` ticks the backlog is retried,
+takes over), every successful client reply becomes ``disk_full`` (507, "may or may
+not be applied"), and applies wait (a single node commits its own entries at once: applied
+now, a write nobody acknowledged could be read and then vanish in a crash). The driver is
+told (:meth:`NodeDriver.persist_failed`): it answers the waiting writes and refuses new
+proposals. Every :data:`RETRY_TICKS` ticks the backlog is retried,
 in order, before the new batch; once it is on disk the node writes again by itself.
 """
 
@@ -58,6 +59,7 @@ class Executor:
         self._on_note = on_note  # every note also goes here (the event feed), after the log
         self.rollback_files: list[str] = []
         self.backlog: list = []  # persist effects not on disk yet, in order (see the module docstring)
+        self.deferred: list = []  # applies held back while there is a backlog
         self.dropped_sends = 0  # sends dropped while the backlog was not empty
         self._retry_at = 0
         self._failing = False
@@ -80,6 +82,14 @@ class Executor:
             for token, messages in ready.responses.items():
                 token.messages.extend(messages)
         notes = ready.notes
+        if self.deferred and not self.backlog:  # on disk now: apply what waited, in order
+            with self._lock:
+                applied = driver.apply(Ready(apply=self.deferred))
+            self.deferred = []
+            self._record(applied.changes, notes)
+        if self.backlog and ready.apply:
+            self.deferred.extend(ready.apply)
+            ready = Ready(replies=ready.replies)
         if ready.apply or ready.replies:
             with self._lock:
                 applied = driver.apply(ready)
