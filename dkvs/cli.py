@@ -34,6 +34,8 @@ http://127.0.0.1:7070. Add --join URL (any node of a cluster) to join an existin
 and --data-dir DIR to keep data across restarts."""
 
 EXIT_USAGE = 2
+# A first argument naming one of these runs the command-line client (dkvs.client.cli.COMMANDS).
+CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 FSYNC_MODES = ("always", "batch", "never")
 
@@ -172,6 +174,14 @@ FLAGS: tuple[Flag, ...] = (
          "GET: never expose them to browsers)", switch=True),
     Flag("--enable-fault-injection", _boolean, False, "allow /internal/faults to cut this node off from "
          "peers (testing only)", switch=True),
+    # TLS (docs/security.md, "TLS").
+    Flag("--tls-cert", _text, None, "PEM certificate (chain) of this node: with --tls-key it serves HTTPS only "
+         "and calls peers over HTTPS", metavar="PATH"),
+    Flag("--tls-key", _text, None, "PEM private key of --tls-cert", metavar="PATH"),
+    Flag("--tls-ca", _text, None, "PEM CA certificate(s) peers (and client certificates) are verified "
+         "against; with it this node presents its certificate to peers", metavar="PATH"),
+    Flag("--tls-client-auth", _choice(("none", "optional", "required")), "none", "client certificates: "
+         "none, optional or required (checked against --tls-ca)", metavar="{none,optional,required}"),
     # Connection limits (docs/architecture.md, "Connections and workers").
     Flag("--max-connections", _count, 1024, "open connections served at once; more get a 503 and are "
          "closed", metavar="N"),
@@ -253,7 +263,8 @@ def settings_from_values(v: dict):
                     fault_injection=v["enable_fault_injection"], join_timeout=v["join_timeout"],
                     nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
                     max_connections=v["max_connections"], request_timeout=v["request_timeout"],
-                    idle_timeout=v["idle_timeout"])
+                    idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
+                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"])
 
 
 def _fail(message: str) -> int:
@@ -262,6 +273,10 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CLIENT_COMMANDS:  # ``dkvs get k``: the client, not a node
+        from .client.cli import main as client_main
+        return client_main(argv)
     args = build_parser().parse_args(argv)
     try:
         values = resolve(args)

@@ -13,6 +13,7 @@ __all__ = [
     "Unauthorized",
     "Forbidden",
     "NotFound",
+    "LeaseNotFound",
     "KeyNotFound",
     "MethodNotAllowed",
     "Conflict",
@@ -64,6 +65,12 @@ class NotFound(DkvsError):
 
     status = 404
     code = "not_found"
+
+
+class LeaseNotFound(NotFound):
+    """No such lease (never granted, expired or revoked)."""
+
+    code = "lease_not_found"
 
 
 class KeyNotFound(NotFound):

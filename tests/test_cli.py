@@ -67,7 +67,8 @@ def test_join_urls_get_a_scheme_and_a_port_and_several_are_kept_in_order():
     assert parse_join_urls("node-a") == ["http://node-a:7070"]
     assert parse_join_urls("http://a:1/, b:2 ,") == ["http://a:1", "http://b:2"]
     assert parse_join_urls("http://a") == ["http://a"]  # an explicit URL is taken as written
-    for bad in ("", " , ", "http://a:1/kv", "https://a:1", "a:notaport"):
+    assert parse_join_urls("https://a:1") == ["https://a:1"]  # TLS clusters join over https
+    for bad in ("", " , ", "http://a:1/kv", "a:notaport"):
         with pytest.raises(StartupError):
             parse_join_urls(bad)
 

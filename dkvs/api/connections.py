@@ -69,8 +69,9 @@ class ConnectionManager:
     def __init__(self, listener: socket.socket, *, classify: Callable[[Connection], str],
                  dispatch: Callable[[Connection], None], max_connections: int,
                  request_timeout: float, idle_timeout: float, header_lines: Callable[[], str],
-                 poller: OneShotPoller | None = None) -> None:
+                 poller: OneShotPoller | None = None, wrap: Callable | None = None) -> None:
         self.listener = listener
+        self.wrap = wrap  # TLS: accepted sockets are wrapped (dkvs.api.tls; the handshake comes with the first reads)
         self.classify = classify  # sets and returns conn.kind: "internal", "client", "watch"
         self.dispatch = dispatch
         self.max_connections = max_connections
@@ -173,6 +174,11 @@ class ConnectionManager:
                 self._accept_paused_until = time.monotonic() + self._tick
                 return
             now = time.monotonic()
+            try:
+                sock = self.wrap(sock) if self.wrap is not None else sock
+            except OSError:  # gone already
+                sock.close()
+                continue
             conn = Connection(sock, address, now)
             conn.setup_socket()
             with self._lock:

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from ..errors import NoMaster
+from ..transport.tls import peer_context
 from .response import JSON_TYPE, Reply
 
 __all__ = ["Forwarder", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS"]
@@ -110,6 +111,9 @@ class Forwarder:
 
     def _new_connection(self, place: tuple) -> http.client.HTTPConnection:
         scheme, host, port = place
+        if scheme == "https":  # verified with the node's peer context (dkvs.transport.tls)
+            return http.client.HTTPSConnection(host, port, timeout=self.connect_timeout_seconds,
+                                               context=peer_context())
         return _CONNECTION_CLASSES[scheme](host, port, timeout=self.connect_timeout_seconds)
 
     def _release(self, place: tuple, conn: http.client.HTTPConnection) -> None:

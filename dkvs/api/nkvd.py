@@ -18,6 +18,7 @@ replicate like any other write (a slave forwards them to the master).
 
 from __future__ import annotations
 
+import base64
 import socket
 
 from .. import __version__
@@ -56,13 +57,21 @@ def _key(ex) -> tuple[str | None, Reply | None]:
     return KEY_NAMESPACE + k, None
 
 
+def _text(doc: dict) -> str:
+    """nkvd values are text: a binary value (set through the dkvs API) is shown decoded,
+    invalid UTF-8 replaced, rather than failing the whole answer."""
+    if "value" in doc:
+        return doc["value"]
+    return base64.b64decode(doc["value_base64"]).decode("utf-8", "replace")
+
+
 def _records(service):
     """Every nkvd record as (nkvd key, value), in key order."""
     after = None
     while True:
         page = service.items(KEY_NAMESPACE, after, _PAGE)
         for item in page["items"]:
-            yield item["key"][len(KEY_NAMESPACE):], item["value"]
+            yield item["key"][len(KEY_NAMESPACE):], _text(item)
         after = page["next"]
         if after is None:
             return
@@ -87,7 +96,7 @@ def nkvd_get(ex, args: dict) -> Reply:
     if problem:
         return problem
     try:
-        return json_reply(ex.service.get(key, consistent=False)["value"])
+        return json_reply(_text(ex.service.get(key, consistent=False)))
     except KeyNotFound:
         return _error("MISSING_RECORD", 404)
 

@@ -47,8 +47,26 @@ SCHEMAS: dict[str, dict] = {
     },
     "Item": {
         "type": "object",
-        "required": ["key", "value", "seq"],
-        "properties": {"key": _STRING, "value": _STRING, "seq": _INTEGER},
+        "required": ["key", "seq"],
+        "properties": {"key": _STRING, "value": {**_STRING, "description": "The value when it is UTF-8 text."},
+                       "value_base64": {**_STRING, "description": "The value, base64, when it is not UTF-8 text."},
+                       "seq": _INTEGER},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["prefix", "deleted", "seq"],
+        "properties": {"prefix": _STRING, "deleted": {"type": "integer", "description": "Keys deleted."},
+                       "seq": _INTEGER, "epoch": _INTEGER, "replicas": {}},
+    },
+    "TxnResult": {
+        "type": "object",
+        "required": ["succeeded", "seq", "results"],
+        "properties": {
+            "succeeded": {"type": "boolean", "description": "Whether every comparison held (success ran)."},
+            "seq": _INTEGER, "epoch": _INTEGER, "replicas": {},
+            "results": {"type": "array", "description": "One per op of the branch that ran.",
+                        "items": {"type": "object"}},
+        },
     },
     "Page": {
         "type": "object",
@@ -122,8 +140,10 @@ def _operation(route, limits: Limits) -> dict:
         ]
     if route.body is not None:
         media_type, description = route.body
-        op["requestBody"] = {"required": True, "description": description,
-                             "content": {media_type: {"schema": {"type": "string"}}}}
+        content = {media_type: {"schema": {"type": "object" if media_type == "application/json" else "string"}}}
+        if media_type == "text/plain":
+            content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+        op["requestBody"] = {"required": True, "description": description, "content": content}
     responses = dict(route.responses)
     if route.strict_query:
         op["x-strict-query"] = True

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from ..errors import BadRequest, DkvsError, PayloadTooLarge
+from ..errors import BadRequest, DkvsError, NotFound as NotFoundError, PayloadTooLarge
 from .service import ACKS_LEVELS, Limits
 
 __all__ = [
@@ -39,6 +39,12 @@ __all__ = [
     "WAIT",
     "AFTER_SEQ",
     "IF_SEQ",
+    "DELETE_PREFIX",
+    "ALL",
+    "LEASE",
+    "TTL",
+    "LEASE_PATH",
+    "MAX_TTL_SECONDS",
     "MAX_WAIT_SECONDS",
     "DEFAULT_LIST_LIMIT",
     "MAX_QUERY_FIELDS",
@@ -301,3 +307,75 @@ IF_SEQ = Param(
     "Compare-and-set: write only if the key's current seq is this one (0: only if absent); "
     "otherwise 409 with the current seq.",
     _parse_seq("if_seq", None), lambda limits: {"type": "integer", "minimum": 0})
+
+
+def _parse_all(raw: str | None, limits: Limits) -> bool:
+    if raw is None:
+        return False
+    try:
+        return _BOOLEANS[raw.lower()]
+    except KeyError:
+        raise _bad("all", f"all must be true, false, 1 or 0; got {_echo(raw)}") from None
+
+
+def _parse_delete_prefix(raw: str | None, limits: Limits) -> str:
+    prefix = raw or ""
+    if len(prefix.encode("utf-8", "surrogatepass")) > limits.max_key_bytes:
+        raise PayloadTooLarge(f"the prefix is over the {limits.max_key_bytes}-byte key limit", parameter="prefix")
+    return prefix
+
+
+DELETE_PREFIX = Param(
+    "prefix", "query",
+    "Delete every key that starts with this text (non-empty; use all=true to delete every key).",
+    _parse_delete_prefix, lambda limits: {"type": "string", "minLength": 1})
+
+ALL = Param(
+    "all", "query", "true: delete every key (only without prefix).",
+    _parse_all, lambda limits: {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"})
+
+
+MAX_TTL_SECONDS = 30 * 24 * 3600.0  # a month: longer is a mistake (a key meant to live forever needs no lease)
+
+
+def _parse_ttl(raw: str | None, limits: Limits) -> float | None:
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0.001 <= seconds <= MAX_TTL_SECONDS):
+        raise _bad("ttl", f"ttl must be a number of seconds from 0.001 to {MAX_TTL_SECONDS:g}; got {_echo(raw)}")
+    return seconds
+
+
+def _lease_id(name: str, raw: str) -> int:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0:
+        return int(raw)
+    raise _bad(name, f"{name} must be a lease id (a positive integer); got {_echo(raw)}")
+
+
+def _parse_lease(raw: str | None, limits: Limits) -> int | None:
+    return None if raw is None else _lease_id("lease", raw)
+
+
+def _parse_lease_path(raw: str | None, limits: Limits) -> tuple[int, str | None]:
+    """``/lease/{id}`` or ``/lease/{id}/keepalive``: the id and the action (or None)."""
+    text, _, action = (raw or "").partition("/")
+    if action not in ("", "keepalive"):
+        raise NotFoundError(f"no lease route /lease/{_echo(raw or '')[1:-1]}; use /lease/ID or /lease/ID/keepalive")
+    return _lease_id("id", text), action or None
+
+
+LEASE = Param(
+    "lease", "query", "Attach the key to this lease: it is deleted when the lease expires or is revoked.",
+    _parse_lease, lambda limits: {"type": "integer", "minimum": 1})
+
+TTL = Param(
+    "ttl", "query", "Seconds: with PUT, the key gets a lease of its own with this ttl; with POST /lease, the ttl.",
+    _parse_ttl, lambda limits: {"type": "number", "minimum": 0.001, "maximum": MAX_TTL_SECONDS})
+
+LEASE_PATH = Param(
+    "id", "path", "The lease id (POST .../keepalive renews it).",
+    _parse_lease_path, lambda limits: {"type": "string"}, required=True)

@@ -55,7 +55,9 @@ def written_reply(result: dict, body: object = None) -> Reply:
 
 
 def retry_after_value(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
+    """``Retry-After`` takes whole seconds: a hint under half a second (a leadership handover
+    in progress) is "0" — come back at once — rather than a whole second of idling."""
+    return "0" if seconds < 0.5 else str(max(1, math.ceil(seconds)))
 
 
 def error_reply(exc: DkvsError, headers: tuple = ()) -> Reply:

@@ -44,17 +44,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..errors import Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
-from .params import (ACKS, AFTER, AFTER_SEQ, CONSISTENT, IF_SEQ, INTERNAL_PATH, KEY, LIMIT, PREFIX, TIMEOUT,
-                     WAIT, Param, _parse_seq, _parse_wait, check_query, decode_value, parse_query_pairs)
+from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
+                 rows_json, txn_body_limit, txn_from_body, txn_keys, value_from_body, wants_binary)
+from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_SEQ, INTERNAL_PATH, KEY, LEASE,
+                     LEASE_PATH, LIMIT, PREFIX, TIMEOUT, TTL, WAIT, Param, _parse_seq, _parse_wait, check_query,
+                     parse_query_pairs)
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
 
 __all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "NKVD_FEATURE", "dispatch",
-           "route_table", "authenticate", "authorize", "SCOPE_KEY", "SCOPE_LISTING"]
+           "route_table", "authenticate", "authorize", "authorize_txn", "SCOPE_KEY", "SCOPE_LISTING",
+           "SCOPE_PREFIX"]
 
 INTERNAL_PREFIX = "/internal/"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,6 +66,7 @@ _HEALTH_BODY = b'{"status":"ok"}'
 NKVD_FEATURE = "nkvd"
 SCOPE_KEY = "key"
 SCOPE_LISTING = "listing"
+SCOPE_PREFIX = "prefix"
 _NAMESPACE = "namespace:"
 _AUTH_OFF = Authenticator()
 
@@ -102,30 +107,43 @@ class Route:
 # --- handlers -------------------------------------------------------------------------
 
 def put_key(ex, args: dict) -> Reply:
-    value = decode_value(ex.read_body(ex.service.limits.max_value_bytes, required=True,
-                                      name="value"))
-    extra = {} if args["if_seq"] is None else {"if_seq": args["if_seq"]}
+    extra = {name: args[name] for name in ("if_seq", "lease", "ttl") if args[name] is not None}
+    if "lease" in extra and "ttl" in extra:
+        raise BadRequest("give either lease or ttl, not both", parameter="ttl")
+    body = ex.read_body(ex.service.limits.max_value_bytes, required=True, name="value")
+    value = value_from_body(ex.headers, body)
     return written_reply(ex.service.put(args["key"], value, acks=args["acks"], timeout=args["timeout"],
                                         **extra))
 
 
 def get_key(ex, args: dict) -> Reply:
     if args["wait"] is not None:
-        return json_reply(ex.service.watch_key(args["key"], args["after_seq"], args["wait"]))
-    return json_reply(ex.service.get(args["key"], consistent=args["consistent"]))
+        return json_reply(item_json(ex.service.watch_key(args["key"], args["after_seq"], args["wait"])))
+    answer = ex.service.get(args["key"], consistent=args["consistent"])
+    if wants_binary(ex.headers):
+        return binary_reply(answer)
+    return json_reply(item_json(answer))
 
 
 def delete_key(ex, args: dict) -> Reply:
-    return written_reply(ex.service.delete(args["key"], acks=args["acks"], timeout=args["timeout"]))
+    extra = {} if args["if_seq"] is None else {"if_seq": args["if_seq"]}
+    return written_reply(ex.service.delete(args["key"], acks=args["acks"], timeout=args["timeout"], **extra))
+
+
+def post_txn(ex, args: dict) -> Reply:
+    limits = ex.service.limits
+    txn = txn_from_body(ex.read_body(txn_body_limit(limits), required=True, name="body"), limits)
+    authorize_txn(getattr(ex, "grant", None), txn)
+    return written_reply(ex.service.txn(txn, acks=args["acks"], timeout=args["timeout"]))
 
 
 def list_keys(ex, args: dict) -> Reply:
     grant = getattr(ex, "grant", None)
     if args["wait"] is not None:
         answer = ex.service.watch_prefix(args["prefix"], args["after_seq"], args["wait"], args["limit"])
-        return json_reply(_visible(grant, args["prefix"], answer, "changes"))
+        return json_reply(rows_json(_visible(grant, args["prefix"], answer, "changes"), "changes"))
     answer = ex.service.items(args["prefix"], args["after"], args["limit"])
-    return json_reply(_visible(grant, args["prefix"], answer, "items"))
+    return json_reply(rows_json(_visible(grant, args["prefix"], answer, "items"), "items"))
 
 
 def _visible(grant: Grant | None, prefix: str, answer: dict, field_name: str) -> dict:
@@ -189,16 +207,39 @@ _WRITE_ERRORS = {**_E400, **_E413, **_E503, **_E504}
 
 ROUTES: tuple[Route, ...] = (
     Route("PUT", "/kv/{key}", put_key, "Write a value (any node; slaves forward to the master)",
-          (KEY, ACKS, TIMEOUT, IF_SEQ),
-          {200: ("Written.", "Written"), 409: ("if_seq did not match the key's current seq.", "Error"),
+          (KEY, ACKS, TIMEOUT, IF_SEQ, LEASE, TTL),
+          {200: ("Written.", "Written"), 404: ("lease= names a lease that does not exist.", "Error"), 409: ("if_seq did not match the key's current seq.", "Error"),
            411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
-          body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes."), role=WRITE, scope=SCOPE_KEY),
+          body=("text/plain", "The value, UTF-8 text, at most max_value_bytes bytes; with Content-Type "
+                "application/octet-stream, any bytes."), role=WRITE, scope=SCOPE_KEY),
     Route("GET", "/kv/{key}", get_key, "Read a value, or watch it (wait=)", (KEY, CONSISTENT, WAIT, AFTER_SEQ),
           {200: ("The value (with wait: a Watched answer, also when absent).", "Item"),
            **_E404_KEY, **_E400, **_E413, **_E503}, role=READ, scope=SCOPE_KEY),
-    Route("DELETE", "/kv/{key}", delete_key, "Delete a key (any node; slaves forward)",
-          (KEY, ACKS, TIMEOUT),
-          {200: ("Deleted.", "Written"), **_E404_KEY, **_WRITE_ERRORS}, role=WRITE, scope=SCOPE_KEY),
+    Route("DELETE", "/kv/{key}", delete_key, "Delete a key (any node; slaves forward); if_seq: only at that seq",
+          (KEY, ACKS, TIMEOUT, IF_SEQ),
+          {200: ("Deleted.", "Written"), 409: ("if_seq did not match the key's current seq.", "Error"),
+           **_E404_KEY, **_WRITE_ERRORS}, role=WRITE, scope=SCOPE_KEY),
+    Route("DELETE", "/kv", delete_keys, "Delete every key under a prefix (or all=true: every key) as one write",
+          (DELETE_PREFIX, ALL, ACKS, TIMEOUT),
+          {200: ("Deleted; `deleted` counts the keys, decided when the write was applied.", "Deleted"),
+           **_WRITE_ERRORS}, role=WRITE, scope=SCOPE_PREFIX),
+    Route("POST", "/txn", post_txn, "A transaction: compare, then one branch of ops, as one atomic write",
+          (ACKS, TIMEOUT),
+          {200: ("Applied; `succeeded` says which branch ran (decided when applied).", "TxnResult"),
+           411: ("No Content-Length.", "Error"), **_WRITE_ERRORS},
+          body=("application/json", "{compare: [...], success: [ops], failure: [ops]} (see docs/http-api.md)."),
+          role=WRITE),
+    Route("POST", "/lease", post_lease, "Grant a lease of ttl seconds (its keys go when it expires)",
+          (TTL, ACKS, TIMEOUT), {200: ("Granted: {id, ttl, seq}.", None), **_WRITE_ERRORS}, role=WRITE),
+    Route("POST", "/lease/{id}", keepalive_lease, "Renew a lease: POST /lease/{id}/keepalive (the master's clock)",
+          (LEASE_PATH,), {200: ("{id, ttl}.", None), 404: ("No such lease (expired or revoked).", "Error"),
+                          **_E400, **_E503}, role=WRITE),
+    Route("GET", "/lease/{id}", get_lease, "A lease: ttl, remaining seconds and keys (from the master)",
+          (LEASE_PATH,), {200: ("{id, ttl, remaining, keys}.", None), 404: ("No such lease.", "Error"),
+                          **_E400, **_E503}, role=READ),
+    Route("DELETE", "/lease/{id}", revoke_lease, "Revoke a lease and delete its keys (one write)",
+          (LEASE_PATH, ACKS, TIMEOUT), {200: ("{id, deleted, seq}.", None), 404: ("No such lease.", "Error"),
+                                        **_WRITE_ERRORS}, role=WRITE),
     Route("GET", "/kv", list_keys, "List keys in order, a page at a time; or watch a prefix (wait=)",
           (PREFIX, AFTER, LIMIT, WAIT, AFTER_SEQ),
           {200: ("A page; pass `next` as `after` to get the following one (with wait: Changes).", "Page"),
@@ -231,7 +272,8 @@ ROUTES: tuple[Route, ...] = (
     # Membership changes by an operator and fault injection: an admin token when auth is on.
     *(Route("POST", INTERNAL_PREFIX + name, internal, summary, (), public=False, strict_query=False,
             role=ADMIN)
-      for name, summary in (("remove", "Remove a member (admin)"), ("faults", "Fault injection (admin)"))),
+      for name, summary in (("remove", "Remove a member (admin)"), ("faults", "Fault injection (admin)"),
+                            ("transfer", "Hand leadership over to a slave (admin)"))),
 )
 
 
@@ -383,6 +425,22 @@ def authorize(grant: Grant | None, route: Route, args: dict) -> Grant | None:
         return grant
     if route.scope == SCOPE_KEY and not grant.visible(args["key"]):
         raise Forbidden(f"this token does not cover the key {args['key'][:100]!r}")
+    if route.scope == SCOPE_PREFIX and not grant.covers_prefix(args["prefix"]):
+        raise Forbidden(f"this token does not cover every key under {args['prefix'][:100]!r}")
     if route.scope.startswith(_NAMESPACE) and not grant.covers_prefix(route.scope[len(_NAMESPACE):]):
         raise Forbidden(f"this token does not cover every key under {route.scope[len(_NAMESPACE):]!r}")
     return grant
+
+
+def authorize_txn(grant: Grant | None, txn: dict) -> None:
+    """A transaction's keys and prefixes checked against the token (its body decides them,
+    so this runs in the handler, before anything is proposed)."""
+    if grant is None:
+        return
+    keys, prefixes = txn_keys(txn)
+    for key in keys:
+        if not grant.visible(key):
+            raise Forbidden(f"this token does not cover the key {key[:100]!r}")
+    for prefix in prefixes:
+        if not grant.covers_prefix(prefix):
+            raise Forbidden(f"this token does not cover every key under {prefix[:100]!r}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -47,6 +48,7 @@ from .metrics import RequestMetrics
 from .response import date_line
 from .routes import INTERNAL_PREFIX
 from .service import KeyValueService
+from .tls import TlsSocket
 from .workers import WorkerPool
 
 __all__ = ["DkvsHTTPServer", "make_server", "IDLE_TIMEOUT_SECONDS", "REQUEST_TIMEOUT_SECONDS",
@@ -85,7 +87,7 @@ class DkvsHTTPServer:
                  client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
                  watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                  internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES,
-                 forwarder: Forwarder | None = None) -> None:
+                 forwarder: Forwarder | None = None, tls_context: ssl.SSLContext | None = None) -> None:
         self.service = service
         self.cors = CorsPolicy(cors_origins)
         self.metrics = RequestMetrics()
@@ -112,14 +114,16 @@ class DkvsHTTPServer:
         self.server_address = self.socket.getsockname()
         bound_host, self.server_port = self.server_address[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.url = f"http://{shown}:{self.server_port}"
+        self.tls_context = tls_context  # HTTPS only when set: plain HTTP fails the handshake
+        self.url = f"{'https' if tls_context else 'http'}://{shown}:{self.server_port}"
         self.pools = {"client": WorkerPool("client", client_workers, self._serve, max_threads=client_threads_max),
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
         self.connections = ConnectionManager(
             self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
             request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
-            header_lines=lambda: self.server_line + date_line())
+            header_lines=lambda: self.server_line + date_line(),
+            wrap=(lambda sock: TlsSocket(sock, tls_context)) if tls_context else None)
 
     # --- the request path ----------------------------------------------------------
 
@@ -253,7 +257,8 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
                 max_connections: int = MAX_CONNECTIONS,
                 client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
                 watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
-                internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES) -> DkvsHTTPServer:
+                internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES,
+                tls_context: ssl.SSLContext | None = None) -> DkvsHTTPServer:
     """A bound, not yet started server for ``service``; call ``start()`` then ``stop()``.
 
     ``idle_timeout_seconds`` closes keep-alive connections idle that long (and bounds a
@@ -261,7 +266,7 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
     (bodies get more at 64 KiB/s); ``max_connections`` caps open connections;
     ``*_workers`` size the three pools (``client_threads_max`` also counts client workers
     waiting on a forward, see :class:`~dkvs.api.workers.WorkerPool`); ``internal_max_body_bytes`` caps bodies of
-    ``/internal/`` routes.
+    ``/internal/`` routes; with ``tls_context`` the server speaks HTTPS only.
     """
     return DkvsHTTPServer(service, host, port, cors_origins=cors_origins,
                           request_queue_size=request_queue_size,
@@ -270,4 +275,4 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
                           max_connections=max_connections, client_workers=client_workers,
                           internal_workers=internal_workers, watch_workers=watch_workers,
                           client_threads_max=client_threads_max,
-                          internal_max_body_bytes=internal_max_body_bytes)
+                          internal_max_body_bytes=internal_max_body_bytes, tls_context=tls_context)

@@ -50,12 +50,40 @@ class KeyValueService(abc.ABC):
 
     @abc.abstractmethod
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
-        """Write; returns ``{"key", "seq", "epoch", "replicas"}``. Raises NotMaster, AcksTimeout;
+        """Write (``value`` is text, or binary held surrogate-escaped: :mod:`dkvs.core.values`;
+        the front end passes ``lease=ID`` or ``ttl=S`` only when given: a leased key); returns ``{"key", "seq", "epoch", "replicas"}``. Raises NotMaster, AcksTimeout;
         Conflict when ``if_seq`` is given and is not the key's current seq (0 = absent)."""
 
     @abc.abstractmethod
-    def delete(self, key: str, *, acks: str, timeout: float) -> dict:
-        """Delete; returns ``{"key", "seq", "epoch", "replicas"}``. Raises KeyNotFound, NotMaster."""
+    def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
+        """Delete; returns ``{"key", "seq", "epoch", "replicas"}``. Raises KeyNotFound, NotMaster;
+        Conflict when ``if_seq`` is given and the key exists at another seq."""
+
+    def delete_prefix(self, prefix: str, *, acks: str, timeout: float) -> dict:
+        """Delete every key starting with ``prefix`` ("" = all) as one atomic write:
+        ``{"prefix", "deleted", "seq", "epoch", "replicas"}``."""
+        raise NotFound("this node does not support prefix deletes")
+
+    def lease_grant(self, ttl: float, *, acks: str, timeout: float) -> dict:
+        """Grant a lease of ``ttl`` seconds (one log entry): ``{"id", "ttl", "seq"}``."""
+        raise NotFound("this node does not support leases")
+
+    def lease_revoke(self, lease_id: int, *, acks: str, timeout: float) -> dict:
+        """Revoke a lease and delete its keys (one log entry); NotFound if unknown."""
+        raise NotFound("this node does not support leases")
+
+    def lease_keepalive(self, lease_id: int) -> dict:
+        """Renew a lease's full ttl (the master's clock; no log entry): ``{"id", "ttl"}``."""
+        raise NotFound("this node does not support leases")
+
+    def lease_info(self, lease_id: int) -> dict:
+        """``{"id", "ttl", "remaining", "keys"}`` as the master sees it."""
+        raise NotFound("this node does not support leases")
+
+    def txn(self, txn: dict, *, acks: str, timeout: float) -> dict:
+        """Run a transaction normalised by :func:`dkvs.core.txn.parse_txn` as one atomic
+        write: ``{"succeeded", "seq", "epoch", "replicas", "results"}``."""
+        raise NotFound("this node does not support transactions")
 
     @abc.abstractmethod
     def get(self, key: str, *, consistent: bool) -> dict:

@@ -8,12 +8,14 @@ in the :class:`Client` docstring; usage is in ``docs/client.md``.
 
 Modules: ``client`` (the operations and the retry loop), ``cluster`` (node list, master
 discovery), ``connection`` (per-node pools; what a failed exchange means), ``retry``
-(backoff), ``errors`` (client-side errors; HTTP answer → exception), ``results``.
+(backoff), ``errors`` (client-side errors; HTTP answer → exception), ``results``, ``lock``
+(a lock recipe on leases and compare-and-set, with fencing tokens), ``cli`` (``dkvs get ...``).
 """
 
 from .client import Client
 from .errors import AcksNotReached, Unavailable, WriteOutcomeUnknown
+from .lock import Lock, LockTimeout
 from .results import Item, WatchEvent, WriteResult
 
 __all__ = ["Client", "Item", "WriteResult", "WatchEvent", "WriteOutcomeUnknown", "AcksNotReached",
-           "Unavailable"]
+           "Unavailable", "Lock", "LockTimeout"]

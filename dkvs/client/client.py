@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
 from ..errors import AcksTimeout, DkvsError, NoMaster
 from .cluster import ClusterView
-from .connection import NoAnswer, NodePool, NotSent, normalize_url
+from .connection import NoAnswer, NodePool, NotSent, normalize_url, tls_context
 from .errors import Unavailable, WriteOutcomeUnknown, error_from_answer
 from .results import Item, WatchEvent, WriteResult
 from .retry import RetryBudget
@@ -28,6 +31,8 @@ _READS = ("master", "any")
 _NO_FORWARD = {"X-Dkvs-Forwarded": "1"}
 _JSON = {"Accept": "application/json"}
 _TEXT_BODY = {"Content-Type": "text/plain; charset=utf-8"}
+_BINARY_BODY = {"Content-Type": "application/octet-stream"}
+_JSON_BODY = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class _Call:
     to_master: bool = False      # writes and consistent reads
     server_wait_seconds: float = 0.0
     key: str | None = None
+    content_type: dict = field(default_factory=lambda: _TEXT_BODY)
 
 
 class Client:
@@ -88,12 +94,16 @@ class Client:
       answer's ``error`` code: ``KeyNotFound``, ``BadRequest``, ``PayloadTooLarge``,
       ``Conflict`` (with ``current_seq``), ``Unauthorized``, ...
 
+    With ``https://`` URLs the nodes are verified against ``ca_file`` (the cluster's CA, see
+    docs/security.md) or with ``ssl_context`` as given (also for a client certificate).
+
     Connections are kept alive, a few per node, and shared safely between threads. Call
     :meth:`close` (or use the client as a context manager) to close them.
     """
 
     def __init__(self, urls: list[str] | str, timeout: float = 5.0, acks: str | int | None = None,
-                 retry_seconds: float = 10.0, *, reads: str = "master", token: str | None = None) -> None:
+                 retry_seconds: float = 10.0, *, reads: str = "master", token: str | None = None,
+                 ca_file: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         seeds = [normalize_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
         if not seeds:
             raise ValueError("give at least one node URL")
@@ -105,6 +115,8 @@ class Client:
             raise ValueError(f"reads must be one of {_READS}; got {reads!r}")
         self.timeout = float(timeout)
         self.acks = _check_acks(acks)
+        # ``https://`` nodes are verified with ssl_context, else the cluster's CA (ca_file).
+        self._ssl_context = tls_context(ca_file, ssl_context)
         self.retry_seconds = float(retry_seconds)
         self.reads = reads
         if token is not None and (not isinstance(token, str) or not token.strip() or not token.isprintable()):
@@ -117,9 +129,10 @@ class Client:
 
     # --- reads --------------------------------------------------------------------------
 
-    def get(self, key: str, consistent: bool = False) -> str:
+    def get(self, key: str, consistent: bool = False) -> str | bytes:
         """The value of ``key``; raises KeyNotFound. ``consistent`` reads linearizably
-        (from the master, after it confirms with a majority that it still leads)."""
+        (from the master, after it confirms with a majority that it still leads).
+        A value that is not UTF-8 text comes back as ``bytes``."""
         return self.get_item(key, consistent).value
 
     def get_item(self, key: str, consistent: bool = False) -> Item:
@@ -128,7 +141,7 @@ class Client:
         wait = SERVER_WRITE_TIMEOUT_SECONDS if consistent else 0.0
         body = self._perform(_Call("GET", _key_target(key, query), to_master=consistent,
                                    server_wait_seconds=wait, key=key))
-        return Item(body["key"], body["value"], body["seq"])
+        return Item(body["key"], _value(body), body["seq"])
 
     def items(self, prefix: str = "", page_size: int = 100) -> Iterator[Item]:
         """Every item whose key starts with ``prefix``, in key order, fetched a page at a
@@ -141,7 +154,7 @@ class Client:
                 query["after"] = after
             page = self._perform(_Call("GET", "/kv?" + urlencode(query)))
             for row in page.get("items", ()):
-                yield Item(row["key"], row["value"], row["seq"])
+                yield Item(row["key"], _value(row), row["seq"])
             after = page.get("next")
             if after is None:
                 return
@@ -179,37 +192,102 @@ class Client:
                                 "support watching (docs/watch.md)")
             if key is not None:
                 if answer.get("changed"):
-                    yield WatchEvent(answer["key"], answer.get("value"), answer["seq"])
+                    yield WatchEvent(answer["key"], _value(answer), answer["seq"])
             else:
                 reset = bool(answer.get("reset"))
                 for change in answer.get("changes", ()):
-                    yield WatchEvent(change["key"], change.get("value"), change["seq"], reset)
+                    yield WatchEvent(change["key"], _value(change), change["seq"], reset)
             index = max(index, answer["index"]) if not answer.get("reset") else answer["index"]
 
     # --- writes -------------------------------------------------------------------------
 
-    def put(self, key: str, value: str, acks: str | int | None = None, timeout: float | None = None,
-            if_seq: int | None = None) -> WriteResult:
+    def put(self, key: str, value: str | bytes, acks: str | int | None = None, timeout: float | None = None,
+            if_seq: int | None = None, *, lease: int | None = None, ttl: float | None = None) -> WriteResult:
         """Set ``key`` to ``value``; returns its :class:`WriteResult` once ``acks`` hold it.
 
+        ``value`` is text (``str``) or ``bytes`` (sent as application/octet-stream).
         ``timeout`` is how long the master waits for the acks (node default: 5 s).
         ``if_seq`` makes it a compare-and-set: written only if the key's seq is ``if_seq``
         (0: only if absent), else :class:`~dkvs.errors.Conflict` with ``current_seq``.
+        ``lease=ID`` attaches the key to a lease (:meth:`grant_lease`); ``ttl=S`` gives it
+        a lease of its own: either way it is deleted when the lease expires.
         See the class docstring for what is retried and what raises WriteOutcomeUnknown.
         """
         query = self._write_query(acks, timeout)
         if if_seq is not None:
             query["if_seq"] = int(if_seq)
-        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if lease is not None:
+            query["lease"] = int(lease)
+        if ttl is not None:
+            query["ttl"] = f"{float(ttl):g}"
+        binary = not isinstance(value, str)
+        data = bytes(value) if binary else value.encode("utf-8")
         return self._write(_Call("PUT", _key_target(key, query), data, write=True, to_master=True,
-                                 server_wait_seconds=_wait_for(timeout), key=key))
+                                 server_wait_seconds=_wait_for(timeout), key=key,
+                                 content_type=_BINARY_BODY if binary else _TEXT_BODY))
 
     def delete(self, key: str, acks: str | int | None = None,
-               timeout: float | None = None) -> WriteResult:
-        """Delete ``key``; raises KeyNotFound if it is absent. Retried like :meth:`put`."""
+               timeout: float | None = None, if_seq: int | None = None) -> WriteResult:
+        """Delete ``key``; raises KeyNotFound if it is absent, Conflict if ``if_seq`` is
+        given and the key is at another seq. Retried like :meth:`put`."""
         query = self._write_query(acks, timeout)
+        if if_seq is not None:
+            query["if_seq"] = int(if_seq)
         return self._write(_Call("DELETE", _key_target(key, query), write=True, to_master=True,
                                  server_wait_seconds=_wait_for(timeout), key=key))
+
+    def delete_prefix(self, prefix: str, acks: str | int | None = None, timeout: float | None = None,
+                      *, everything: bool = False) -> int:
+        """Delete every key starting with ``prefix`` (non-empty; or every key with
+        ``everything=True``) as one atomic write; returns how many keys it deleted."""
+        query = self._write_query(acks, timeout)
+        query.update({"all": "true"} if everything else {"prefix": prefix})
+        body = self._perform(_Call("DELETE", "/kv?" + urlencode(query), write=True, to_master=True,
+                                   server_wait_seconds=_wait_for(timeout), key=prefix))
+        return body["deleted"]
+
+    def txn(self, compare=(), success=(), failure=(), acks: str | int | None = None,
+            timeout: float | None = None) -> dict:
+        """Run a transaction (docs/http-api.md) as one atomic write: ``{"succeeded",
+        "seq", "results"}``, decided when the master's log applied it. ``bytes`` values in
+        ops and comparisons are sent as base64, and binary values read by ``get`` ops come
+        back as ``bytes``."""
+        doc = {"compare": [_encode_value(c) for c in compare], "success": [_encode_value(o) for o in success],
+               "failure": [_encode_value(o) for o in failure]}
+        query = self._write_query(acks, timeout)
+        target = "/txn" + ("?" + urlencode(query) if query else "")
+        body = self._perform(_Call("POST", target, json.dumps(doc).encode(), write=True, to_master=True,
+                                   server_wait_seconds=_wait_for(timeout), key="(txn)", content_type=_JSON_BODY))
+        for result in body.get("results", ()):
+            if "value_base64" in result:
+                result["value"] = _value(result)
+                del result["value_base64"]
+        return body
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def grant_lease(self, ttl: float, acks: str | int | None = None) -> int:
+        """A new lease of ``ttl`` seconds; returns its id. Keys put with ``lease=id`` are
+        deleted when it expires (no keepalive for ``ttl``) or is revoked."""
+        query = {**self._write_query(acks, None), "ttl": f"{float(ttl):g}"}
+        return self._perform(_Call("POST", "/lease?" + urlencode(query), b"", write=True, to_master=True,
+                                   server_wait_seconds=SERVER_WRITE_TIMEOUT_SECONDS, key="(lease)"))["id"]
+
+    def keepalive(self, lease_id: int) -> float:
+        """Renew a lease for its full ttl (returned, seconds); LeaseNotFound (a NotFound) once
+        it expired or was revoked. Safe to retry: renewing twice is renewing."""
+        return self._perform(_Call("POST", f"/lease/{int(lease_id)}/keepalive", b"", to_master=True))["ttl"]
+
+    def revoke_lease(self, lease_id: int, acks: str | int | None = None) -> int:
+        """Revoke a lease now; returns how many keys that deleted."""
+        query = self._write_query(acks, None)
+        target = f"/lease/{int(lease_id)}" + ("?" + urlencode(query) if query else "")
+        return self._perform(_Call("DELETE", target, write=True, to_master=True,
+                                   server_wait_seconds=SERVER_WRITE_TIMEOUT_SECONDS, key="(lease)"))["deleted"]
+
+    def lease_info(self, lease_id: int) -> dict:
+        """``{"id", "ttl", "remaining", "keys"}`` as the master sees it."""
+        return self._perform(_Call("GET", f"/lease/{int(lease_id)}", to_master=True))
 
     def _write(self, call: _Call) -> WriteResult:
         body = self._perform(call)
@@ -311,7 +389,7 @@ class Client:
         with self._pools_lock:
             pool = self._pools.get(url)
             if pool is None:
-                pool = self._pools[url] = NodePool(url, self.timeout)
+                pool = self._pools[url] = NodePool(url, self.timeout, ssl_context=self._ssl_context)
             return pool
 
     def _headers(self, call: _Call) -> dict[str, str]:
@@ -319,7 +397,7 @@ class Client:
         if call.to_master:
             headers.update(_NO_FORWARD)
         if call.body is not None:
-            headers.update(_TEXT_BODY)
+            headers.update(call.content_type)
         return headers
 
 
@@ -339,3 +417,17 @@ def _check_acks(acks: str | int | None) -> str | None:
 
 def _wait_for(timeout: float | None) -> float:
     return float(timeout) if timeout is not None else SERVER_WRITE_TIMEOUT_SECONDS
+
+
+def _value(doc: dict) -> str | bytes | None:
+    """A JSON answer's value: text, or ``bytes`` when the node sent ``value_base64``."""
+    encoded = doc.get("value_base64")
+    return base64.b64decode(encoded) if encoded is not None else doc.get("value")
+
+
+def _encode_value(doc: dict) -> dict:
+    value = doc.get("value")
+    if isinstance(value, (bytes, bytearray)):
+        doc = {k: v for k, v in doc.items() if k != "value"}
+        doc["value_base64"] = base64.b64encode(value).decode("ascii")
+    return doc

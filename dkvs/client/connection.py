@@ -27,12 +27,13 @@ import http.client
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Answer", "NodePool", "NotSent", "NoAnswer", "normalize_url",
+__all__ = ["Answer", "NodePool", "NotSent", "NoAnswer", "normalize_url", "tls_context",
            "MAX_IDLE_CONNECTIONS", "MAX_IDLE_SECONDS"]
 
 MAX_IDLE_CONNECTIONS = 8  # per node; more threads than this open and close extra ones
@@ -84,11 +85,15 @@ class NodePool:
     """
 
     def __init__(self, url: str, connect_timeout_seconds: float,
-                 max_idle: int = MAX_IDLE_CONNECTIONS) -> None:
+                 max_idle: int = MAX_IDLE_CONNECTIONS, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
         self.url = url
-        self._make = lambda: _CONNECTION_CLASSES[parts.scheme](
-            parts.hostname, parts.port, timeout=connect_timeout_seconds)
+        if parts.scheme == "https":  # ssl_context None: verified against the system's CAs
+            self._make = lambda: http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=connect_timeout_seconds, context=ssl_context)
+        else:
+            self._make = lambda: http.client.HTTPConnection(
+                parts.hostname, parts.port, timeout=connect_timeout_seconds)
         self._max_idle = max_idle
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # (conn, idle since)
         self._lock = threading.Lock()
@@ -161,6 +166,16 @@ class NodePool:
                 self._idle.append((conn, time.monotonic()))
                 return
         conn.close()
+
+
+def tls_context(ca_file: str | None = None, ssl_context: ssl.SSLContext | None = None) -> ssl.SSLContext | None:
+    """The context a client verifies ``https://`` nodes with: ``ssl_context`` as given, else
+    one trusting ``ca_file`` (the cluster's CA), else None (the system's CAs)."""
+    if ssl_context is not None:
+        return ssl_context
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return None
 
 
 def _dropped(sock: socket.socket | None) -> bool:

@@ -9,10 +9,10 @@ __all__ = ["Item", "WriteResult", "WatchEvent"]
 
 @dataclass(frozen=True)
 class Item:
-    """A key's value and the seq of the write that set it."""
+    """A key's value (``bytes`` when it is not UTF-8 text) and the seq of the write that set it."""
 
     key: str
-    value: str
+    value: str | bytes
     seq: int
 
 
@@ -37,7 +37,7 @@ class WatchEvent:
     """
 
     key: str
-    value: str | None
+    value: str | bytes | None
     seq: int
     reset: bool = False
 

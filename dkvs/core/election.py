@@ -71,7 +71,7 @@ class ElectionMixin:
             out.append(Send(peer, request))
         self._maybe_win(out)
 
-    def _start_election(self, out: list[Effect]) -> None:
+    def _start_election(self, out: list[Effect], transfer: bool = False) -> None:
         self.pre_voting = False
         self.master_id = None  # a new epoch: the last master is no longer ours
         self.epoch += 1
@@ -80,7 +80,7 @@ class ElectionMixin:
         out.append(PersistState(self.epoch, self.id))
         self.votes = {self.id}
         self.election_deadline = self.now + self.random_election_timeout()
-        request = VoteRequest(self.epoch, self.id, self.log.last_seq, self.log.last_epoch)
+        request = VoteRequest(self.epoch, self.id, self.log.last_seq, self.log.last_epoch, transfer=transfer)
         for peer in self.peers():
             out.append(Send(peer, request))
         self._maybe_win(out)
@@ -114,7 +114,10 @@ class ElectionMixin:
         if msg.pre_vote:
             self._answer_pre_vote(msg, up_to_date, out)
             return
-        if self.hears_master():
+        # A candidate the master handed leadership to is granted despite stickiness: that
+        # guard is for liveness only; the epoch and freshness rules below keep it safe
+        # (dkvs.core.transfer).
+        if self.hears_master() and not msg.transfer:
             out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))
             return
         if msg.epoch > self.epoch:

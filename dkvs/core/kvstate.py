@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from .log import OP_DELETE, OP_PUT, Entry
+from .leases import SNAPSHOT_KEY, LeaseTable, lease_id_of
+from .log import OP_DELETE, OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_PUT, OP_TXN, Entry
 from .sortedkeys import SortedKeys
+from .txn import decode_txn, run_txn
 
 __all__ = ["KVState"]
 
@@ -32,6 +34,7 @@ class KVState:
         self.applied_seq = 0
         self.commit_seq = 0
         self._undo: deque[tuple[int, str, tuple[str, int] | None]] = deque()
+        self.leases = LeaseTable()
 
     def __len__(self) -> int:
         return len(self.data)
@@ -71,10 +74,14 @@ class KVState:
         return out, None
 
     # -- applying ------------------------------------------------------------------------------
-    def apply(self, entries, commit_seq: int) -> list[tuple[int, int]]:
+    def apply(self, entries, commit_seq: int, results: dict | None = None) -> list[tuple[int, int]]:
         """Apply ``entries`` in order. Returns ``(seq, current seq of the key)`` for each
-        entry that changed nothing: a delete of an absent key, or a put whose condition did
-        not hold. Every node reaches the same verdicts (same log, same state)."""
+        entry that changed nothing: a delete of an absent key, or a put or delete whose
+        condition did not hold. Every node reaches the same verdicts (same log, same state).
+
+        Multi-key entries (prefix delete, transaction) put ``seq -> (answer, changes)`` in
+        ``results`` when it is given: their apply-time answer, and the ``(key, value or
+        None)`` changes they made, in order (for watches)."""
         rejected = []
         data = self.data
         for entry in entries:
@@ -90,19 +97,93 @@ class KVState:
                         continue
                 self._set(entry, (entry.value, entry.seq), commit_seq)
             elif entry.op == OP_DELETE:
-                if entry.key in data:
-                    self._set(entry, _ABSENT, commit_seq)
-                else:
+                current = data.get(entry.key)
+                if current is None:
                     rejected.append((entry.seq, 0))
+                elif entry.cond is not None and current[1] != entry.cond:
+                    rejected.append((entry.seq, current[1]))
+                else:
+                    self._set(entry, _ABSENT, commit_seq)
+            elif entry.op in self._MULTI:
+                outcome = self._MULTI[entry.op](self, entry, commit_seq)
+                if results is not None:
+                    results[entry.seq] = outcome
             self.applied_seq = entry.seq
         self.set_commit(commit_seq)
         return rejected
+
+    def _apply_delete_prefix(self, entry: Entry, commit_seq: int) -> tuple:
+        deleted = self._delete_prefix(entry.key, entry.seq, commit_seq)
+        return {"deleted": len(deleted)}, [(key, None) for key in deleted]
+
+    def _delete_prefix(self, prefix: str, seq: int, commit_seq: int) -> list[str]:
+        keys = []
+        for key in self.keys.iter_from(prefix):
+            if not key.startswith(prefix):
+                break
+            keys.append(key)
+        for key in keys:
+            self._change(seq, key, _ABSENT, commit_seq)
+        return keys
+
+    def _apply_txn(self, entry: Entry, commit_seq: int) -> tuple:
+        seq, data, changes = entry.seq, self.data, []
+
+        def put(key, value, lease=None):
+            self._change(seq, key, (value, seq), commit_seq)
+            if lease is not None:
+                self.leases.attach(seq, key, lease, commit_seq)
+            changes.append((key, value))
+
+        def delete(key):
+            if key not in data:
+                return False
+            self._change(seq, key, _ABSENT, commit_seq)
+            changes.append((key, None))
+            return True
+
+        def delete_prefix(prefix):
+            keys = self._delete_prefix(prefix, seq, commit_seq)
+            changes.extend((key, None) for key in keys)
+            return len(keys)
+
+        return run_txn(decode_txn(entry.value), data.get, put, delete, delete_prefix,
+                       self.leases.ttl_ms.__contains__), changes
+
+    def _apply_lease_grant(self, entry: Entry, commit_seq: int) -> tuple:
+        lease_id, ttl_ms = lease_id_of(entry.epoch, entry.seq), int(entry.value)
+        self.leases.grant(entry.seq, lease_id, ttl_ms, commit_seq)
+        return {"id": lease_id, "ttl_ms": ttl_ms}, []
+
+    def _apply_lease_revoke(self, entry: Entry, commit_seq: int) -> tuple:
+        lease_id = int(entry.key)
+        leases = self.leases
+        if lease_id not in leases.ttl_ms:
+            return {"id": lease_id, "found": False, "deleted": 0}, []
+        keys = sorted(leases.keys.get(lease_id, ()))
+        for key in keys:
+            self._change(entry.seq, key, _ABSENT, commit_seq)  # detaches it too
+        leases.revoke(entry.seq, lease_id, commit_seq)
+        return {"id": lease_id, "found": True, "deleted": len(keys)}, [(key, None) for key in keys]
+
+    _MULTI = {OP_DELETE_PREFIX: _apply_delete_prefix, OP_TXN: _apply_txn,
+              OP_LEASE_GRANT: _apply_lease_grant, OP_LEASE_REVOKE: _apply_lease_revoke}
+
+    def _change(self, seq: int, key: str, new: tuple[str, int] | None, commit_seq: int) -> None:
+        old = self.data.get(key)
+        if seq > commit_seq:
+            self._undo.append((seq, key, old))
+        self._store(key, old, new)
+        if key in self.leases.lease_of:  # any write detaches; a leased put re-attaches after
+            self.leases.attach(seq, key, None, commit_seq)
 
     def _set(self, entry: Entry, new: tuple[str, int] | None, commit_seq: int) -> None:
         key = entry.key
         old = self.data.get(key)
         if entry.seq > commit_seq:
             self._undo.append((entry.seq, key, old))
+        if key in self.leases.lease_of:  # a plain write of a leased key detaches it
+            self.leases.attach(entry.seq, key, None, commit_seq)
         self._store(key, old, new)
 
     def _store(self, key: str, old, new) -> None:
@@ -123,6 +204,8 @@ class KVState:
         undo = self._undo
         while undo and undo[0][0] <= commit_seq:
             undo.popleft()
+        if self.leases:
+            self.leases.set_commit(commit_seq)
 
     def rollback(self, after_seq: int) -> None:
         """Undo every applied entry after ``after_seq`` (they lost a failover)."""
@@ -131,6 +214,7 @@ class KVState:
         while undo and undo[-1][0] > after_seq:
             _, key, old = undo.pop()
             self._store(key, self.data.get(key), old)
+        self.leases.rollback(after_seq)
         self.applied_seq = min(self.applied_seq, after_seq)
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -149,7 +233,9 @@ class KVState:
         code; values are immutable tuples shared with the live state) plus the undo list
         replayed backwards (only the uncommitted writes). The caller then owns ``data``:
         sorting and writing it can happen on another thread while the live state moves
-        on. ``data`` maps key -> ``(value, seq of the write)``.
+        on. ``data`` maps key -> ``(value, seq of the write)``; when leases exist, the
+        empty key (no real key is empty) holds the lease table (:mod:`dkvs.core.leases`),
+        which :meth:`restore` takes back out.
         """
         data = self.data.copy()
         for _, key, old in reversed(self._undo):
@@ -157,10 +243,18 @@ class KVState:
                 data.pop(key, None)
             else:
                 data[key] = old
+        lease_item = self.leases.committed_item()
+        if lease_item is not None:  # the lease table rides along as the empty key (sorts first)
+            data[SNAPSHOT_KEY] = (lease_item[1], lease_item[2])
         return self.commit_seq, data
 
     def restore(self, seq: int, items) -> None:
-        """Replace everything by a snapshot's ``[key, value, seq]`` items at ``seq``."""
+        """Replace everything by a snapshot's ``[key, value, seq]`` items at ``seq`` (the
+        lease table, when there is one, is the first item, with the empty key)."""
+        lease_item = None
+        if items and items[0][0] == SNAPSHOT_KEY:
+            lease_item, items = items[0], items[1:]
+        self.leases.restore(lease_item)
         self.data = {k: (v, s) for k, v, s in items}
         self.keys.update_sorted(sorted(self.data))
         self.applied_seq = self.commit_seq = seq

@@ -15,15 +15,21 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-__all__ = ["Entry", "Log", "OP_PUT", "OP_DELETE", "OP_NOOP", "OP_MEMBER_ADD", "OP_MEMBER_REMOVE"]
+__all__ = ["Entry", "Log", "OP_PUT", "OP_DELETE", "OP_NOOP", "OP_MEMBER_ADD", "OP_MEMBER_REMOVE",
+           "OP_DELETE_PREFIX", "OP_TXN", "OP_LEASE_GRANT", "OP_LEASE_REVOKE", "DATA_OPS", "MULTI_KEY_OPS"]
 
 OP_PUT = "put"
 OP_DELETE = "delete"
+OP_DELETE_PREFIX = "delete_prefix"  # key = the prefix ("" = every key); one entry, atomic everywhere
+OP_TXN = "txn"  # value = the transaction as compact JSON (dkvs.core.txn), decided at apply time
+OP_LEASE_GRANT = "lease_grant"  # value = ttl in ms; the lease id is epoch << 32 | seq (dkvs.core.leases)
+OP_LEASE_REVOKE = "lease_revoke"  # key = lease id: deletes its keys (an expiry is one of these)
 OP_NOOP = "noop"  # written by each new master: it opens the epoch and lets the commit point move
 OP_MEMBER_ADD = "member_add"  # key = node id, value = its URL
 OP_MEMBER_REMOVE = "member_remove"  # key = node id
 
-DATA_OPS = frozenset({OP_PUT, OP_DELETE})
+DATA_OPS = frozenset({OP_PUT, OP_DELETE, OP_DELETE_PREFIX, OP_TXN, OP_LEASE_GRANT, OP_LEASE_REVOKE})
+MULTI_KEY_OPS = frozenset({OP_DELETE_PREFIX, OP_TXN, OP_LEASE_GRANT, OP_LEASE_REVOKE})  # may change many keys; have an apply result
 MEMBERSHIP_OPS = frozenset({OP_MEMBER_ADD, OP_MEMBER_REMOVE})
 
 
@@ -31,8 +37,10 @@ MEMBERSHIP_OPS = frozenset({OP_MEMBER_ADD, OP_MEMBER_REMOVE})
 class Entry:
     """One log record. ``value`` is ``None`` for deletes and no-ops.
 
-    A put with ``cond`` is a compare-and-set: every node evaluates the condition when it
-    applies the entry, against the same state, so all reach the same verdict.
+    A put or delete with ``cond`` is conditional (compare-and-set): every node evaluates
+    the condition when it applies the entry, against the same state, so all reach the same
+    verdict. Values are ``str``; a binary value is held in its surrogate-escaped text form
+    (:mod:`dkvs.core.values`), which every encoding of entries carries unchanged.
     """
 
     epoch: int
@@ -40,7 +48,7 @@ class Entry:
     op: str
     key: str = ""
     value: str | None = None
-    cond: int | None = None  # put only: apply only if the key's current seq is this (0: absent)
+    cond: int | None = None  # put/delete: apply only if the key's current seq is this (0: absent)
 
     def size(self) -> int:
         """Approximate encoded size in bytes, used to bound batches."""

@@ -103,6 +103,8 @@ class MasterMixin:
         """Order one write. Replies at once for ``acks=1``, later for stronger levels."""
         if self.role != MASTER:
             return self._reply_not_master(request_id)
+        if self.transfer_target is not None:  # handing over: the log must stop growing
+            return [Reply(request_id, error="transfer_in_progress")]
         if op in MEMBERSHIP_OPS and self._membership_change_pending():
             return [Reply(request_id, error="membership_change_in_progress")]
         out: list[Effect] = []
@@ -194,6 +196,7 @@ class MasterMixin:
             p.confirmed(msg.match_seq)
             self._maybe_commit(out)
             self._release_writes(out)
+            self._maybe_send_timeout_now(out)
         else:
             p.in_flight_since, p.snapshot = None, False
             p.next_seq = self._next_after_refusal(p, msg)
@@ -258,9 +261,11 @@ class MasterMixin:
             self.become_slave(self.epoch, None, out)
             return
         self._heartbeat_elapsed += 1
-        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+        heartbeat = self._heartbeat_elapsed >= self.config.heartbeat_ticks
+        if heartbeat:
             self._heartbeat_elapsed = 0
             self._broadcast(out, heartbeat=True)
+        self._tick_transfer(out, heartbeat)
         self._release_writes(out)  # acks=all may be met once a dead member stops counting
         self._expire_pending(out)
 

@@ -21,6 +21,7 @@ __all__ = [
     "VoteReply",
     "Snapshot",
     "PeerView",
+    "TimeoutNow",
 ]
 
 
@@ -77,11 +78,14 @@ class AppendReply(Message):
 class VoteRequest(Message):
     """Ask for a vote for ``epoch``. With ``pre_vote`` nothing is recorded by anyone:
     it only probes whether an election could be won (and whether a fresher node exists).
-    For a pre-vote, ``epoch`` is the epoch the candidate *would* use."""
+    For a pre-vote, ``epoch`` is the epoch the candidate *would* use. ``transfer``: the
+    candidate campaigns because its master handed leadership over (:class:`TimeoutNow`), so
+    voters that still hear that master grant it all the same (leadership transfer)."""
 
     last_seq: int
     last_epoch: int
     pre_vote: bool = False
+    transfer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +110,10 @@ class Snapshot(Message):
     snap_epoch: int
     members: tuple[tuple[str, str], ...]
     data: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow(Message):
+    """Leadership transfer (Raft §3.10): the master, having brought the receiver fully up
+    to date and stopped taking writes, tells it to campaign for ``epoch + 1`` at once,
+    without a pre-vote. Only the receiver's own master of this epoch is obeyed."""

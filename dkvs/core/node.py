@@ -28,13 +28,14 @@ from .election import CANDIDATE, MASTER, SLAVE, ElectionMixin
 from .log import MEMBERSHIP_OPS, OP_MEMBER_ADD, Entry, Log
 from .master import MasterMixin
 from .membership import apply_membership, fold_members
-from .messages import Append, AppendReply, Message, Snapshot, VoteReply, VoteRequest
+from .messages import Append, AppendReply, Message, Snapshot, TimeoutNow, VoteReply, VoteRequest
 from .slave import SlaveMixin
+from .transfer import TransferMixin
 
 __all__ = ["Node", "MASTER", "SLAVE", "CANDIDATE"]
 
 
-class Node(ElectionMixin, MasterMixin, SlaveMixin):
+class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
     """One cluster member. Not thread safe: exactly one thread may call into it."""
 
     def __init__(self, node_id: str, config: CoreConfig, rng, *, epoch: int = 0,
@@ -64,6 +65,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
         self.elections_won = 0
         self._init_election_state()
         self._init_master_state()
+        self._init_transfer_state()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -170,7 +172,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
     # -- role transitions ----------------------------------------------------------------------
     def become_slave(self, epoch: int, master_id: str | None, out: list[Effect]) -> None:
         """Follow ``master_id`` (``None``: unknown yet) in ``epoch`` (adopted if newer)."""
-        was_master = self.role == MASTER
+        was_master, newer = self.role == MASTER, epoch > self.epoch
         if epoch > self.epoch:
             self.epoch, self.voted_for = epoch, None
             out.append(PersistState(epoch, None))
@@ -183,6 +185,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
         self.election_deadline = self.now + self.random_election_timeout()
         if was_master:
             self._abandon_pending(out)
+            self._end_transfer(out, error=None if newer else "not_master")  # newer epoch: handed over
         assert self.role == SLAVE and (master_id is None or master_id != self.id)
 
     def heard_from_master(self, master_id: str, out: list[Effect]) -> None:
@@ -207,7 +210,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin):
             # adopts the epoch a pre-vote proposes); it still counts towards our epoch + 1.
             return True
         if message.epoch > self.epoch:
-            leader = message.sender if isinstance(message, (Append, Snapshot)) else None
+            leader = message.sender if isinstance(message, (Append, Snapshot, TimeoutNow)) else None
             self.become_slave(message.epoch, leader, out)
             return True
         if message.epoch < self.epoch:
@@ -254,4 +257,5 @@ Node._HANDLERS = {
     AppendReply: MasterMixin.handle_append_reply,
     VoteRequest: ElectionMixin.handle_vote_request,
     VoteReply: ElectionMixin.handle_vote_reply,
+    TimeoutNow: TransferMixin.handle_timeout_now,
 }

@@ -43,8 +43,10 @@ from ..core.effects import (
     SendSnapshot,
 )
 from ..core.election import MASTER
+from ..core.log import OP_DELETE, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_PUT, Entry
 from ..core.messages import Append
 from .inflight import InFlight
+from .leases import LeaseClock
 from .narrator import CALL, MESSAGE, TICK, Narrator, note
 from .ready import (
     INFO,
@@ -96,6 +98,8 @@ class NodeDriver:
         self._role = node.role
         self._peers: dict[str, str] | None = None  # what the transport was last given
         self._ready = Ready()
+        self.lease_clock = LeaseClock()
+        self._next_internal_id = -1  # requests the driver makes itself (lease expiry) are negative
         self.disk_error: str | None = None  # set while storage cannot persist (persist_failed)
 
     # -- inputs --------------------------------------------------------------------------------
@@ -106,6 +110,31 @@ class NodeDriver:
 
     def tick(self) -> None:
         self._take(self.node.tick(), TICK)
+        if self.node.role == MASTER and self.lease_clock.deadlines:
+            self._maybe_expire_leases()
+
+    def _maybe_expire_leases(self) -> None:
+        """The master writes each lease whose deadline passed to the log as a revoke."""
+        clock = self.lease_clock
+        for lease_id in clock.expired(self.node.now):
+            request_id, self._next_internal_id = self._next_internal_id, self._next_internal_id - 1
+            clock.revoking[request_id] = lease_id
+            self.propose(request_id, OP_LEASE_REVOKE, str(lease_id), None, "1", self.node.config.election_ticks)
+
+    def lease_keepalive(self, lease_id: int) -> int | None:
+        """Renew a lease on the master: its ttl in ms, or None if it is unknown or expiring."""
+        ttl = self.state.leases.ttl_ms.get(lease_id)
+        if ttl is None or self.node.role != MASTER or not self.lease_clock.keepalive(self.node.now, lease_id, ttl):
+            return None
+        return ttl
+
+    def lease_info(self, lease_id: int) -> tuple[int, int, list[str]] | None:
+        """``(ttl_ms, remaining_ms, keys)`` of a lease, on the master; None if unknown."""
+        ttl = self.state.leases.ttl_ms.get(lease_id)
+        remaining = self.lease_clock.remaining_ms(self.node.now, lease_id)
+        if ttl is None or remaining is None or self.node.role != MASTER:
+            return None
+        return ttl, remaining, sorted(self.state.leases.keys.get(lease_id, ()))
 
     def propose(self, request_id: int, op: str, key: str, value, acks: str, timeout_ticks: int,
                 cond: int | None = None) -> None:
@@ -122,6 +151,11 @@ class NodeDriver:
     def read(self, request_id: int, timeout_ticks: int) -> None:
         """A linearizable read barrier (read index); answered once it is safe to read."""
         self._take(self.node.propose_read(request_id, timeout_ticks), CALL)
+
+    def transfer(self, request_id: int, to: str | None, timeout_ticks: int | None) -> None:
+        """Hand leadership over to ``to`` (None: the most up-to-date slave); answered when
+        this node steps down, or at the deadline (:mod:`dkvs.core.transfer`)."""
+        self._take(self.node.transfer_leadership(request_id, to, timeout_ticks), CALL)
 
     def received(self, peer: str, send_id: int, messages) -> None:
         """The answers ``peer`` gave to our request ``send_id`` (in its HTTP response)."""
@@ -147,9 +181,12 @@ class NodeDriver:
         proposals until :meth:`persist_recovered`, and return ``disk_full`` answers for
         the writes waiting now (their entries may still commit later: the answer says so)."""
         self.disk_error = reason
-        waiting = list(self.requests._entry_of.items())  # the proposals not answered yet
+        waiting = [(request_id, entry) for request_id, entry in self.requests._entry_of.items()
+                   if request_id >= 0]  # the clients' proposals not answered yet
         for request_id, _ in waiting:
             self.requests.answered(request_id)
+        for request_id in [r for r in self.requests._entry_of if r < 0]:  # a lease revoke: retried by apply
+            self._ready.replies.append(Reply(request_id, None, "disk_full"))
         self._note(WARNING, "disk_full", f"cannot persist: {reason}; writes get 507 until the disk accepts "
                    "them again", error=reason)
         return [ClientReply(request_id, {"seq": seq}, "disk_full") for request_id, (_, seq) in waiting]
@@ -218,15 +255,19 @@ class NodeDriver:
         for effect in ready.apply:
             kind = type(effect)
             if kind is Apply:
-                rejected = state.apply(effect.entries, effect.commit_seq)
+                results: dict = {}
+                entries = effect.entries
+                rejected = state.apply(entries, effect.commit_seq, results)
                 skipped = set()
                 if rejected:
-                    epochs = {e.seq: e.epoch for e in effect.entries}
+                    epochs = {e.seq: e.epoch for e in entries}
                     for seq, current_seq in rejected:
                         self.requests.rejected(epochs[seq], seq, current_seq)
                         skipped.add(seq)
-                if effect.entries:
-                    done.changes.append(("apply", effect.entries, skipped))
+                if results:
+                    entries = self._bind_results(entries, results)
+                if entries:
+                    done.changes.append(("apply", entries, skipped))
             elif kind is Rollback:
                 state.rollback(effect.after_seq)
                 done.changes.append(("rollback", effect.after_seq, effect.discarded))
@@ -235,10 +276,38 @@ class NodeDriver:
                 state.restore(snap.seq, snap.data)
                 done.changes.append(("reset", snap.seq))
         for reply in ready.replies:
-            verdict = self.requests.answered(reply.request_id)
-            done.replies.append(ClientReply(reply.request_id, reply.result, reply.error,
+            if reply.request_id < 0:  # the driver's own request (a lease revoke): no client
+                lease_id = self.lease_clock.revoking.pop(reply.request_id, None)
+                self.requests.answered(reply.request_id)
+                if reply.error is not None and lease_id is not None and self.node.role == MASTER:
+                    self.lease_clock.deadlines[lease_id] = self.node.now  # retry at the next tick
+                continue
+            verdict, applied = self.requests.answered_with_result(reply.request_id)
+            result = reply.result
+            if applied is not None and result is not None:
+                result = {**result, "applied": applied}
+            done.replies.append(ClientReply(reply.request_id, result, reply.error,
                                             verdict if reply.error is None else None))
         return done
+
+    def _bind_results(self, entries, results: dict) -> list:
+        """Bind each multi-key entry's apply result to its request, and spell its changes
+        out as single-key entries (same seq) for the change feed, so watches see each key."""
+        out = []
+        for entry in entries:
+            outcome = results.get(entry.seq)
+            if outcome is None:
+                out.append(entry)
+                continue
+            answer, changes = outcome
+            self.requests.applied(entry.epoch, entry.seq, answer)
+            if entry.op == OP_LEASE_GRANT and self.node.role == MASTER:
+                self.lease_clock.granted(self.node.now, answer["id"], answer["ttl_ms"])
+            elif entry.op == OP_LEASE_REVOKE:
+                self.lease_clock.revoked(answer["id"])
+            out.extend(Entry(entry.epoch, entry.seq, OP_DELETE if value is None else OP_PUT, key, value)
+                       for key, value in changes)
+        return out
 
     # -- inside --------------------------------------------------------------------------------
     def _take(self, effects: list, cause: str, sender: str | None = None, token=None) -> None:
@@ -247,6 +316,10 @@ class NodeDriver:
         if node.role != self._role:  # nothing on the wire belongs to the new role
             self._role = node.role
             self.inflight.reset()
+            if node.role == MASTER:  # every lease starts over with its full ttl
+                self.lease_clock.became_master(node.now, self.state.leases.ttl_ms)
+            else:
+                self.lease_clock.stepped_down()
         for effect in effects:
             kind = type(effect)
             if kind is Send:

@@ -29,7 +29,7 @@ class Narrator:
     @staticmethod
     def _observe(node) -> tuple:
         return (node.role, node.epoch, node.master_id, dict(node.members), node.pre_voting,
-                node.elections_started)
+                node.elections_started, node.transfer_target, node.transfer_campaigns)
 
     def after(self, node, cause: str, sender: str | None, notes: list[Note]) -> None:
         """Compare ``node`` with the last observation; append a note per change."""
@@ -38,11 +38,12 @@ class Narrator:
             if node.role == MASTER and cause == TICK:
                 self._watch_quorum(node, notes)
             return
-        role0, epoch0, master0, members0, pre0, started0 = self._seen
-        role, epoch, master, members, pre, started = seen
+        role0, epoch0, master0, members0, pre0, started0, transfer0, handed0 = self._seen
+        role, epoch, master, members, pre, started, transfer, handed = seen
         self._seen = seen
         say = _Sayer(node, notes)
-        if started > started0:
+        self._narrate_transfer(node, say, transfer0, transfer, role, epoch > epoch0, handed > handed0)
+        if started > started0 and handed == handed0:
             say(INFO, "election_started", f"election started for epoch={epoch} (pre-vote won; rank last_epoch="
                 f"{node.log.last_epoch} last_seq={node.log.last_seq})", last_seq=node.log.last_seq)
         elif role == CANDIDATE and pre and not (role0 == CANDIDATE and pre0):
@@ -71,6 +72,27 @@ class Narrator:
                 url=members[member_id])
         for member_id in sorted(members0.keys() - members.keys()):
             say(INFO, "member_removed", f"member {member_id} removed", member=member_id)
+
+    @staticmethod
+    def _narrate_transfer(node, say, target0, target, role, newer_epoch: bool, campaigning: bool) -> None:
+        """Leadership transfer (kind ``leadership_transfer``): started and ended on the
+        master, and the target's immediate campaign."""
+        kind = "leadership_transfer"
+        if target is not None and target0 is None:
+            say(INFO, kind, f"handing leadership over to {target}; new writes wait until it ends",
+                phase="started", to=target)
+        elif target0 is not None and target is None:
+            if role == MASTER:
+                say(WARNING, kind, f"leadership transfer to {target0} abandoned (not done by its deadline); "
+                    "taking writes again", phase="abandoned", to=target0)
+            elif newer_epoch:
+                say(INFO, kind, f"handed leadership over to {target0}", phase="done", to=target0)
+            else:
+                say(WARNING, kind, f"leadership transfer to {target0} ended: this node stopped being master",
+                    phase="failed", to=target0)
+        if campaigning:
+            say(INFO, kind, f"{node.handed_over_by} handed leadership over: campaigning for epoch={node.epoch} "
+                "at once (no pre-vote)", phase="campaign", handed_over_by=node.handed_over_by)
 
     def _watch_quorum(self, node, notes: list[Note]) -> None:
         """On a master: note each member that goes silent for an election timeout or comes

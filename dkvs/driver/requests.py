@@ -8,6 +8,10 @@ rejects exactly that entry marks that request. A rollback can hand the same seq 
 another write in a later epoch, but never the same ``(epoch, seq)``, so a stale verdict
 can no longer reach a write that succeeded (the bug this table replaces: verdicts kept by
 seq alone survived two failovers and answered a later, applied write with 404/409).
+
+Multi-key entries (prefix delete, transaction) also have an *apply result* (how many keys
+were deleted; whether the transaction's comparisons held, and what its gets read). It is
+bound the same way (:meth:`RequestTable.applied`) and handed back with the verdict.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class RequestTable:
         self._entry_of: OrderedDict[int, tuple[int, int]] = OrderedDict()  # request -> (epoch, seq)
         self._request_at: dict[tuple[int, int], int] = {}
         self._verdicts: dict[int, int] = {}
+        self._results: dict[int, object] = {}
         self._max = max_tracked
 
     def __len__(self) -> int:
@@ -37,6 +42,7 @@ class RequestTable:
             old, entry = self._entry_of.popitem(last=False)
             self._request_at.pop(entry, None)
             self._verdicts.pop(old, None)
+            self._results.pop(old, None)
 
     def rejected(self, epoch: int, seq: int, current_seq: int) -> None:
         """The entry ``(epoch, seq)`` was applied and changed nothing."""
@@ -44,9 +50,19 @@ class RequestTable:
         if request_id is not None:
             self._verdicts[request_id] = current_seq
 
+    def applied(self, epoch: int, seq: int, result) -> None:
+        """The entry ``(epoch, seq)`` was applied with this apply result."""
+        request_id = self._request_at.get((epoch, seq))
+        if request_id is not None:
+            self._results[request_id] = result
+
     def answered(self, request_id: int) -> int | None:
         """Forget ``request_id``; returns its verdict (the key's current seq) if rejected."""
+        return self.answered_with_result(request_id)[0]
+
+    def answered_with_result(self, request_id: int) -> tuple[int | None, object]:
+        """Forget ``request_id``; returns ``(verdict, apply result)`` (each None when unset)."""
         entry = self._entry_of.pop(request_id, None)
         if entry is not None:
             self._request_at.pop(entry, None)
-        return self._verdicts.pop(request_id, None)
+        return self._verdicts.pop(request_id, None), self._results.pop(request_id, None)

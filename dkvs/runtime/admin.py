@@ -42,6 +42,7 @@ from ..core.log import OP_MEMBER_ADD, OP_MEMBER_REMOVE
 from ..core.node import MASTER
 from ..errors import BadRequest, Conflict, DkvsError, Forbidden, KeyNotFound, NoMaster
 from ..transport.auth import Signer
+from ..transport.tls import peer_context
 from .answers import raise_for
 
 __all__ = ["ClusterAdmin", "join_cluster", "post_internal", "fetch_identity", "JoinRefused",
@@ -103,8 +104,8 @@ class ClusterAdmin:
                             id=node_id)
 
     def join(self, node_id: str, url: str, headers=None) -> dict:
-        if not node_id or not url.startswith("http://"):
-            raise BadRequest("join needs a node id and an http:// url")
+        if not node_id or not url.startswith(("http://", "https://")):
+            raise BadRequest("join needs a node id and an http:// or https:// url")
         if self.host.node.role != MASTER:
             return self._relay_to_master("join", {"id": node_id, "url": url}, headers)
         members, alive = self._membership()
@@ -162,7 +163,8 @@ class ClusterAdmin:
 
 def _call(request: urllib.request.Request, timeout: float) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        context = peer_context() if request.full_url.startswith("https://") else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:

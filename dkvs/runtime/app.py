@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..api.service import Limits
 from ..core.config import CoreConfig
-from ..core.node import Node
+from ..core.node import MASTER, Node
+from ..errors import DkvsError
 from ..core.kvstate import KVState
 from ..api.cors import CorsPolicy
 from ..api.routes import route_table
@@ -28,19 +29,23 @@ from ..storage import FileStorage, MemoryStorage
 from ..storage.datadir import DataDirLocked
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
+from ..transport.tls import set_peer_context
 from .admin import post_internal
 from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
+from .handover import transfer_leader
 from .host import NodeHost
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
-from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file,
+from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, listen_error, load_auth_file, load_tls,
                       parse_join_urls, validate_settings)
 
 __all__ = ["Settings", "DkvsNode"]
 
 log = logging.getLogger("dkvs")
+
+LEAVE_RETRY_SECONDS = 0.05
 
 
 @dataclass
@@ -69,6 +74,10 @@ class Settings:
     max_connections: int = 1024
     request_timeout: float = 10.0
     idle_timeout: float = 60.0
+    tls_cert: str | None = None  # with tls_key: HTTPS only, peers called over HTTPS
+    tls_key: str | None = None
+    tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
+    tls_client_auth: str = "none"  # none | optional | required
 
 
 class DkvsNode:
@@ -79,6 +88,9 @@ class DkvsNode:
         self.settings = settings
         self.signer = Signer(settings.cluster_secret)
         self.auth = load_auth_file(settings.auth_file)
+        self.tls_context, peer_tls = load_tls(settings)
+        if self.tls_context is not None:
+            set_peer_context(peer_tls)
         try:
             self.storage = self._open_storage()
         except DataDirLocked as exc:
@@ -113,7 +125,8 @@ class DkvsNode:
             self.server = make_server(service, s.host, s.port, cors_origins=s.cors_origins,
                                       max_connections=s.max_connections,
                                       request_timeout_seconds=s.request_timeout,
-                                      idle_timeout_seconds=s.idle_timeout)
+                                      idle_timeout_seconds=s.idle_timeout,
+                                      tls_context=self.tls_context)
         except OSError as exc:
             self.storage.close()
             raise listen_error(s.host, s.port, exc) from None
@@ -146,12 +159,19 @@ class DkvsNode:
             log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
         if s.join:
             try:
-                join_any(parse_join_urls(s.join), self.node_id, self.url, self.signer, s.join_timeout)
+                join_any(self._join_urls(), self.node_id, self.url, self.signer, s.join_timeout)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def _join_urls(self) -> list[str]:
+        """--join's URLs; with TLS, a scheme-less host:port means https://."""
+        urls = parse_join_urls(self.settings.join)
+        if self.tls_context is None:
+            return urls
+        return ["https://" + url[len("http://"):] if url.startswith("http://") else url for url in urls]
 
     def _member_urls(self) -> list[str]:
         """For CORS: the dashboard of any member may poll this node's /status."""
@@ -170,24 +190,48 @@ class DkvsNode:
         return self.auth.reload()
 
     def leave(self, timeout: float = 3.0) -> None:
-        """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it."""
+        """Tell the cluster this node leaves for good (SIGTERM), so it stops counting it.
+
+        A master first hands leadership to its most up-to-date slave (dkvs.core.transfer):
+        no failover timeout, and no acknowledged acks=1 write is rolled back. Then it
+        leaves as a slave does."""
         if self.host is None:
             return
         node = self.host.node
         if len(node.members) <= 1 or node.id not in node.members:
             return
+        if node.role == MASTER:
+            self._hand_over(timeout)
         master_url = node.members.get(node.master_id) if node.master_id else None
         if master_url is None:
             log.warning("no master known; leaving without removing this node from the member list")
             return
         self.server.service.leaving = True  # the master calls back to confirm
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout,
+                                               to=node.master_id)
+            except OSError as exc:
+                log.warning("could not tell the master this node leaves: %s", exc)
+                return
+            # 503: a master elected a moment ago takes membership changes once its first
+            # entry is committed (after a handover, that is now).
+            if status != 503 or time.monotonic() + LEAVE_RETRY_SECONDS > deadline:
+                break
+            time.sleep(LEAVE_RETRY_SECONDS)
+        if status != 200:
+            log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
+
+    def _hand_over(self, timeout: float) -> None:
+        """SIGTERM on a master: transfer leadership before leaving (a failure is logged;
+        the node then stops anyway and the others fail over as after a crash)."""
         try:
-            status, answer = post_internal(master_url, "leave", {"id": node.id}, self.signer, timeout=timeout,
-                                           to=node.master_id)
-            if status != 200:
-                log.warning("the master did not confirm the leave: %s", answer.get("message", answer))
-        except OSError as exc:
-            log.warning("could not tell the master this node leaves: %s", exc)
+            answer = transfer_leader(self.server.service, None, None)  # deadline: one election timeout
+            log.info("leadership handed over to %s (epoch=%s) before stopping", answer["to"], answer["epoch"])
+        except DkvsError as exc:
+            log.warning("could not hand leadership over before stopping (%s); the others will fail over",
+                        exc.message)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -30,7 +30,7 @@ from dataclasses import replace
 from contextlib import nullcontext
 
 from ..core.effects import InstallSnapshot, PersistEntries, PersistState, PersistTruncate
-from ..core.log import OP_DELETE, OP_PUT
+from ..core.log import DATA_OPS
 from ..driver import INFO, WARNING, BuildSnapshot, CompactStorage, Ready, StreamSnapshot, note
 from ..storage.base import StoredSnapshot
 
@@ -165,7 +165,7 @@ class Executor:
                 _, after_seq, discarded = change
                 if feed is not None:
                     feed.rollback(after_seq)
-                if any(e.op in (OP_PUT, OP_DELETE) for e in discarded):
+                if any(e.op in DATA_OPS for e in discarded):
                     where = self.storage.save_rollback(list(discarded))
                     self.rollback_files.append(where)
                     node = self.driver.node

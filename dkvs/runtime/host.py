@@ -154,6 +154,10 @@ class NodeHost:
         ticks = self._ticks(timeout)
         return self._call(lambda d, rid: d.read(rid, ticks), timeout)
 
+    def transfer(self, to: str | None, ticks: int, wait: float) -> Outcome:
+        """Hand the master role to ``to`` (``None``: the freshest live slave) within ``ticks``."""
+        return self._call(lambda d, rid: d.transfer(rid, to, ticks), wait)
+
     def _ticks(self, timeout: float) -> int:
         """Whole ticks covering ``timeout``, plus one for the tick already under way, so a
         request is never answered "timed out" before the time it asked for."""

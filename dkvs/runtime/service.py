@@ -19,14 +19,19 @@ import time
 
 from .. import __version__
 from ..api.service import KeyValueService, Limits, NotMaster
+from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import MASTER
 from ..core.quorum import majority
+from ..core.txn import encode_txn
 from ..errors import BadRequest, DkvsError, KeyNotFound, NoMaster, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
-from .answers import raise_for, write_answer
+from ..errors import LeaseNotFound
+from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
+                      leased_put_answer, raise_for, txn_answer, write_answer)
+from .handover import propose_through_handover, transfer_route
 from .host import NodeHost
 
 __all__ = ["NodeService"]
@@ -34,8 +39,9 @@ __all__ = ["NodeService"]
 log = logging.getLogger("dkvs.service")
 
 INTERNAL_TIMEOUT_SECONDS = 5.0
+RETRY_KNOWN_MASTER_SECONDS = 0.05  # Retry-After hint of a 503 that names another master
 # Routes an operator calls: with client auth on, the admin token is their credential.
-_ADMIN_ROUTES = frozenset({"remove", "faults"})
+_ADMIN_ROUTES = frozenset({"remove", "faults", "transfer"})
 
 
 class NodeService(KeyValueService):
@@ -51,6 +57,7 @@ class NodeService(KeyValueService):
     def attach(self, host: NodeHost, url: str) -> None:
         """Connect to the running node (the HTTP server is bound first, to learn the url)."""
         self.host, self.url = host, url
+        host.driver.lease_clock.ticks_per_second = 1.0 / host.tick_seconds  # leases count real ticks
         self.admin = ClusterAdmin(self)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -60,23 +67,92 @@ class NodeService(KeyValueService):
 
     def _require_master(self) -> None:
         if self.host.node.role != MASTER:
-            raise NotMaster(self.master_url())
+            # A known master can be asked at once (e.g. right after a handover); with none
+            # known an election runs, and a retry is worth a second's wait.
+            url = self.master_url()
+            raise NotMaster(url, retry_after=RETRY_KNOWN_MASTER_SECONDS if url else 1.0)
 
     # -- public API ------------------------------------------------------------------------------
-    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
-        return self._write("put", key, value, acks, timeout, if_seq)
+    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None,
+            lease: int | None = None, ttl: float | None = None) -> dict:
+        if lease is None and ttl is None:
+            return self._write("put", key, value, acks, timeout, if_seq)
+        # A leased put is a one-op transaction (its condition, if any, as a comparison), so
+        # "the lease still exists" is decided at apply time like every other condition.
+        granted = None
+        if ttl is not None:
+            granted = self.lease_grant(ttl, acks=acks, timeout=timeout)
+            lease = granted["id"]
+        txn = {"c": [] if if_seq is None else [[key, "seq", if_seq]],
+               "s": [["put", key, value, lease]], "f": [["get", key]]}
+        self._require_master()
+        outcome = self._propose(OP_TXN, "", encode_txn(txn), acks, timeout)
+        answer = leased_put_answer(key, lease, if_seq, outcome, acks, timeout, self.master_url())
+        if granted is not None:
+            answer["ttl"] = granted["ttl"]
+        return answer
 
-    def delete(self, key: str, *, acks: str, timeout: float) -> dict:
+    # -- leases ----------------------------------------------------------------------------------
+    def lease_grant(self, ttl: float, *, acks: str, timeout: float) -> dict:
+        self._require_master()
+        outcome = self._propose(OP_LEASE_GRANT, "", str(max(1, round(ttl * 1000))), acks, timeout)
+        return lease_grant_answer(outcome, acks, timeout, self.master_url())
+
+    def lease_revoke(self, lease_id: int, *, acks: str, timeout: float) -> dict:
+        self._require_master()
+        outcome = self._propose(OP_LEASE_REVOKE, str(lease_id), None, acks, timeout)
+        return lease_revoke_answer(lease_id, outcome, acks, timeout, self.master_url())
+
+    def lease_keepalive(self, lease_id: int) -> dict:
+        self._require_master()
+        driver = self.host.driver
+        ttl = self.host.query(lambda node: driver.lease_keepalive(lease_id))
+        if ttl is None:
+            raise LeaseNotFound(f"lease {lease_id} does not exist (expired or revoked)", lease=lease_id)
+        return {"id": lease_id, "ttl": ttl / 1000}
+
+    def lease_info(self, lease_id: int) -> dict:
+        self._require_master()
+        driver = self.host.driver
+        info = self.host.query(lambda node: driver.lease_info(lease_id))
+        if info is None:
+            raise LeaseNotFound(f"lease {lease_id} does not exist (expired or revoked)", lease=lease_id)
+        ttl, remaining, keys = info
+        return {"id": lease_id, "ttl": ttl / 1000, "remaining": remaining / 1000, "keys": keys}
+
+    def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
         # Always through the log, even when the key looks absent here: the master's state
         # may hold another client's delete that is not committed and can still roll back,
         # so "absent" is only known once this delete is applied in order, and only as
-        # durable as its acks (a 404 for acks=majority is backed by a commit).
-        return self._write("delete", key, None, acks, timeout)
+        # durable as its acks (a 404 for acks=majority is backed by a commit). The same
+        # holds for the condition: it is evaluated at apply time on every replica.
+        return self._write("delete", key, None, acks, timeout, if_seq)
+
+    def delete_prefix(self, prefix: str, *, acks: str, timeout: float) -> dict:
+        # One entry: every replica deletes the keys it holds under the prefix at that point of
+        # the log, atomically; the count is the apply-time one.
+        self._require_master()
+        outcome = self._propose(OP_DELETE_PREFIX, prefix, None, acks, timeout)
+        return delete_prefix_answer(prefix, outcome, acks, timeout, self.master_url())
+
+    def txn(self, txn: dict, *, acks: str, timeout: float) -> dict:
+        # ``txn`` was checked and normalised by the front end (dkvs.core.txn.parse_txn).
+        self._require_master()
+        outcome = self._propose(OP_TXN, "", encode_txn(txn), acks, timeout)
+        return txn_answer(outcome, acks, timeout, self.master_url())
+
+    def _propose(self, op: str, key: str, value, acks: str, timeout: float, cond: int | None = None):
+        """Propose on this master; during a leadership handover, wait for the new master
+        and go there (dkvs.runtime.handover) instead of failing the write."""
+        return propose_through_handover(
+            self, lambda: self.host.propose(op, key, value, acks, timeout, cond), timeout)
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
         self._require_master()
-        outcome = self.host.propose(op, key, value, acks, timeout, cond)
+        # During a leadership transfer the write waits for the handover (then goes to the
+        # new master) instead of failing: a planned handover costs clients latency only.
+        outcome = self._propose(op, key, value, acks, timeout, cond)
         return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
 
     def get(self, key: str, *, consistent: bool) -> dict:
@@ -306,6 +382,13 @@ class NodeService(KeyValueService):
         force = query.get("force", "").lower() in ("1", "true", "yes") or request.get("force") is True
         return 200, _json(self.admin.remove(node_id, force, headers))
 
+    def _transfer(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
+        """``?to=ID&timeout=S`` (both optional): hand leadership over; a slave relays it."""
+        request = _json_object(body) if body else {}
+        status, answer = transfer_route(self, query.get("to") or request.get("to") or None,
+                                        query.get("timeout") or request.get("timeout"), headers)
+        return status, _json(answer)
+
     def _faults(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         try:
@@ -322,6 +405,7 @@ class NodeService(KeyValueService):
         ("POST", "leave"): _leave,
         ("POST", "remove"): _remove,
         ("POST", "faults"): _faults,
+        ("POST", "transfer"): _transfer,
     }
 
 

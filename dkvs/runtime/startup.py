@@ -28,6 +28,7 @@ import urllib.parse
 from ..api.auth import Authenticator, AuthFileError
 from ..api.service import ACKS_LEVELS
 from ..transport.auth import Signer
+from ..transport.tls import TlsConfig, TlsError
 from .admin import post_internal
 
 __all__ = [
@@ -42,13 +43,14 @@ __all__ = [
     "validate_settings",
     "listen_error",
     "join_any",
+    "load_tls",
 ]
 
 log = logging.getLogger("dkvs")
 
 DEFAULT_JOIN_TIMEOUT_SECONDS = 10.0
 DEFAULT_PORT = 7070
-JOIN_SCHEMES = ("http",)
+JOIN_SCHEMES = ("http", "https")
 JOIN_ATTEMPT_TIMEOUT_SECONDS = 5.0  # one join request; the master may wait on a majority
 JOIN_RETRY_MAX_DELAY_SECONDS = 1.0
 FSYNC_MODES = ("always", "batch", "never")
@@ -215,6 +217,21 @@ def validate_settings(s) -> None:
     check_listen_address(s.host, bool(s.cluster_secret), s.insecure)
     if s.data_dir:
         check_data_dir(s.data_dir)
+    if s.join and not getattr(s, "tls_cert", None) and any(url.startswith("https://") for url in parse_join_urls(s.join)):
+        raise StartupError("--join gives an https:// URL: this node needs --tls-cert and --tls-key "
+                           "(and --tls-ca) to talk to a TLS cluster")
+
+
+def load_tls(s):
+    """(server context, peer context) from the ``tls_*`` settings, (None, None) without TLS.
+
+    Unreadable or mismatched files are a :class:`StartupError` naming the flag.
+    """
+    config = TlsConfig(s.tls_cert, s.tls_key, s.tls_ca, s.tls_client_auth)
+    try:
+        return config.check()
+    except TlsError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def listen_error(host: str, port: int, exc: OSError) -> StartupError:

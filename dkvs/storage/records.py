@@ -15,8 +15,12 @@ A log entry's payload (fixed head of 21 bytes, no JSON on the write hot path)::
 
     epoch u64 | seq u64 | flags u8 | key_length u32 | key (UTF-8) | value (UTF-8, the rest)
 
-A compare-and-set put (op code 6) stores its condition seq as a u64 at the end of the
-key region (``key_length`` counts it). ``flags`` carries the op code in its low 7 bits and :data:`VALUE_NONE_FLAG` when the value
+A compare-and-set put (op code 6) or conditional delete (op code 9) stores its condition
+seq as a u64 at the end of the key region (``key_length`` counts it). A prefix delete (7)
+keeps its prefix as the key; a transaction (8) its ASCII JSON program as the value; a lease
+grant (10) its ttl in ms as the value, a lease revoke (11) the lease id as the key. Binary
+values are held surrogate-escaped (:mod:`dkvs.core.values`) and written with
+``surrogatepass``, so every byte value round-trips. ``flags`` carries the op code in its low 7 bits and :data:`VALUE_NONE_FLAG` when the value
 is ``None``, so an empty value and no value stay distinct. All integers little-endian.
 """
 
@@ -26,7 +30,8 @@ import struct
 from dataclasses import dataclass, field
 from zlib import crc32
 
-from ..core.log import OP_DELETE, OP_MEMBER_ADD, OP_MEMBER_REMOVE, OP_NOOP, OP_PUT, Entry
+from ..core.log import (OP_DELETE, OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_MEMBER_ADD, OP_MEMBER_REMOVE,
+                        OP_NOOP, OP_PUT, OP_TXN, Entry)
 from .base import CorruptStorage
 
 __all__ = [
@@ -55,11 +60,15 @@ _SEQ_OFFSET_IN_FRAME = FRAME_BYTES + 8  # the seq follows the frame header and t
 VALUE_NONE_FLAG = 0x80
 _OP_MASK = 0x7F
 # The on-disk op codes. Append only: a code, once written, keeps its meaning forever.
-OP_CODES = {OP_PUT: 1, OP_DELETE: 2, OP_NOOP: 3, OP_MEMBER_ADD: 4, OP_MEMBER_REMOVE: 5}
+OP_CODES = {OP_PUT: 1, OP_DELETE: 2, OP_NOOP: 3, OP_MEMBER_ADD: 4, OP_MEMBER_REMOVE: 5,
+            OP_DELETE_PREFIX: 7, OP_TXN: 8, OP_LEASE_GRANT: 10, OP_LEASE_REVOKE: 11}
 _OPS_BY_CODE = {code: op for op, code in OP_CODES.items()}
-# A put with a condition (compare-and-set): the condition seq (u64) follows the key.
+# A put or delete with a condition (compare-and-set): the condition seq (u64) follows the key.
 CONDITIONAL_PUT_CODE = 6
+CONDITIONAL_DELETE_CODE = 9
+_CONDITIONAL_CODES = {OP_PUT: CONDITIONAL_PUT_CODE, OP_DELETE: CONDITIONAL_DELETE_CODE}
 _OPS_BY_CODE[CONDITIONAL_PUT_CODE] = OP_PUT
+_OPS_BY_CODE[CONDITIONAL_DELETE_CODE] = OP_DELETE
 
 WAY_OUT = (
     "The data dir is damaged beyond a torn tail, so this node must not serve from it: "
@@ -97,7 +106,9 @@ def encode_entries(entries: list[Entry], first_seq: int, start_offset: int) -> t
             raise ValueError(f"unknown op {entry.op!r} in entry {seq}")
         key = entry.key.encode("utf-8", "surrogatepass")
         if entry.cond is not None:
-            code = CONDITIONAL_PUT_CODE
+            code = _CONDITIONAL_CODES.get(entry.op)
+            if code is None:
+                raise ValueError(f"op {entry.op!r} cannot carry a condition (entry {seq})")
             key += _SEQ.pack(entry.cond)  # decoded back out of the key region
         if entry.value is None:
             payload = pack_head(entry.epoch, seq, code | VALUE_NONE_FLAG, len(key)) + key
@@ -124,7 +135,7 @@ def decode_entry(payload: bytes) -> Entry:
     if key_end > len(payload):
         raise ValueError("key runs past the end of the record")
     cond = None
-    if flags & _OP_MASK == CONDITIONAL_PUT_CODE:
+    if flags & _OP_MASK in (CONDITIONAL_PUT_CODE, CONDITIONAL_DELETE_CODE):
         if key_length < _SEQ.size:
             raise ValueError("conditional put without its condition")
         (cond,) = _SEQ.unpack_from(payload, key_end - _SEQ.size)

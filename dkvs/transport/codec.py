@@ -3,6 +3,9 @@
 This is the only module that knows how a message looks in bytes. Entries travel as
 ``[epoch, seq, op, key, value]`` lists (plus ``cond`` for a compare-and-set) to keep batches small. Unknown or malformed input
 raises :class:`CodecError`, which the receiving node answers with 400.
+
+Binary values are held surrogate-escaped (:mod:`dkvs.core.values`): the JSON text is
+written and read with ``surrogatepass``, so every byte value crosses unchanged.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 
 from ..core.log import Entry
-from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, VoteReply, VoteRequest
+from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, TimeoutNow, VoteReply, VoteRequest
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "CodecError",
            "encode_snapshot_chunks", "decode_snapshot", "encode_snapshot_answer", "decode_snapshot_answer"]
@@ -36,8 +39,9 @@ _ENCODERS = {
                                   "v": [[v.id, v.last_seq, v.alive] for v in m.view]}),
     AppendReply: ("append_reply", lambda m: {"ok": m.success, "m": m.match_seq, "hs": m.hint_seq,
                                              "he": m.hint_epoch, "r": m.round, "l": m.last_seq}),
-    VoteRequest: ("vote", lambda m: {"ls": m.last_seq, "le": m.last_epoch, "pre": m.pre_vote}),
+    VoteRequest: ("vote", lambda m: {"ls": m.last_seq, "le": m.last_epoch, "pre": m.pre_vote, "tr": m.transfer}),
     VoteReply: ("vote_reply", lambda m: {"ok": m.granted, "pre": m.pre_vote, "fr": m.fresher}),
+    TimeoutNow: ("timeout_now", lambda m: {}),
 }
 
 _DECODERS = {
@@ -46,9 +50,11 @@ _DECODERS = {
                                      tuple(PeerView(str(i), int(l), bool(a)) for i, l, a in d.get("v", ()))),
     "append_reply": lambda d, e, s: AppendReply(e, s, bool(d["ok"]), int(d["m"]), int(d.get("hs", 0)),
                                                 int(d.get("he", 0)), int(d.get("r", 0)), int(d.get("l", 0))),
-    "vote": lambda d, e, s: VoteRequest(e, s, int(d["ls"]), int(d["le"]), bool(d.get("pre", False))),
+    "vote": lambda d, e, s: VoteRequest(e, s, int(d["ls"]), int(d["le"]), bool(d.get("pre", False)),
+                                        bool(d.get("tr", False))),
     "vote_reply": lambda d, e, s: VoteReply(e, s, bool(d["ok"]), bool(d.get("pre", False)),
                                             bool(d.get("fr", False))),
+    "timeout_now": lambda d, e, s: TimeoutNow(e, s),
 }
 
 
@@ -69,24 +75,29 @@ def _from_dict(body) -> Message:
         raise CodecError(f"malformed message: {exc!r}") from None
 
 
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass") if isinstance(data, (bytes, bytearray)) else data
+
+
 def encode(message: Message) -> bytes:
-    return json.dumps(_to_dict(message), separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(_to_dict(message), separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def decode(data: bytes) -> Message:
     try:
-        return _from_dict(json.loads(data))
+        return _from_dict(json.loads(_text(data)))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"not JSON: {exc}") from None
 
 
 def encode_many(messages) -> bytes:
-    return json.dumps([_to_dict(m) for m in messages], separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps([_to_dict(m) for m in messages], separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def decode_many(data: bytes) -> list[Message]:
     try:
-        rows = json.loads(data)
+        rows = json.loads(_text(data))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"not JSON: {exc}") from None
     if not isinstance(rows, list):
@@ -106,7 +117,7 @@ def encode_snapshot_chunks(snapshot: Snapshot) -> list[bytes]:
     items = snapshot.data or []
     for i in range(0, len(items), SNAPSHOT_CHUNK_ITEMS):
         chunks.append(json.dumps(items[i : i + SNAPSHOT_CHUNK_ITEMS], separators=(",", ":"),
-                                 ensure_ascii=False).encode() + b"\n")
+                                 ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
     return chunks
 
 
@@ -119,7 +130,7 @@ def decode_snapshot(data: bytes) -> Snapshot:
         items: list = []
         for line in lines[1:]:
             if line.strip():
-                items.extend(json.loads(line))
+                items.extend(json.loads(_text(line)))
         return Snapshot(int(header["e"]), str(header["s"]), int(header["seq"]), int(header["se"]),
                         tuple((str(i), str(u)) for i, u in header["members"]), items)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -35,6 +35,7 @@ from . import codec
 from .auth import Signer
 from .base import Transport
 from .snapshot_stream import ChunkMeta, chunk_query
+from .tls import peer_context
 
 __all__ = ["HttpTransport", "RAFT_PATH", "SNAPSHOT_PATH"]
 
@@ -101,7 +102,7 @@ class HttpTransport(Transport):
         if sender is None:
             raise OSError(f"no address known for peer {to}")
         meta = reader.meta
-        conn = http.client.HTTPConnection(sender._host, sender._port, timeout=self.connect_timeout)
+        conn = sender.new_connection()
         try:
             offset, restarts = 0, 0
             while True:
@@ -180,7 +181,8 @@ class _PeerSender:
         self.peer_id = peer_id
         self.url = url
         parts = urllib.parse.urlsplit(url)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._tls = parts.scheme == "https"
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or (443 if self._tls else 80)
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -216,9 +218,16 @@ class _PeerSender:
         if self._conn is not None:
             self._conn.close()
 
+    def new_connection(self) -> http.client.HTTPConnection:
+        """A connection to this peer: HTTPS verified with the node's peer context for https URLs."""
+        timeout = self.transport.connect_timeout
+        if self._tls:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=peer_context())
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.transport.connect_timeout)
+            self._conn = self.new_connection()
             self._conn.connect()
             self._conn.sock.settimeout(timeout)
         else:

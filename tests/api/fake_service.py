@@ -12,7 +12,7 @@ import json
 import threading
 
 from dkvs.api.service import KeyValueService, Limits, NotMaster
-from dkvs.errors import AcksTimeout, KeyNotFound, NoMaster
+from dkvs.errors import AcksTimeout, Conflict, KeyNotFound, NoMaster
 
 __all__ = ["FakeService", "UNSET"]
 
@@ -50,7 +50,7 @@ class FakeService(KeyValueService):
 
     # --- the contract -------------------------------------------------------------------
 
-    def put(self, key: str, value: str, *, acks: str, timeout: float) -> dict:
+    def put(self, key: str, value: str, *, acks: str, timeout: float, **extra) -> dict:
         self._check(write=True)
         with self._lock:
             self.calls.append(("put", key, value, acks, timeout))
@@ -61,15 +61,52 @@ class FakeService(KeyValueService):
             raise AcksTimeout(f"acks={acks} not reached in {timeout:g} s", seq=seq)
         return {"key": key, "seq": seq, "epoch": 1, "replicas": 1}
 
-    def delete(self, key: str, *, acks: str, timeout: float) -> dict:
+    def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None) -> dict:
         self._check(write=True)
         with self._lock:
-            self.calls.append(("delete", key, acks, timeout))
+            self.calls.append(("delete", key, acks, timeout) + (() if if_seq is None else (if_seq,)))
             if key not in self._data:
                 raise KeyNotFound(f"no key {key!r}")
+            if if_seq is not None and self._data[key][1] != if_seq:
+                raise Conflict(f"key {key!r} is at seq {self._data[key][1]}", seq=self._data[key][1])
             del self._data[key]
             self._seq += 1
             return {"key": key, "seq": self._seq, "epoch": 1, "replicas": 1}
+
+    def delete_prefix(self, prefix: str, *, acks: str, timeout: float) -> dict:
+        self._check(write=True)
+        with self._lock:
+            self.calls.append(("delete_prefix", prefix, acks, timeout))
+            gone = [k for k in self._data if k.startswith(prefix)]
+            for k in gone:
+                del self._data[k]
+            self._seq += 1
+            return {"prefix": prefix, "deleted": len(gone), "seq": self._seq, "epoch": 1, "replicas": 1}
+
+    def txn(self, txn: dict, *, acks: str, timeout: float) -> dict:
+        """Records the normalised transaction; runs it like a node would (no replication)."""
+        from dkvs.core.txn import run_txn
+        self._check(write=True)
+        with self._lock:
+            self.calls.append(("txn", txn, acks, timeout))
+            self._seq += 1
+            seq = self._seq
+
+            def put(k, v, lease=None):
+                self._data[k] = (v, seq)
+
+            def delete(k):
+                return self._data.pop(k, None) is not None
+
+            def delete_prefix(p):
+                gone = [k for k in self._data if k.startswith(p)]
+                for k in gone:
+                    del self._data[k]
+                return len(gone)
+
+            result = run_txn(txn, self._data.get, put, delete, delete_prefix)
+        return {"succeeded": result["succeeded"], "seq": seq, "epoch": 1, "replicas": 1,
+                "results": result["results"]}
 
     def get(self, key: str, *, consistent: bool) -> dict:
         self._check(write=consistent)

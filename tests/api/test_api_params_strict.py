@@ -15,9 +15,9 @@ from dkvs.api.routes import TABLE, route_table
 
 def test_misspelt_acks_is_refused_naming_the_accepted_parameters(refused):
     error = refused("PUT", "/kv/k?ack=majority", 400, "bad_request", b"v")
-    assert error["message"] == "unknown query parameter 'ack'; accepted: acks, timeout, if_seq"
+    assert error["message"] == "unknown query parameter 'ack'; accepted: acks, timeout, if_seq, lease, ttl"
     assert error["parameter"] == "ack"
-    assert error["accepted"] == ["acks", "timeout", "if_seq"]
+    assert error["accepted"] == ["acks", "timeout", "if_seq", "lease", "ttl"]
 
 
 def test_misspelt_consistent_is_refused(refused):
@@ -26,9 +26,11 @@ def test_misspelt_consistent_is_refused(refused):
     assert "consistent" in error["accepted"]
 
 
-def test_ttl_is_refused_until_it_exists(refused):
-    error = refused("PUT", "/kv/k?ttl=2", 400, "bad_request", b"v")
-    assert error["parameter"] == "ttl"
+@pytest.mark.parametrize("query", ["ttl=0", "ttl=-1", "ttl=1e9", "ttl=nan", "lease=0", "lease=x",
+                                   "lease=5&ttl=2"])
+def test_bad_ttl_and_lease_are_refused(refused, query):
+    error = refused("PUT", f"/kv/k?{query}", 400, "bad_request", b"v")
+    assert error["parameter"] in ("ttl", "lease")
 
 
 def test_a_repeated_parameter_is_refused(refused):

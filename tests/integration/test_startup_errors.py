@@ -196,7 +196,7 @@ def test_nkvd_routes_answer_404_unless_enabled(procs):
 def test_strict_parameters_on_a_live_node(procs):
     node = procs.start()
     code, body = http_call(node.url, "PUT", "/kv/k?ack=majority", b"v")
-    assert code == 400 and body["message"] == "unknown query parameter 'ack'; accepted: acks, timeout, if_seq"
+    assert code == 400 and body["message"] == "unknown query parameter 'ack'; accepted: acks, timeout, if_seq, lease, ttl"
     code, body = http_call(node.url, "GET", "/kv/k?consistant=true")
     assert code == 400 and body["parameter"] == "consistant"
     assert http_call(node.url, "GET", "/kv/k")[0] == 404

@@ -33,24 +33,24 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from dkvs.core.config import CoreConfig
 from dkvs.core.kvstate import KVState
 from dkvs.core.messages import Snapshot
-from dkvs.core.node import MASTER, SLAVE, Node
+from dkvs.core.node import MASTER, Node
 from dkvs.driver import NodeDriver
 from dkvs.errors import DkvsError
 from dkvs.runtime.answers import write_answer
 from dkvs.runtime.executor import Executor
 from dkvs.runtime.recovery import restore_node
-from dkvs.storage.base import StoredSnapshot
-from dkvs.storage.memory import MemoryStorage
 from dkvs.transport import codec
 
 from .invariants import Invariants, SimFailure
 from .network import UNREACHABLE, SimNetwork
+from .convergence import Convergence
 from .node_io import Request, Response, SimFeed, SimTransport, SimWork, Token
+from .sim_node import ClientOp, SimDisk, SimNode
 
 __all__ = ["SimCluster", "SimNode", "ClientOp", "SimFailure", "SimDisk"]
 
@@ -66,95 +66,7 @@ def _requester_of(frm: str, to: str, message) -> tuple[str, str]:
     return frm, to
 
 
-class SimDisk(MemoryStorage):
-    """Memory storage that reports what is written to it (and survives crashes)."""
-
-    def __init__(self, node_id: str, invariants: Invariants) -> None:
-        super().__init__()
-        self._id = node_id
-        self._inv = invariants
-        self.rollbacks: list[list] = []
-
-    def append(self, entries) -> None:
-        self._inv.on_persist(self._id, entries)
-        super().append(entries)
-
-    def save_rollback(self, entries) -> str:
-        self.rollbacks.append(list(entries))
-        self._inv.on_rollback(self._id, entries)
-        return f"rollback #{len(self.rollbacks)} of {self._id}"
-
-
-@dataclass
-class ClientOp:
-    """One client request and, once answered, its outcome."""
-
-    request_id: int
-    kind: str  # put, delete, read, member_add, member_remove
-    key: str
-    value: str | None
-    acks: str
-    node: str | None  # where it was proposed (None: no master to send it to)
-    invoked: int
-    completed: int | None = None
-    result: dict | None = None
-    error: str | None = None
-    read_value: tuple | None = None  # reads: (value, seq) found on the master, or None
-    rejected: int | None = None  # the driver's verdict: applied but changed nothing
-    status: int | None = None  # the HTTP status the service layer answers with
-    answer: dict | None = None  # and its JSON body
-    cond: int | None = None  # compare-and-set: the key's expected seq (0: absent)
-    invoke_order: int = 0  # position in the run's total order of client events
-    complete_order: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.completed is not None
-
-    @property
-    def ok(self) -> bool:
-        return self.done and self.error is None
-
-
-class SimNode:
-    """One member's process: driver, executor, transport and worker (gone while crashed),
-    and its disk."""
-
-    def __init__(self, node_id: str, disk: SimDisk, rate: float) -> None:
-        self.id = node_id
-        self.url = f"http://{node_id}.sim:7070"
-        self.storage = disk
-        self.rate = rate
-        self.acc = 0.0
-        self.driver: NodeDriver | None = None
-        self.runner: Executor | None = None
-        self.transport: SimTransport | None = None
-        self.work: SimWork | None = None
-        self.feed: SimFeed | None = None
-        self.restarts = 0
-        self.paused_until = 0  # a scheduling pause: no input runs before this tick
-
-    @property
-    def node(self) -> Node | None:
-        return self.driver.node if self.driver is not None else None
-
-    @property
-    def state(self) -> KVState | None:
-        return self.driver.state if self.driver is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self.node is not None
-
-    def __repr__(self) -> str:
-        if self.node is None:
-            return f"<{self.id} crashed>"
-        n = self.node
-        return (f"<{self.id} {n.role} epoch={n.epoch} last=({n.log.last_epoch},{n.log.last_seq}) "
-                f"commit={n.commit_seq} master={n.master_id} voted={n.voted_for} members={','.join(n.members)}>")
-
-
-class SimCluster:
+class SimCluster(Convergence):
     """``n`` nodes named ``n1``..``nN``; ``n1`` bootstraps and the others join through it."""
 
     def __init__(self, n: int = 3, seed: int = 0, *, config: CoreConfig | None = None,
@@ -482,75 +394,6 @@ class SimCluster:
         self.inv.check([s for s in self.nodes.values() if s.node is not None])
         for extra in self.extra_checks:
             extra(self)
-
-    # -- convergence ---------------------------------------------------------------------------
-    def members(self) -> list[SimNode]:
-        """The nodes the (highest-epoch) master counts as members; all nodes if none."""
-        master = self.master()
-        if master is None:
-            return list(self.nodes.values())
-        return [self.nodes[m] for m in master.node.members if m in self.nodes]
-
-    def converged(self) -> bool:
-        """One master every member follows; every log complete, committed and equal in length."""
-        masters = self.masters()
-        if len(masters) != 1:
-            return False
-        m = masters[0].node
-        for s in self.members():
-            if not s.alive:
-                return False
-            n = s.node
-            if n.epoch != m.epoch or n.master_id != m.id or n.log.last_seq != m.log.last_seq \
-                    or n.commit_seq != m.log.last_seq:
-                return False
-            if n is not m and n.role != SLAVE:
-                return False
-        return True
-
-    def settle(self, max_ticks: int | None = None, keep_down=()) -> int:
-        """Heal the network, restart crashed nodes (but ``keep_down``), run until the cluster
-        has stayed converged for a whole election timeout (a master about to step down
-        does not count), then check everything. Returns the ticks it took."""
-        self.heal()
-        for sim in self.nodes.values():
-            if not sim.alive and sim.id not in keep_down:
-                self.restart(sim.id)
-        limit = max_ticks or 40 * self.config.election_ticks
-        stable_since = [None]
-
-        def stable() -> bool:
-            if not self.converged():
-                stable_since[0] = None
-                return False
-            if stable_since[0] is None:
-                stable_since[0] = self.now
-            return self.now - stable_since[0] >= self.config.election_ticks
-
-        used = self.run_until(stable, limit)
-        if used > limit:
-            raise SimFailure(f"{self.where()}: no convergence within {limit} ticks after healing\n{self.describe()}")
-        self.check_converged()
-        return used
-
-    def check_converged(self) -> None:
-        """Same log, members and data on every member; the final invariants hold."""
-        sims = self.members()
-        ref = self.master()
-        for s in sims:
-            if s is ref:
-                continue
-            a, b = s.node.log, ref.node.log
-            lo = max(a.snapshot_seq, b.snapshot_seq)
-            if a.entries[lo - a.snapshot_seq:] != b.entries[lo - b.snapshot_seq:]:
-                raise SimFailure(f"{self.where()}: {s.id}'s log differs from master {ref.id}'s")
-            if s.state.data != ref.state.data:
-                diff = sorted(set(s.state.data.items()) ^ set(ref.state.data.items()))[:6]
-                raise SimFailure(f"{self.where()}: {s.id}'s data differs from master {ref.id}'s: {diff}")
-            if s.node.members != ref.node.members:
-                raise SimFailure(f"{self.where()}: {s.id} has members {sorted(s.node.members)}, "
-                                 f"master {ref.id} has {sorted(ref.node.members)}")
-        self.inv.check_final(sims, self.config)
 
     def describe(self) -> str:
         """One line per node, for failure messages."""

@@ -84,7 +84,8 @@ MUTANTS: tuple[Mutant, ...] = (
        "        self.voted_for = self.id\n        self.elections_started += 1",
        "a candidate's new epoch and self-vote are on disk before it asks for votes"),
     _m("vote_stickiness", "election.py",
-       "        if self.hears_master():\n            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))\n"
+       "        if self.hears_master() and not msg.transfer:\n"
+       "            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))\n"
        "            return\n",
        "",
        "a node that still hears a live master refuses real votes (no disruption)"),
@@ -202,6 +203,49 @@ MUTANTS += (
           "                if effect.to not in self.streaming:",
           "                if True:",
           "a snapshot is streamed to a peer at most once at a time"),
+    # -- data operations decided at apply time (issue 14) -----------------------------------------
+    _node("conditional_delete_checks_seq", "dkvs/core/kvstate.py",
+          "                elif entry.cond is not None and current[1] != entry.cond:\n",
+          "                elif False:\n",
+          "a conditional delete applies only when the key is at the asked seq, on every replica"),
+    _node("txn_compares_at_apply", "dkvs/core/txn.py",
+          "    succeeded = all(_holds(get(key), kind, arg) for key, kind, arg in txn[\"c\"])\n",
+          "    succeeded = True\n",
+          "a transaction's branch is chosen by its comparisons against the state it is applied to"),
+    _node("apply_result_reaches_its_request", "dkvs/driver/driver.py",
+          "            self.requests.applied(entry.epoch, entry.seq, answer)\n",
+          "",
+          "a multi-key entry's apply result (deleted count, txn verdict and reads) is answered to "
+          "the request that created that entry"),
+    _node("lease_fresh_ttl_on_new_master", "dkvs/driver/leases.py",
+          "        self.deadlines = {lease_id: now + self.ticks(ttl) for lease_id, ttl in leases.items()}\n",
+          "        self.deadlines = {lease_id: now for lease_id, ttl in leases.items()}\n",
+          "a new master starts every lease over with its full ttl, so no lease expires early on a failover"),
+)
+
+MUTANTS += (
+    # -- leadership transfer (dkvs/core/transfer.py) -----------------------------------------------
+    _m("transfer_stops_writes", "master.py",
+       "        if self.transfer_target is not None:  # handing over: the log must stop growing\n"
+       "            return [Reply(request_id, error=\"transfer_in_progress\")]\n",
+       "",
+       "a master handing over takes no new writes, so the target's log is complete when it campaigns"),
+    _m("transfer_waits_for_catch_up", "transfer.py",
+       "if p is None or p.match_seq < self.log.last_seq or self.commit_seq < self.log.last_seq:",
+       "if p is None or self.commit_seq < self.log.last_seq:",
+       "TimeoutNow goes only to a target that holds the master's whole log"),
+    _m("transfer_waits_for_commit", "transfer.py",
+       "if p is None or p.match_seq < self.log.last_seq or self.commit_seq < self.log.last_seq:",
+       "if p is None or p.match_seq < self.log.last_seq:",
+       "the master hands over only once its log is committed, so pending acks=majority writes are answered"),
+    _m("transfer_bypasses_stickiness", "election.py",
+       "if self.hears_master() and not msg.transfer:",
+       "if self.hears_master():",
+       "voters grant a candidate its master handed leadership to, although they still hear that master"),
+    _m("transfer_has_a_deadline", "transfer.py",
+       "if self.now >= self.transfer_deadline:",
+       "if False:",
+       "an unfinished transfer ends at its deadline and the master takes writes again"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).

@@ -73,7 +73,7 @@
   }
 
   function itemRow(item) {
-    const value = String(item.value);
+    const value = "value" in item ? String(item.value) : `(binary, base64) ${item.value_base64}`;
     const tr = el("tr", null, {"data-key": item.key, "data-seq": item.seq});
     const keyCell = el("td");
     const edit = el("button", item.key, {type: "button", class: "link", title: `Edit ${item.key}`});
@@ -150,7 +150,7 @@
     const key = $("write-key").value;
     const answer = await call(`/kv/${encodeURIComponent(key)}`, {}, KV_TIMEOUT_MS);
     if (answer.ok) {
-      load(key, String(answer.body.value), answer.body.seq);
+      load(key, "value" in answer.body ? String(answer.body.value) : "", answer.body.seq);
       result("ok", `Loaded “${key}” at seq ${answer.body.seq}.`);
     } else if (answer.status === 404) {
       editing = {key, seq: 0};
