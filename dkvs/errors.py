@@ -20,6 +20,7 @@ __all__ = [
     "PayloadTooLarge",
     "NoMaster",
     "AcksTimeout",
+    "InsufficientStorage",
     "InternalError",
 ]
 
@@ -114,6 +115,15 @@ class AcksTimeout(DkvsError):
 
     status = 504
     code = "acks_timeout"
+
+
+class InsufficientStorage(DkvsError):
+    """The node cannot persist (disk full, read-only or vanished data dir): the write was
+    not acknowledged. Reads are still served, and the node writes again by itself once
+    the disk accepts writes (RFC 4918's 507)."""
+
+    status = 507
+    code = "insufficient_storage"
 
 
 class InternalError(DkvsError):

@@ -100,6 +100,7 @@ class NodeDriver:
         self._ready = Ready()
         self.lease_clock = LeaseClock()
         self._next_internal_id = -1  # requests the driver makes itself (lease expiry) are negative
+        self.disk_error: str | None = None  # set while storage cannot persist (persist_failed)
 
     # -- inputs --------------------------------------------------------------------------------
     def step(self, message, token=None) -> None:
@@ -137,6 +138,9 @@ class NodeDriver:
 
     def propose(self, request_id: int, op: str, key: str, value, acks: str, timeout_ticks: int,
                 cond: int | None = None) -> None:
+        if self.disk_error is not None and self.node.role == MASTER:  # nothing would be durable here
+            self._ready.replies.append(Reply(request_id, None, "disk_full"))
+            return
         log = self.node.log
         before = log.last_seq
         effects = self.node.propose(request_id, op, key, value, acks, timeout_ticks, cond)
@@ -171,6 +175,27 @@ class NodeDriver:
     def persisted(self, log_bytes: int) -> None:
         """Storage holds ``log_bytes`` of log now (after appends or a compaction)."""
         self.log_bytes = log_bytes
+
+    def persist_failed(self, reason: str) -> list[ClientReply]:
+        """Storage could not persist a batch (disk full, read-only, vanished): refuse new
+        proposals until :meth:`persist_recovered`, and return ``disk_full`` answers for
+        the writes waiting now (their entries may still commit later: the answer says so)."""
+        self.disk_error = reason
+        pending = self.requests.pending()
+        waiting = [(request_id, entry) for request_id, entry in pending.items()
+                   if request_id >= 0]  # the clients' proposals not answered yet
+        for request_id, _ in waiting:
+            self.requests.answered(request_id)
+        for request_id in [r for r in pending if r < 0]:  # a lease revoke: retried by apply
+            self._ready.replies.append(Reply(request_id, None, "disk_full"))
+        self._note(WARNING, "disk_full", f"cannot persist: {reason}; writes get 507 until the disk accepts "
+                   "them again", error=reason)
+        return [ClientReply(request_id, {"seq": seq}, "disk_full") for request_id, (_, seq) in waiting]
+
+    def persist_recovered(self) -> None:
+        """The storage persisted the backlog: proposals are accepted again."""
+        self.disk_error = None
+        self._note(INFO, "disk_ok", "storage accepts writes again")
 
     def snapshot_view(self) -> tuple[int, int, tuple, object]:
         """``(seq, epoch, members, data)`` for :class:`BuildSnapshot`: the committed state,

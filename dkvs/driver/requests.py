@@ -56,6 +56,10 @@ class RequestTable:
         if request_id is not None:
             self._results[request_id] = result
 
+    def pending(self) -> dict[int, tuple[int, int]]:
+        """Requests not answered yet, with the entry ``(epoch, seq)`` each created."""
+        return dict(self._entry_of)
+
     def answered(self, request_id: int) -> int | None:
         """Forget ``request_id``; returns its verdict (the key's current seq) if rejected."""
         return self.answered_with_result(request_id)[0]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ..api.service import NotMaster
 from ..core.values import value_fields
-from ..errors import AcksTimeout, Conflict, InternalError, KeyNotFound, LeaseNotFound, NoMaster
+from ..errors import (AcksTimeout, Conflict, InsufficientStorage, InternalError, KeyNotFound, LeaseNotFound,
+                      NoMaster)
 
 __all__ = ["write_answer", "raise_for", "delete_prefix_answer", "txn_answer",
            "lease_grant_answer", "lease_revoke_answer", "leased_put_answer"]
@@ -53,6 +54,12 @@ def raise_for(done, acks: str, timeout: float, master_url: str | None = None) ->
         raise NotMaster(master_url if error == "not_master" else None)
     if error == "transfer_in_progress":  # leadership is being handed over: back in a moment
         raise NoMaster("this master is handing leadership over; retry in a moment", retry_after=0.05)
+    if error == "disk_full":
+        raise InsufficientStorage("this node cannot persist writes right now (disk full, read-only or gone); "
+                                  "the write was not acknowledged" + (
+                                      f": it got seq {seq} and may or may not be applied" if seq is not None
+                                      else " and nothing was written") +
+                                  "; reads are still served, retry once space is freed")
     if error in ("read_timeout", "no_answer"):
         raise AcksTimeout(f"no majority confirmed this master within {timeout:g} s", seq=seq)
     raise InternalError(f"the node could not complete the request ({error})")

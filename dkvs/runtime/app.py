@@ -27,6 +27,7 @@ from ..core.kvstate import KVState
 from ..api.cors import CorsPolicy
 from ..api.routes import route_table
 from ..storage import FileStorage, MemoryStorage
+from ..storage.base import CorruptStorage
 from ..storage.datadir import DataDirLocked
 from ..transport.auth import Signer
 from ..transport.http import HttpTransport
@@ -113,7 +114,11 @@ class DkvsNode:
         from ..api.server import make_server
 
         s = self.settings
-        recovered = self.storage.load()
+        try:
+            recovered = self.storage.load()
+        except CorruptStorage as exc:  # the message names the file and the way out
+            self.storage.close()
+            raise StartupError(str(exc)) from None
         if s.node_id and recovered.node_id and s.node_id != recovered.node_id:
             self.storage.close()
             raise StartupError(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")

@@ -7,12 +7,26 @@ appends are merged into one ``Storage.append`` call: the group commit, so under
 
 Both hosts use this class — the threaded runtime and the simulator — so the simulator
 runs the same persist → send → apply → reply path as production.
+
+A persist that fails with an ``OSError`` (disk full, read-only or vanished data dir, I/O
+error) does not stop the node. The effects not yet persisted become the *backlog*; while
+there is one, nothing that could depend on them leaves the node: every send and every
+in-exchange response is dropped (to peers that is message loss, which the protocol
+tolerates; a master that cannot persist thus stops heartbeating and a member that can
+takes over), every successful client reply becomes ``disk_full`` (507, "may or may
+not be applied"), and applies wait (a single node commits its own entries at once: applied
+now, a write nobody acknowledged could be read and then vanish in a crash). The driver is
+told (:meth:`NodeDriver.persist_failed`): it answers the waiting writes and refuses new
+proposals. Every :data:`RETRY_TICKS` ticks the backlog is retried,
+in order, before the new batch; once it is on disk the node writes again by itself.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from contextlib import nullcontext
 
 from ..core.effects import InstallSnapshot, PersistEntries, PersistState, PersistTruncate
@@ -20,7 +34,9 @@ from ..core.log import DATA_OPS
 from ..driver import INFO, WARNING, BuildSnapshot, CompactStorage, Ready, StreamSnapshot, note
 from ..storage.base import StoredSnapshot
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "RETRY_TICKS"]
+
+RETRY_TICKS = 5  # how often (logical ticks) a failed persist is retried
 
 log = logging.getLogger("dkvs.runtime")
 narration = logging.getLogger("dkvs.cluster")
@@ -42,28 +58,48 @@ class Executor:
         self._complete = complete
         self._on_note = on_note  # every note also goes here (the event feed), after the log
         self.rollback_files: list[str] = []
+        self.backlog: list = []  # persist effects not on disk yet, in order (see the module docstring)
+        self.deferred: list = []  # applies held back while there is a backlog
+        self.dropped_sends = 0  # sends dropped while the backlog was not empty
+        self._retry_at = 0
+        self._failing = False
 
     def run(self, ready: Ready) -> None:
-        if not ready:
+        if not ready and not self.backlog:  # an idle tick still retries a failed persist
             return
         driver = self.driver
         if ready.peers is not None:
             self.transport.set_peers(ready.peers)
         if ready.persist:
-            self._persist(ready.persist)
-            driver.persisted(self.storage.log_bytes())
-        send = self.transport.send
-        for out in ready.sends:
-            send(out.to, out.message, out.send_id)
-        for token, messages in ready.responses.items():
-            token.messages.extend(messages)
+            self.backlog.extend(ready.persist)
+        failed = self._flush() if self.backlog else []
+        if self.backlog:
+            self.dropped_sends += len(ready.sends) + len(ready.responses)
+        else:
+            send = self.transport.send
+            for out in ready.sends:
+                send(out.to, out.message, out.send_id)
+            for token, messages in ready.responses.items():
+                token.messages.extend(messages)
         notes = ready.notes
+        if self.deferred and not self.backlog:  # on disk now: apply what waited, in order
+            with self._lock:
+                applied = driver.apply(Ready(apply=self.deferred))
+            self.deferred = []
+            self._record(applied.changes, notes)
+        if self.backlog and ready.apply:
+            self.deferred.extend(ready.apply)
+            ready = Ready(replies=ready.replies)
         if ready.apply or ready.replies:
             with self._lock:
                 applied = driver.apply(ready)
             self._record(applied.changes, notes)
             for reply in applied.replies:
+                if self.backlog and reply.error is None:  # it may rest on what is not on disk
+                    reply = replace(reply, error="disk_full", rejected=None)
                 self._complete(reply)
+        for reply in failed:
+            self._complete(reply)
         for job in ready.work:
             self._start(job)
         for note in notes:
@@ -71,17 +107,45 @@ class Executor:
             if self._on_note is not None:
                 self._on_note(note)
 
+    def _flush(self) -> list:
+        """Persist the backlog (this batch's effects, after any left by a failure). On an
+        ``OSError`` keep what is left, tell the driver on the first failure, and return
+        the replies it fails; while failing, try again only every :data:`RETRY_TICKS`."""
+        driver = self.driver
+        if self._failing and driver.node.now < self._retry_at:
+            return []
+        try:
+            self._persist(self.backlog)
+        except OSError as exc:
+            self._retry_at = driver.node.now + RETRY_TICKS
+            if self._failing:
+                return []
+            self._failing = True
+            reason = f"{exc.strerror or exc} ({errno_name(exc)})"
+            log.error("cannot persist: %s; writes are refused until it works again (retried every %d ticks)",
+                      reason, RETRY_TICKS)
+            return driver.persist_failed(reason)
+        driver.persisted(self.storage.log_bytes())
+        if self._failing:
+            self._failing = False
+            log.warning("storage accepts writes again (%d sends were dropped meanwhile)", self.dropped_sends)
+            driver.persist_recovered()
+        return []
+
     def _persist(self, effects: list) -> None:
-        pending: list = []
+        """Persist ``effects`` in order, removing each from the list once it is on disk
+        (so that a retry after an error starts exactly where this one stopped)."""
         storage = self.storage
-        for effect in effects:
-            kind = type(effect)
+        while effects:
+            kind = type(effects[0])
             if kind is PersistEntries:
-                pending.extend(effect.entries)
+                count = 1
+                while count < len(effects) and type(effects[count]) is PersistEntries:
+                    count += 1
+                storage.append([entry for effect in effects[:count] for entry in effect.entries])
+                del effects[:count]
                 continue
-            if pending:
-                storage.append(pending)
-                pending = []
+            effect = effects[0]
             if kind is PersistState:
                 storage.save_state(effect.epoch, effect.voted_for)
             elif kind is PersistTruncate:
@@ -89,8 +153,7 @@ class Executor:
             elif kind is InstallSnapshot:
                 snap = effect.snapshot
                 storage.save_snapshot(StoredSnapshot(snap.seq, snap.snap_epoch, tuple(snap.members), snap.data))
-        if pending:
-            storage.append(pending)
+            del effects[0]
 
     def _record(self, changes: list, notes: list) -> None:
         feed = self.feed
@@ -124,8 +187,13 @@ class Executor:
         elif kind is CompactStorage:
             try:
                 self.storage.compact(job.seq)
-            except ValueError as exc:  # the log is kept: wasteful, never unsafe
+            except (ValueError, OSError) as exc:  # the log is kept: wasteful, never unsafe
                 log.warning("compacting the log up to seq %d failed: %s", job.seq, exc)
             driver.persisted(self.storage.log_bytes())
         else:
             raise AssertionError(f"unknown work {job!r}")
+
+
+def errno_name(exc: OSError) -> str:
+    """``ENOSPC``, ``EROFS``, ... for the log and the driver's note."""
+    return errno.errorcode.get(exc.errno or 0, "error") if exc.errno else type(exc).__name__

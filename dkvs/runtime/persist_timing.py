@@ -77,6 +77,7 @@ class TimedStorage:
         self._slow_lock = threading.Lock()
         self._slow_since_event = 0
         self._last_slow_event = -SLOW_FSYNC_EVENT_INTERVAL_SECONDS
+        self._disk_full = False  # in a period of failed writes: one disk_full event for it
         for name in _TIMED:
             if hasattr(storage, name):
                 setattr(self, name, self._timed(name, getattr(storage, name)))
@@ -98,10 +99,13 @@ class TimedStorage:
             try:
                 result = call(*args, **kwargs)
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # One event per period of failures: the executor retries every few ticks.
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not self._disk_full:
                     self._event("disk_full", "warning", f"disk full: {name} failed ({exc.strerror})",
                                 operation=name, error=str(exc))
+                self._disk_full = True
                 raise
+            self._disk_full = False
             seconds = time.perf_counter() - started
             if getattr(storage, "fsync_count", 0) != before:
                 self.fsync_seconds.observe(seconds)

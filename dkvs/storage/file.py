@@ -5,6 +5,7 @@ Layout of DIR (``docs/storage.md`` has the byte-level format)::
     LOCK                                   flock'ed by the process that has the dir open
     state.json                             node id, epoch, vote; rewritten atomically
     cluster_id                             the cluster's id, one line; written once
+    manifest.json                          what was made durable (:mod:`.manifest`)
     log-<first seq>.seg ...                the log: CRC-framed entries (:mod:`.segments`)
     snapshot-<generation>-<seq>.snap       the newest snapshot (:mod:`.snapshot_file`)
     rollback/rollback-<time>-seq<a>-<b>.jsonl   entries discarded by divergence repair
@@ -37,13 +38,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from ..core.log import Entry
 from .atomic import fsync_dir, remove_temp_files
-from .base import Recovered, Storage, StoredSnapshot
+from .base import CorruptStorage, Recovered, Storage, StoredSnapshot
 from .cluster_file import read_cluster_id, write_cluster_id
-from .datadir import (ROLLBACK_DIR_NAME, DataDirLocked, lock_data_dir, read_state, write_rollback,
-                      write_state)
+from .datadir import (ROLLBACK_DIR_NAME, STATE_FILE_NAME, DataDirLocked, lock_data_dir, read_state,
+                      write_rollback, write_state)
+from .manifest import Manifest, check_recovered, check_state_file, read_manifest, write_manifest
 from .records import corruption, encode_entries
 from .segments import (SEGMENT_HEADER_BYTES, Segment, SegmentRead, create_segment, parse_segment_name,
                        read_segment)
@@ -52,6 +55,8 @@ from .snapshot_store import SnapshotStore
 __all__ = ["FileStorage", "DataDirLocked", "FSYNC_POLICIES", "DEFAULT_FSYNC_INTERVAL_SECONDS"]
 
 FSYNC_POLICIES = ("always", "batch", "never")
+# How often appends may refresh the manifest's durable seq (two fsyncs each time).
+MANIFEST_REFRESH_SECONDS = 1.0
 DEFAULT_FSYNC_INTERVAL_SECONDS = 0.1
 
 log = logging.getLogger("dkvs.storage")
@@ -93,6 +98,9 @@ class FileStorage(Storage):
         self._node_id: str | None = None
         self._epoch = 0
         self._voted_for: str | None = None
+        self._manifest = Manifest()
+        self._synced_seq = 0  # every seq up to it is fsynced (set under _lock)
+        self._recorded_at = 0.0
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if fsync == "batch":
@@ -117,15 +125,40 @@ class FileStorage(Storage):
         self._seal()
         for path in remove_temp_files(self.path) + remove_temp_files(self._rollback_dir()):
             log.info("removed %s, left over by an interrupted write", path)
+        manifest = read_manifest(self.path)
+        names = os.listdir(self.path)
+        has_data = any(parse_segment_name(name) is not None or name.startswith("snapshot-") for name in names)
+        check_state_file(self.path, manifest, STATE_FILE_NAME in names)
         self._node_id, self._epoch, self._voted_for = read_state(self.path)
         snapshot = self._snapshots.recover()
         self._base_seq = snapshot.seq if snapshot else 0
-        entries = self._recover_log()
+        if manifest is not None:  # the snapshot and the newest segment, before reading the log
+            check_recovered(self.path, manifest, self._base_seq, manifest.durable_seq, names)
+        torn: list[SegmentRead] = []
+        try:
+            entries = self._recover_log(torn)
+        except CorruptStorage as exc:
+            if manifest is None or self._base_seq >= manifest.snapshot_seq:
+                raise
+            raise CorruptStorage(f"the snapshot at seq {manifest.snapshot_seq} is missing or damaged, and "
+                                 f"the log does not make up for it: {exc}") from None
+        check_recovered(self.path, manifest, self._base_seq, self._last_seq)  # before any repair
+        for read in torn:
+            self._truncate_torn_tail(read)
+        if manifest is None and has_data:
+            log.warning("%s has no manifest (written by an older dkvs?): writing one now", self.path)
         self._loaded = True
+        self._manifest = manifest or Manifest()
+        self._dirty = True
+        self._sync_fd()  # what was read back may sit in the page cache only: fsync before recording it
+        try:
+            self._record(state=STATE_FILE_NAME in names)
+        except OSError as exc:  # a full disk must not stop the start: the old manifest is a lower bound
+            log.warning("%s: the manifest was not refreshed at start: %s", self.path, exc)
         return Recovered(self._node_id, self._epoch, self._voted_for, snapshot, entries,
                          read_cluster_id(self.path))
 
-    def _recover_log(self) -> list[Entry]:
+    def _recover_log(self, torn: list[SegmentRead]) -> list[Entry]:
         base = self._base_seq
         found = sorted((first, os.path.join(self.path, name)) for name in os.listdir(self.path)
                        if (first := parse_segment_name(name)) is not None)
@@ -142,7 +175,7 @@ class FileStorage(Storage):
                                           f"{segments[-1].last_seq}, this one starts at {first}")
             read = read_segment(path, first, is_last=i == len(found) - 1)
             if read.torn_offset is not None:
-                self._truncate_torn_tail(read)
+                torn.append(read)  # truncated by the caller once the manifest agrees
             segments.append(read.segment)
             entries.extend(entry for entry in read.entries if entry.seq > base)
         if not segments or segments[-1].last_seq <= base:
@@ -186,6 +219,19 @@ class FileStorage(Storage):
 
     def _write_state(self) -> None:
         self._count(write_state(self.path, self._node_id, self._epoch, self._voted_for))
+        if not self._manifest.state:
+            self._record(state=True)
+
+    def _record(self, durable_seq: int | None = None, state: bool | None = None) -> None:
+        """Rewrite the manifest (a lower bound: ``durable_seq`` defaults to the seq of
+        the last entry that is known durable, i.e. the current one after a seal)."""
+        manifest = Manifest(self._last_seq if durable_seq is None else durable_seq, self._base_seq,
+                            self._manifest.state if state is None else state,
+                            self._segments[-1].first_seq if self._segments else 0)
+        if manifest != self._manifest:
+            self._count(write_manifest(self.path, manifest))
+            self._manifest = manifest
+            self._recorded_at = time.monotonic()
 
     # -- the log ---------------------------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:
@@ -203,7 +249,17 @@ class FileStorage(Storage):
         self._last_seq = entries[-1].seq
         self._dirty = True
         if self.fsync_policy == "always":
-            self._sync_fd()
+            try:
+                self._sync_fd()
+            except OSError as exc:  # after a failed fsync the page cache cannot be trusted
+                self._failure = exc
+                raise
+        if self._synced_seq > self._manifest.durable_seq and \
+                time.monotonic() - self._recorded_at >= MANIFEST_REFRESH_SECONDS:
+            try:
+                self._record(durable_seq=min(self._synced_seq, self._last_seq))
+            except OSError as exc:  # the entries are written; the manifest stays a lower bound
+                log.debug("refreshing the manifest of %s failed: %s", self.path, exc)
 
     def _open_segment(self, first_seq: int) -> None:
         if self._segments and not self._segments[-1].ends and self._segments[-1].first_seq == first_seq:
@@ -212,6 +268,7 @@ class FileStorage(Storage):
             segment, fsyncs = create_segment(self.path, first_seq)
             self._count(fsyncs)
             self._segments.append(segment)
+        self._record()  # names the new newest segment: its loss is never silent
         self._set_fd(os.open(segment.path, os.O_WRONLY | os.O_APPEND))
 
     def _write_all(self, data: bytes, start: int) -> None:
@@ -240,6 +297,9 @@ class FileStorage(Storage):
         doomed = []
         while self._segments and self._segments[-1].first_seq > seq:
             doomed.append(self._segments.pop().path)
+        self._synced_seq = min(self._synced_seq, seq)
+        # First: the manifest must never promise the dropped entries or name a dropped file.
+        self._record(durable_seq=min(self._manifest.durable_seq, seq))
         self._remove(doomed)
         if self._segments:
             segment = self._segments[-1]
@@ -272,6 +332,7 @@ class FileStorage(Storage):
         self._segments = keep
         with self._snapshots.lock:
             self._base_seq = seq
+        self._record()
         self._remove(doomed)
 
     def load_snapshot(self) -> StoredSnapshot | None:
@@ -312,6 +373,7 @@ class FileStorage(Storage):
         self._segments = keep
         with self._snapshots.lock:
             self._base_seq = seq
+        self._record()
         self._remove(doomed)
 
     def snapshot_reader(self):
@@ -359,7 +421,9 @@ class FileStorage(Storage):
         with self._lock:
             if self._fd is not None and self._dirty:
                 self._dirty = False
+                seq = self._last_seq  # appends write before they move it: a lower bound
                 _fdatasync(self._fd)
+                self._synced_seq = seq
                 self._count(1)
 
     def _seal(self) -> None:
@@ -373,6 +437,7 @@ class FileStorage(Storage):
                     self._dirty = False
                     _fdatasync(fd)
                     self._count(1)
+                self._synced_seq = self._last_seq
             finally:
                 os.close(fd)
 
