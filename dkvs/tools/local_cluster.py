@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -176,10 +177,14 @@ class LocalCluster:
 
 
 def http_call(url: str, method: str, path: str, body: bytes | None = None, timeout: float = 2.0,
-              headers: dict | None = None) -> tuple[int, dict]:
-    """One request on a fresh connection; returns (status, JSON body). Raises OSError."""
+              headers: dict | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict]:
+    """One request on a fresh connection (HTTPS for ``https://`` URLs, verified with
+    ``context``); returns (status, JSON body). Raises OSError."""
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -8,14 +8,13 @@ kept). Also one-request HTTPS helpers that verify against that CA.
 
 from __future__ import annotations
 
-import http.client
-import json
 import shutil
 import ssl
 import subprocess
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+
+from .local_cluster import http_call
 
 __all__ = ["TestCA", "make_ca", "openssl_available", "https_call"]
 
@@ -69,20 +68,4 @@ def make_ca(directory: str | Path) -> TestCA:
 def https_call(url: str, method: str, path: str, body: bytes | None = None, *, context: ssl.SSLContext | None,
                timeout: float = 3.0, headers: dict | None = None) -> tuple[int, dict]:
     """One request on a fresh connection (HTTPS for https URLs); (status, JSON body). Raises OSError."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        data = response.read()
-        try:
-            return response.status, json.loads(data or b"{}")
-        except ValueError:
-            return response.status, {"raw": data.decode(errors="replace")}
-    except http.client.HTTPException as exc:
-        raise OSError(str(exc)) from exc
-    finally:
-        conn.close()
+    return http_call(url, method, path, body, timeout=timeout, headers=headers, context=context)
