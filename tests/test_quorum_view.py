@@ -41,3 +41,14 @@ def test_a_stale_master_report_does_not_count():
     node = _member_of_three(now=30)
     node.master_id, node.last_master_contact = "b", 2  # heard long ago; its view said all alive
     assert reachable_members(node, {}) == {"a"}
+
+
+def test_right_after_the_master_went_silent_it_is_an_election_not_a_lost_majority():
+    # Regression (transfer_bench, SIGKILL round): slaves do not hear each other while a
+    # master lives, so one election timeout after the master's death a slave had heard
+    # only itself and told clients "no majority", who then gave up at once.
+    node = _member_of_three(now=30)
+    node.master_id, node.last_master_contact = "b", 18  # silent for more than one timeout
+    assert quorum_view(node, heard={})["reason"] == "election in progress"
+    node.now = 40  # two timeouts: the survivors' pre-votes would have been heard by now
+    assert quorum_view(node, heard={})["reason"].startswith("no majority")

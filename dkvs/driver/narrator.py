@@ -156,7 +156,12 @@ def quorum_view(node, heard: dict[str, int] | None = None) -> dict:
     reachable = min(reachable, members) if members else reachable
     needed = majority(members) if members else 1
     view = {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}
-    if view["ok"] or node.now < node.config.election_ticks:
+    # Slaves do not hear each other while a master lives: for two election timeouts after
+    # the master went silent (time for every survivor's pre-vote round to be heard) a
+    # short count means "not heard yet", not "gone" — an election, not a lost majority.
+    window = 2 * node.config.election_ticks
+    recent_master = node.last_master_contact is not None and node.now - node.last_master_contact < window
+    if view["ok"] or node.now < node.config.election_ticks or recent_master:
         view["reason"] = "election in progress"
     else:
         view["reason"] = f"no majority: {reachable} of {members} members reachable, {needed} needed"
