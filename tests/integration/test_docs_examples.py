@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dkvs.client import cli as client_cli
 from dkvs.cli import build_parser, resolve
 
 from .procs import ProcessGroup, request, status, wait_until
@@ -130,9 +131,21 @@ def test_documented_command_lines_parse(doc):
     commands = 0
     for _, code in blocks(doc, "sh"):
         for line in code.splitlines():
-            words = shlex.split(line, comments=True)
-            if words[:3] == ["python3", "-m", "dkvs"]:
-                resolve(build_parser().parse_args(words[3:]), {})  # raises on a bad flag
+            words_of_line = shlex.split(line, comments=True)
+            parts, part = [], []
+            for word in words_of_line + ["&&"]:  # a line may chain commands with && or ;
+                if word in ("&&", ";"):
+                    parts.append(part)
+                    part = []
+                else:
+                    part.append(word)
+            for words in parts:
+                if words[:3] != ["python3", "-m", "dkvs"]:
+                    continue
+                if words[3:4] and words[3] in client_cli.COMMANDS:  # the command-line client
+                    client_cli._parser().parse_args(words[3:])  # raises on a bad argument
+                else:  # starting a node
+                    resolve(build_parser().parse_args(words[3:]), {})  # raises on a bad flag
                 commands += 1
     assert commands or doc == "docs/security.md"
 
