@@ -56,7 +56,3 @@ class InFlight:
         """A role change: no request on the wire is current any more (ids keep counting)."""
         self._current.clear()
         self._tracked.clear()
-
-    def forget(self, peer: str) -> None:
-        """``peer`` left the cluster (or this node stopped leading): nothing is current."""
-        self._current.pop(peer, None)
