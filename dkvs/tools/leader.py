@@ -21,9 +21,7 @@ import math
 import sys
 import urllib.parse
 
-from ..runtime.startup import StartupError
-from .local_cluster import http_call
-from .members import _credentials  # one way to read operator credentials, shared with members
+from .operator import add_credential_flags, credentials, find_master, post_to_master, run_command
 
 __all__ = ["main"]
 
@@ -38,28 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                    help=f"seconds the master waits for the target before it takes writes again "
                    f"(default {DEFAULT_TIMEOUT_SECONDS:g})")
-    p.add_argument("--token-file", help="file holding an admin token [DKVS_TOKEN holds the token itself]")
-    p.add_argument("--cluster-secret-file", help="the cluster secret, to sign the request "
-                   "[DKVS_CLUSTER_SECRET_FILE]")
+    add_credential_flags(p)
     return p
 
 
 def _run(args) -> str:
-    headers, signer = _credentials(args)
-    code, status = http_call(args.url, "GET", "/status", timeout=args.timeout, headers=headers)
-    if code != 200:
-        raise RuntimeError(f"{args.url}/status answered {code}: {status.get('message', status)}")
-    master = status.get("master") or {}
+    headers, signer = credentials(args)
+    _, master = find_master(args.url, headers, args.timeout)
     if not master.get("url"):
         raise RuntimeError("no master is known right now; retry once one is elected")
     query = urllib.parse.urlencode({"timeout": f"{args.timeout:g}", **({"to": args.to} if args.to else {})})
-    path = f"/internal/transfer?{query}"
-    signed = signer.headers("POST", path, b"", to=master["id"])
-    code, answer = http_call(master["url"], "POST", path, b"", timeout=args.timeout + 10,
-                             headers={**headers, **signed})
-    if code != 200:
-        raise RuntimeError(f"the master refused: {code} {answer.get('message', answer)}")
-    return json.dumps(answer)
+    return json.dumps(post_to_master(master, f"/internal/transfer?{query}", headers, signer, args.timeout + 10))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,15 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (math.isfinite(args.timeout) and 0 < args.timeout <= 60):
         print("leader: error: --timeout must be a number of seconds in (0, 60]", file=sys.stderr)
         return 2
-    try:
-        print(_run(args))
-    except StartupError as exc:
-        print(f"leader: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as exc:
-        print(f"leader: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("leader", lambda: _run(args))
 
 
 if __name__ == "__main__":

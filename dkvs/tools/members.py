@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.parse
 
-from ..runtime.startup import StartupError, read_secret_file
-from ..transport.auth import Signer
-from .local_cluster import http_call
+from .operator import add_credential_flags, credentials, find_master, post_to_master, run_command
 
 __all__ = ["main"]
 
 TIMEOUT_SECONDS = 15.0
-OPERATOR_ID = "operator"  # the signed sender of an operator's request (not a member)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,43 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="any node of the cluster")
     p.add_argument("id", nargs="?", help="with remove: the member to remove")
     p.add_argument("--force", action="store_true", help="remove the member even though it is alive")
-    p.add_argument("--token-file", help="file holding an admin token [DKVS_TOKEN holds the token itself]")
-    p.add_argument("--cluster-secret-file", help="the cluster secret, to sign the request "
-                   "[DKVS_CLUSTER_SECRET_FILE]")
+    add_credential_flags(p)
     return p
 
 
-def _credentials(args) -> tuple[dict, Signer]:
-    token = os.environ.get("DKVS_TOKEN", "")
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as file:
-                token = file.read().strip()
-        except OSError as exc:
-            raise StartupError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from None
-    secret_file = args.cluster_secret_file or os.environ.get("DKVS_CLUSTER_SECRET_FILE")
-    signer = Signer(read_secret_file(secret_file) if secret_file else None, node_id=OPERATOR_ID)
-    return ({"Authorization": f"Bearer {token}"} if token else {}), signer
-
-
 def _run(args) -> str:
-    headers, signer = _credentials(args)
-    code, status = http_call(args.url, "GET", "/status", timeout=TIMEOUT_SECONDS, headers=headers)
-    if code != 200:
-        raise RuntimeError(f"{args.url}/status answered {code}: {status.get('message', status)}")
+    headers, signer = credentials(args)
+    status, master = find_master(args.url, headers, TIMEOUT_SECONDS)
     if args.command == "list":
         return json.dumps([{k: m.get(k) for k in ("id", "url", "role", "alive")} for m in status["members"]])
-    master = status.get("master") or {}
     if not master.get("url"):
         raise RuntimeError("no master is known: a member can be removed only while a majority is alive "
                            "(see docs/operations.md)")
     query = urllib.parse.urlencode({"id": args.id, **({"force": "true"} if args.force else {})})
-    path = f"/internal/remove?{query}"
-    signed = signer.headers("POST", path, b"", to=master["id"])
-    code, answer = http_call(master["url"], "POST", path, b"", timeout=TIMEOUT_SECONDS,
-                             headers={**headers, **signed})
-    if code != 200:
-        raise RuntimeError(f"the master refused: {code} {answer.get('message', answer)}")
+    post_to_master(master, f"/internal/remove?{query}", headers, signer, TIMEOUT_SECONDS)
     return f"removed {args.id}"
 
 
@@ -81,15 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "remove" and not args.id:
         print("members: error: remove needs the id of the member", file=sys.stderr)
         return 2
-    try:
-        print(_run(args))
-    except StartupError as exc:
-        print(f"members: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as exc:
-        print(f"members: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("members", lambda: _run(args))
 
 
 if __name__ == "__main__":
