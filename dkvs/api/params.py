@@ -194,13 +194,16 @@ def _parse_timeout(raw: str | None, limits: Limits) -> float:
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
-def _parse_consistent(raw: str | None, limits: Limits) -> bool:
-    if raw is None:
-        return False
-    try:
-        return _BOOLEANS[raw.lower()]
-    except KeyError:
-        raise _bad("consistent", f"consistent must be true, false, 1 or 0; got {_echo(raw)}") from None
+def _parse_boolean(name: str):
+    """A parser for the boolean parameter ``name`` (absent: false)."""
+    def parse(raw: str | None, limits: Limits) -> bool:
+        if raw is None:
+            return False
+        try:
+            return _BOOLEANS[raw.lower()]
+        except KeyError:
+            raise _bad(name, f"{name} must be true, false, 1 or 0; got {_echo(raw)}") from None
+    return parse
 
 
 def _default_list_limit(limits: Limits) -> int:
@@ -251,7 +254,7 @@ CONSISTENT = Param(
     "consistent", "query",
     "true: linearizable read, served by the master after it confirms it still leads "
     "(a slave forwards it). false: this node's own, possibly stale, state.",
-    _parse_consistent, lambda limits: {"type": "string", "enum": ["true", "false", "1", "0"],
+    _parse_boolean("consistent"), lambda limits: {"type": "string", "enum": ["true", "false", "1", "0"],
                                        "default": "false"})
 
 PREFIX = Param(
@@ -309,14 +312,6 @@ IF_SEQ = Param(
     _parse_seq("if_seq", None), lambda limits: {"type": "integer", "minimum": 0})
 
 
-def _parse_all(raw: str | None, limits: Limits) -> bool:
-    if raw is None:
-        return False
-    try:
-        return _BOOLEANS[raw.lower()]
-    except KeyError:
-        raise _bad("all", f"all must be true, false, 1 or 0; got {_echo(raw)}") from None
-
 
 def _parse_delete_prefix(raw: str | None, limits: Limits) -> str:
     prefix = raw or ""
@@ -332,7 +327,7 @@ DELETE_PREFIX = Param(
 
 ALL = Param(
     "all", "query", "true: delete every key (only without prefix).",
-    _parse_all, lambda limits: {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"})
+    _parse_boolean("all"), lambda limits: {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"})
 
 
 MAX_TTL_SECONDS = 30 * 24 * 3600.0  # a month: longer is a mistake (a key meant to live forever needs no lease)
