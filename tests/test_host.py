@@ -13,19 +13,7 @@ from dkvs.driver import NodeDriver
 from dkvs.runtime.host import NodeHost
 from dkvs.storage.memory import MemoryStorage
 
-
-class NullTransport:
-    def start(self, deliver, unreachable) -> None:
-        pass
-
-    def set_peers(self, peers) -> None:
-        pass
-
-    def send(self, to, message, send_id=0) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+from null_transport import NullTransport
 
 
 def two_node_master_host(tick_seconds: float) -> NodeHost:

@@ -24,20 +24,7 @@ from dkvs.runtime.host import NodeHost
 from dkvs.runtime.recovery import restore_node
 from dkvs.storage import FileStorage
 
-
-
-class NullTransport:
-    def start(self, deliver, unreachable) -> None:
-        pass
-
-    def set_peers(self, peers) -> None:
-        pass
-
-    def send(self, to, message, send_id=0) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+from null_transport import NullTransport
 
 
 class _Recorded(list):
