@@ -133,14 +133,8 @@ class HttpTransport(Transport):
             conn.connect()
         conn.sock.settimeout(SNAPSHOT_TIMEOUT_SECONDS if last else SNAPSHOT_CHUNK_TIMEOUT_SECONDS)
         target = f"{SNAPSHOT_PATH}?{query}"  # signed whole: the query carries the chunk's place
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk))}
-        headers.update(self.signer.headers("POST", target, chunk, to=to))  # without a secret: the cluster id
-        conn.request("POST", target, body=chunk, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise OSError(f"{SNAPSHOT_PATH} answered {response.status}: {data[:200]!r}")
-        return codec.decode_snapshot_answer(data)
+        return codec.decode_snapshot_answer(self._exchange(conn, target, chunk, len(chunk), to,
+                                                           "application/octet-stream"))
 
     def close(self) -> None:
         with self._lock:
@@ -161,14 +155,20 @@ class HttpTransport(Transport):
     # -- used by the sender threads ----------------------------------------------------------------
     def _post(self, conn: http.client.HTTPConnection, path: str, body, length: int,
               target: str = "") -> list[Message]:
-        headers = {"Content-Type": "application/json", "Content-Length": str(length)}
-        headers.update(self.signer.headers("POST", path, body, to=target))  # without a secret: the cluster id
+        return codec.decode_many(self._exchange(conn, path, body, length, target, "application/json"))
+
+    def _exchange(self, conn: http.client.HTTPConnection, path: str, body, length: int, to: str,
+                  content_type: str) -> bytes:
+        """One signed POST (without a secret: only the cluster id header); the answer's body,
+        or OSError for any status but 200."""
+        headers = {"Content-Type": content_type, "Content-Length": str(length)}
+        headers.update(self.signer.headers("POST", path, body, to=to))
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
         if response.status != 200:
-            raise OSError(f"{path} answered {response.status}: {data[:200]!r}")
-        return codec.decode_many(data)
+            raise OSError(f"{path.split('?', 1)[0]} answered {response.status}: {data[:200]!r}")
+        return data
 
 
 class _PeerSender:
