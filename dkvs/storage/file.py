@@ -323,17 +323,10 @@ class FileStorage(Storage):
         seq = snapshot.seq
         self._snapshots.install(snapshot)
         self._seal()
-        if self._last_seq > seq and self._base_seq <= seq:  # the log continues the snapshot
-            keep = [segment for segment in self._segments if segment.last_seq > seq]
-        else:
-            keep = []
+        continues = self._last_seq > seq and self._base_seq <= seq  # the log continues the snapshot
+        if not continues:
             self._last_seq = seq
-        doomed = [segment.path for segment in self._segments if segment not in keep]
-        self._segments = keep
-        with self._snapshots.lock:
-            self._base_seq = seq
-        self._record()
-        self._remove(doomed)
+        self._drop_log_through(seq, keep_tail=continues)
 
     def load_snapshot(self) -> StoredSnapshot | None:
         self._check_loaded()
@@ -368,7 +361,12 @@ class FileStorage(Storage):
             raise ValueError(f"cannot compact to {seq}: the snapshot is at {covered}, "
                              f"the log ends at {self._last_seq}")
         self._seal()
-        keep = [segment for segment in self._segments if segment.last_seq > seq]
+        self._drop_log_through(seq, keep_tail=True)
+
+    def _drop_log_through(self, seq: int, keep_tail: bool) -> None:
+        """The log now starts after ``seq`` (a durable snapshot covers it): unlink the sealed
+        segments it covers — every segment unless ``keep_tail`` — after the manifest says so."""
+        keep = [segment for segment in self._segments if segment.last_seq > seq] if keep_tail else []
         doomed = [segment.path for segment in self._segments if segment not in keep]
         self._segments = keep
         with self._snapshots.lock:
