@@ -311,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     # node never outlives them, even when they are killed before they can clean up.
     parent = os.getppid() if os.environ.get("DKVS_EXIT_WITH_PARENT") == "1" else None
     while not stop.wait(0.5):
-        if not node.host.running:
-            logging.getLogger("dkvs").critical("the node stopped working; exiting")
+        if not node.running:
             node.stop()
+            if node.rejoin.refusal:  # already logged: it must not serve apart from its cluster
+                return EXIT_USAGE
+            logging.getLogger("dkvs").critical("the node stopped working; exiting")
             return 1
         if parent is not None and os.getppid() != parent:
             logging.getLogger("dkvs").warning("the process that started this node is gone; exiting")

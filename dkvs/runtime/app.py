@@ -37,7 +37,8 @@ from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
 from .handover import transfer_leader
 from .host import NodeHost
-from .identity import ClusterIdentity
+from .fresh_rejoin import FreshRejoin
+from .identity import ClusterIdentity, UrlSigner
 from .snapshots import SnapshotWorker
 from .recovery import restore_node
 from .service import NodeService
@@ -89,7 +90,8 @@ class DkvsNode:
     def __init__(self, settings: Settings) -> None:
         validate_settings(settings)
         self.settings = settings
-        self.signer = Signer(settings.cluster_secret)
+        self.signer: Signer = UrlSigner(settings.cluster_secret)
+        self.rejoin = FreshRejoin(self)  # a fresh node at its old cluster's address rejoins it
         self.auth = load_auth_file(settings.auth_file)
         self.tls_context, peer_tls = load_tls(settings)
         if self.tls_context is not None:
@@ -127,7 +129,9 @@ class DkvsNode:
             self.storage.save_node_id(self.node_id)
         self.signer.bind(self.node_id)
         has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
-        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id, fresh=not has_state)
+        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id, fresh=not has_state,
+                                        on_foreign=self.rejoin.notice)
+        self.rejoin.armed = not has_state and not s.join and s.port != 0
         service = NodeService(s.limits, self.signer, SnapshotAssembler(directory=s.data_dir or None))
         self.service = service
         service.identity = self.identity
@@ -144,6 +148,7 @@ class DkvsNode:
         self.server.auth = self.auth
         self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
+        self.signer.url = self.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
         initial = []
@@ -221,6 +226,11 @@ class DkvsNode:
         deadline = time.monotonic() + timeout
         while self.host.node.master_id is None and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    @property
+    def running(self) -> bool:
+        """Serving, or restarting to rejoin its cluster (:mod:`dkvs.runtime.fresh_rejoin`)."""
+        return self.rejoin.restarting or (self.host is not None and self.host.running)
 
     def reload_auth(self) -> bool:
         """Re-read ``--auth-file`` (SIGHUP); a bad file keeps the tokens in force."""
