@@ -175,17 +175,19 @@ class DkvsNode:
         if not self.auth.enabled:
             log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
         peers = [url for member, url in node.members.items() if member != self.node_id]
+        # A data dir with state but no cluster id joins only a cluster it shares a member with.
+        known = peers if has_state and self.identity.cluster_id is None else None
         if s.join:
             try:
                 urls = join_targets(self._join_urls(), self.url, peers)
-                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout)
+                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout, known)
                 self._adopt_from(answer)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         elif has_state and peers:
-            self._rejoin_in_background(peers)
+            self._rejoin_in_background(peers, known)
         return self
 
     def _join_urls(self) -> list[str]:
@@ -195,7 +197,7 @@ class DkvsNode:
             return urls
         return ["https://" + url[len("http://"):] if url.startswith("http://") else url for url in urls]
 
-    def _rejoin_in_background(self, peers: list[str]) -> None:
+    def _rejoin_in_background(self, peers: list[str], known: list[str] | None) -> None:
         """A restart without ``--join``: take our place back through the members we knew.
 
         A node stopped with SIGTERM left the member list, so no master sends to it any
@@ -204,7 +206,8 @@ class DkvsNode:
         members elect a master among themselves and the join simply finds one later."""
         def run() -> None:
             try:
-                self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout))
+                self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout,
+                                          known))
             except StartupError as exc:
                 log.warning("could not rejoin through the members in the data dir: %s", exc)
         threading.Thread(target=run, name="dkvs-rejoin", daemon=True).start()

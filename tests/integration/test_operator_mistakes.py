@@ -158,6 +158,21 @@ def test_joining_with_the_data_dir_of_another_clusters_member_is_refused(cluster
     assert cluster_view(cluster) == before
 
 
+def test_joining_with_a_standalone_data_dir_older_than_cluster_ids_is_refused(cluster, procs, tmp_path):
+    # No cluster_id file to compare: it used to adopt the cluster's id, crash on the first
+    # append ("would truncate committed entries") and leave a dead extra member behind.
+    data = tmp_path / "old"
+    alone = procs.start("--data-dir", str(data))
+    for i in range(5):
+        assert put(alone.url, f"mine{i}", "v")[0] == 200
+    assert alone.terminate() == 0
+    (data / "cluster_id").unlink()
+    before = cluster_view(cluster)
+    line = refused_with("--port", "0", "--data-dir", str(data), "--join", cluster[0].url)
+    assert "made before cluster ids" in line and "none but itself" in line and "empty --data-dir" in line
+    assert cluster_view(cluster) == before
+
+
 def test_joining_with_the_id_of_a_live_member_is_refused(cluster):
     before = cluster_view(cluster)
     line = refused_with("--port", "0", "--id", cluster[1].id, "--join", cluster[0].url)
@@ -230,3 +245,10 @@ def test_a_member_restarted_with_its_data_dir_and_no_join_takes_its_place_back(p
     assert again.id == nodes[2].id
     procs.wait_formed([nodes[0], nodes[1], again])
     assert cluster_view(nodes[:2]) == before
+    # The same with --join and a data dir older than cluster ids: it shares members, it joins.
+    port = nodes[1].port
+    nodes[1].kill()
+    (tmp_path / "n1" / "cluster_id").unlink()
+    old = procs.start("--data-dir", dirs[1], "--join", again.url, port=port)
+    procs.wait_formed([nodes[0], old, again])
+    assert cluster_view([nodes[0], old, again]) == before
