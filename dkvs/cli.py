@@ -163,6 +163,9 @@ FLAGS: tuple[Flag, ...] = (
          "send 'Authorization: Bearer TOKEN'; re-read on SIGHUP (docs/security.md)", metavar="PATH"),
     Flag("--insecure", _boolean, False, "allow listening beyond loopback without a cluster secret",
          switch=True),
+    Flag("--rebuild", _boolean, False, "with --data-dir and --join: if the data dir is damaged, move its "
+         "files aside (DIR/damaged-TIME/) and rejoin the cluster as a new member, resynced from it",
+         switch=True),
     Flag("--fsync", _choice(FSYNC_MODES), "batch", "with --data-dir: fsync every write (always), every "
          "--fsync-interval (batch), or never", metavar="{" + ",".join(FSYNC_MODES) + "}"),
     Flag("--fsync-interval", _seconds, 0.1, "seconds between fsyncs with --fsync batch", metavar="S"),
@@ -264,7 +267,7 @@ def settings_from_values(v: dict):
                     nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
                     max_connections=v["max_connections"], request_timeout=v["request_timeout"],
                     idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
-                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"])
+                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"])
 
 
 def _fail(message: str) -> int:

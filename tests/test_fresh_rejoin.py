@@ -171,3 +171,27 @@ def test_an_old_data_dir_of_another_cluster_is_refused_before_the_join(cluster_i
     with pytest.raises(StartupError, match="made before cluster ids"):
         startup.join_any(["http://10.0.0.9:1"], "n1", "http://10.0.0.5:1", UrlSigner(None), 5.0, known=known)
     assert joined == []
+
+
+# --- --rebuild: the damaged files aside, the former id named ---------------------------------
+
+def test_a_rebuild_moves_everything_but_the_lock_and_the_cluster_id_aside(tmp_path, caplog):
+    import datetime
+
+    from dkvs.runtime.recovery import former_id, move_damaged_aside, warn_if_left_behind
+    from dkvs.storage.datadir import write_state
+    for name in ("LOCK", "cluster_id", "manifest.json", "log-00000000000000000001.seg"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "rollback").mkdir()
+    write_state(str(tmp_path), "old-id", 7, "old-id")
+    aside = move_damaged_aside(str(tmp_path), datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LOCK", "cluster_id", "damaged-20260102T000000.000000Z",
+                                                          "rollback"]
+    assert sorted(p.name for p in (tmp_path / aside).iterdir()) == ["log-00000000000000000001.seg",
+                                                                   "manifest.json", "state.json"]
+    assert former_id(aside) == "old-id"
+    with caplog.at_level(logging.WARNING, "dkvs"):
+        warn_if_left_behind("old-id", {"members": {"new": "http://b:2"}})
+        assert caplog.text == ""
+        warn_if_left_behind("old-id", {"members": {"old-id": "http://a:1", "new": "http://b:2"}})
+    assert "former id old-id is still a member at http://a:1" in caplog.text

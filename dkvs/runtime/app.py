@@ -40,7 +40,7 @@ from .host import NodeHost
 from .fresh_rejoin import FreshRejoin
 from .identity import ClusterIdentity, UrlSigner
 from .snapshots import SnapshotWorker
-from .recovery import restore_node
+from .recovery import former_id, move_damaged_aside, restore_node, warn_if_left_behind
 from .service import NodeService
 from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, join_targets, listen_error,
                       load_auth_file, load_tls, parse_join_urls, validate_settings)
@@ -82,6 +82,7 @@ class Settings:
     tls_key: str | None = None
     tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
     tls_client_auth: str = "none"  # none | optional | required
+    rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)
 
 
 class DkvsNode:
@@ -92,6 +93,7 @@ class DkvsNode:
         self.settings = settings
         self.signer: Signer = UrlSigner(settings.cluster_secret)
         self.rejoin = FreshRejoin(self)  # a fresh node at its old cluster's address rejoins it
+        self._former_id: str | None = None  # the id of a data dir rebuilt with --rebuild
         self.auth = load_auth_file(settings.auth_file)
         self.tls_context, peer_tls = load_tls(settings)
         if self.tls_context is not None:
@@ -120,7 +122,9 @@ class DkvsNode:
             recovered = self.storage.load()
         except CorruptStorage as exc:  # the message names the file and the way out
             self.storage.close()
-            raise StartupError(str(exc)) from None
+            if not s.rebuild:
+                raise StartupError(f"{exc} (--rebuild with --join does that, keeping the files aside)") from None
+            recovered = self._rebuild(exc)
         if s.node_id and recovered.node_id and s.node_id != recovered.node_id:
             self.storage.close()
             raise StartupError(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
@@ -182,6 +186,7 @@ class DkvsNode:
                 urls = join_targets(self._join_urls(), self.url, peers)
                 answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout, known)
                 self._adopt_from(answer)
+                warn_if_left_behind(self._former_id, answer)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
@@ -189,6 +194,19 @@ class DkvsNode:
         elif has_state and peers:
             self._rejoin_in_background(peers, known)
         return self
+
+    def _rebuild(self, damage: CorruptStorage):
+        """``--rebuild``: keep the damaged files aside, start empty, rejoin as a new member
+        id (why a new id: :mod:`dkvs.runtime.recovery`)."""
+        try:
+            self.storage = self._open_storage()  # holds the data dir's lock while files move
+        except DataDirLocked as exc:
+            raise StartupError(str(exc)) from None
+        aside = move_damaged_aside(self.settings.data_dir)
+        self._former_id = former_id(aside)
+        log.warning("rebuilding from the cluster as a new member: the data dir is damaged (%s); its files "
+                    "are kept in %s", str(damage).split(". ")[0], aside)
+        return self.storage.load()
 
     def _join_urls(self) -> list[str]:
         """--join's URLs; with TLS, a scheme-less host:port means https://."""

@@ -216,6 +216,9 @@ def validate_settings(s) -> None:
         raise StartupError(f"--fsync {s.fsync!r} must be one of {', '.join(FSYNC_MODES)}")
     if s.join:
         parse_join_urls(s.join)
+    if getattr(s, "rebuild", False) and (not (s.data_dir and s.join) or s.node_id):
+        raise StartupError("--rebuild needs --data-dir and --join (the cluster to rebuild from), and no --id: "
+                           "it rejoins as a new member (dkvs.runtime.recovery)")
     check_listen_address(s.host, bool(s.cluster_secret), s.insecure)
     if s.data_dir:
         check_data_dir(s.data_dir)

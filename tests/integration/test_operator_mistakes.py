@@ -291,3 +291,36 @@ def test_a_member_restarted_with_its_data_dir_and_no_join_takes_its_place_back(p
     old = procs.start("--data-dir", dirs[1], "--join", again.url, *STEADY, port=port)
     procs.wait_formed([nodes[0], old, again])
     assert cluster_view([nodes[0], old, again]) == before
+
+
+# --- a damaged member rebuilt from the cluster (--rebuild) -----------------------------------
+
+def test_a_damaged_member_refuses_then_rebuilds_from_the_cluster_as_a_new_member(procs, tmp_path):
+    dirs = [tmp_path / f"n{i}" for i in range(3)]
+    first = procs.start("--data-dir", str(dirs[0]), *STEADY)
+    nodes = [first] + [procs.start("--join", first.url, "--data-dir", str(d), "--fsync", "always", *STEADY)
+                       for d in dirs[1:]]
+    procs.wait_formed(nodes)
+    for i in range(20):
+        assert put(first.url, f"k{i}", f"v{i}", acks="all")[0] == 200
+    members, epoch = cluster_view(nodes)
+    damaged = nodes[2]
+    damaged.kill()
+    (dirs[2] / "state.json").unlink()  # its vote and epoch: it must not vote as itself again
+    line = refused_with("--port", "0", "--data-dir", str(dirs[2]))
+    assert "state file is missing" in line and "--rebuild" in line
+    assert "--rebuild needs --data-dir and --join" in refused_with("--port", "0", "--data-dir", str(dirs[2]),
+                                                                   "--rebuild")
+    again = procs.start("--data-dir", str(dirs[2]), "--rebuild", "--join", first.url, *STEADY, port=damaged.port)
+    assert again.id != damaged.id
+    expected = sorted([m for m in members if m[0] != damaged.id] + [(again.id, damaged.url)])
+    wait_until(lambda: cluster_view(nodes[:2])[0] == expected, what="the rebuilt member in the old place")
+    assert cluster_view(nodes[:2])[1] == epoch
+    wait_until(lambda: all(get(again.url, f"k{i}")[1].get("value") == f"v{i}" for i in range(20)),
+               what="every acknowledged write on the rebuilt member")
+    aside = [p for p in dirs[2].iterdir() if p.name.startswith("damaged-")]
+    assert len(aside) == 1 and any(p.name.startswith("log-") for p in aside[0].iterdir())
+    # Restarted again, the rebuilt data dir is whole: it resumes as the new member.
+    assert again.terminate() == 0
+    resumed = procs.start("--data-dir", str(dirs[2]), "--rebuild", "--join", first.url, *STEADY, port=damaged.port)
+    assert resumed.id == again.id
