@@ -212,7 +212,7 @@ def test_a_crashed_in_memory_member_restarted_with_its_command_line_takes_its_pl
     wait_until(lambda: cluster_view(cluster[:2])[0] == expected, what="the new id in the old place")
     assert cluster_view(cluster[:2])[1] == before_epoch
     cluster[2] = again
-    assert get(again.url, "existing")[0] == 200
+    wait_until(lambda: get(again.url, "existing")[0] == 200, what="the data on the new node")
 
 
 # --- restarts: the first node (in memory, or with a wiped data dir), a member's data dir ------
