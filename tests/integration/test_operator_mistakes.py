@@ -8,6 +8,12 @@ member) and the same epoch (no election it caused), read from the master before 
 after (:func:`cluster_view`). Mistakes the cluster recovers from (the in-memory restart of
 the first node) must end with the old place taken back, nothing extra, the data visible.
 
+The rest of the issue's list is not an operator mistake and has its own tests: a full
+disk (``tests/test_disk_full.py``), twelve kinds of data-dir damage
+(``tests/test_data_dir_damage.py``), a lost majority (``test_quorum_visible``), the slave
+restarted per the README (``test_restart_rejoin``), the docs' examples
+(``test_docs_examples``).
+
 Cases that need no cluster run ``python -m dkvs`` alone; the cluster cases share one
 in-memory cluster (:func:`cluster`) where the mistake does not disturb it. Clusters run
 with a long election timeout (:data:`STEADY`) so that a loaded machine does not hold
