@@ -80,9 +80,9 @@ class ClusterIdentity:
 
     def __init__(self, storage, signer: Signer, cluster_id: str | None, *, fresh: bool = True,
                  on_foreign: Callable[[str, str | None], None] | None = None) -> None:
-        self._fresh = fresh
+        self._fresh = fresh  # an empty data dir: adopting an id is joining, not news
         # Told (theirs, sender_url or None) on every refused foreign request; must be cheap.
-        self.on_foreign = on_foreign  # an empty data dir: adopting an id is joining, not news
+        self.on_foreign = on_foreign
         self._storage = storage
         self._signer = signer
         self._lock = threading.Lock()
