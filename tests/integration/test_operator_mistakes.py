@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -249,11 +250,14 @@ def test_restarting_the_first_node_in_memory_with_its_command_line_rejoins(procs
     first, others = _first_node_killed(procs, None, *common, credentials=common)
     members, epoch = cluster_view(others)
     assert (first.id, first.url) in members  # dead, as after any crash
+    started = time.monotonic()
     again = procs.start(*STEADY, *common, port=first.port)  # the original command line: no --join
     assert again.id != first.id  # an in-memory node gets a new id ...
     # ... and takes its old place: the dead predecessor is replaced, nothing extra is left.
     expected = sorted([(again.id, first.url)] + [(n.id, n.url) for n in others])
     wait_until(lambda: cluster_view(others)[0] == expected, what="the restarted node in its old place")
+    print(f"restarted first node back in its place {time.monotonic() - started:.2f} s after start "
+          f"(load {os.getloadavg()[0]:.2f})")
     assert cluster_view(others)[1] == epoch  # no election
     assert wait_until(lambda: get(again.url, "existing")[0] == 200, what="the data on the restarted node")
     assert put(again.url, "after", "w", acks="all")[0] == 200
@@ -317,6 +321,7 @@ def test_a_damaged_member_refuses_then_rebuilds_from_the_cluster_as_a_new_member
     assert "state file is missing" in line and "--rebuild" in line
     assert "--rebuild needs --data-dir and --join" in refused_with("--port", "0", "--data-dir", str(dirs[2]),
                                                                    "--rebuild")
+    started = time.monotonic()
     again = procs.start("--data-dir", str(dirs[2]), "--rebuild", "--join", first.url, *STEADY, port=damaged.port)
     assert again.id != damaged.id
     expected = sorted([m for m in members if m[0] != damaged.id] + [(again.id, damaged.url)])
@@ -324,6 +329,8 @@ def test_a_damaged_member_refuses_then_rebuilds_from_the_cluster_as_a_new_member
     assert cluster_view(nodes[:2])[1] == epoch
     wait_until(lambda: all(get(again.url, f"k{i}")[1].get("value") == f"v{i}" for i in range(20)),
                what="every acknowledged write on the rebuilt member")
+    print(f"damaged member rebuilt and serving every write {time.monotonic() - started:.2f} s after start "
+          f"(load {os.getloadavg()[0]:.2f})")
     aside = [p for p in dirs[2].iterdir() if p.name.startswith("damaged-")]
     assert len(aside) == 1 and any(p.name.startswith("log-") for p in aside[0].iterdir())
     # Restarted again, the rebuilt data dir is whole: it resumes as the new member.
