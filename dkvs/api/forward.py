@@ -31,6 +31,7 @@ the request (head and body) with one ``sendall`` on a ``TCP_NODELAY`` socket.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import threading
@@ -55,6 +56,7 @@ _PASSED_HEADERS = ("Content-Type", "Accept", "Authorization")
 # Answer headers relayed back: when to retry, and the seq a write got (read-your-writes).
 _RELAYED_HEADERS = ("Retry-After", "X-Dkvs-Seq")
 _SCHEMES = ("http", "https")
+_UNSENDABLE = re.compile(r"[^\x21-\x7e]")  # a request target is visible ASCII only
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))  # Content-Length: 0 even without a body
 _NO_BODY_STATUSES = frozenset((204, 304))
 
@@ -70,11 +72,12 @@ class _Stale(Exception):
 class _Link:
     """One persistent connection to a node: its socket and the bytes read past an answer."""
 
-    __slots__ = ("sock", "buf")
+    __slots__ = ("sock", "buf", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.timeout: float | None = None
 
     def close(self) -> None:
         try:
@@ -170,7 +173,7 @@ class Forwarder:
 def _render_request(method: str, path: str, place: tuple, body: bytes | None,
                     headers: dict[str, str]) -> bytes:
     """The whole request as one ``bytes``; ValueError (→ NoMaster) if it cannot be sent."""
-    if not path.startswith("/") or any(c <= " " or c > "~" for c in path) or not method.isalpha():
+    if not path.startswith("/") or _UNSENDABLE.search(path) or not method.isalpha():
         raise NoMaster("the request cannot be forwarded as it is; retry it", retry_after=RETRY_AFTER_SECONDS)
     scheme, host, port = place
     default_port = 443 if scheme == "https" else 80
@@ -194,7 +197,9 @@ def _exchange(link: _Link, request: bytes, method: str, timeout_seconds: float) 
     (an idle connection the peer had dropped), OSError / _BadAnswer otherwise.
     """
     sock = link.sock
-    sock.settimeout(timeout_seconds)
+    if link.timeout != timeout_seconds:
+        sock.settimeout(timeout_seconds)
+        link.timeout = timeout_seconds
     try:
         sock.sendall(request)
     except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
