@@ -38,9 +38,9 @@ import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from ..errors import NoMaster
+from ..errors import BadRequest, NoMaster
 from ..transport.tls import peer_context
-from .response import JSON_TYPE, Reply
+from .response import JSON_TYPE, Reply, error_reply
 
 __all__ = ["Forwarder", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS"]
 
@@ -103,10 +103,14 @@ class Forwarder:
 
         ``target`` is the original path and query, sent as is (still percent-encoded);
         ``headers`` the incoming request's headers, of which the relevant ones pass.
-        Raises NoMaster when the node cannot be reached or answers garbage.
+        Raises NoMaster when the node cannot be reached or answers garbage; a request that
+        cannot be sent as it is gets a 400 answer of our own (a retry would fail alike).
         """
         place, prefix = _parse_base(base_url)
-        request = _render_request(method, prefix + target, place, body, _outgoing_headers(headers))
+        try:
+            request = _render_request(method, prefix + target, place, body, _outgoing_headers(headers))
+        except BadRequest as exc:  # answered here: the front end relays any Reply we return
+            return error_reply(exc)
         link, reused = self._acquire(place)
         try:
             try:
@@ -172,9 +176,11 @@ class Forwarder:
 
 def _render_request(method: str, path: str, place: tuple, body: bytes | None,
                     headers: dict[str, str]) -> bytes:
-    """The whole request as one ``bytes``; ValueError (→ NoMaster) if it cannot be sent."""
+    """The whole request as one ``bytes``; BadRequest if it cannot be sent as it is (a retry
+    would fail the same way, so not a 503)."""
     if not path.startswith("/") or _UNSENDABLE.search(path) or not method.isalpha():
-        raise NoMaster("the request cannot be forwarded as it is; retry it", retry_after=RETRY_AFTER_SECONDS)
+        raise BadRequest("the request target has characters that cannot be forwarded to the "
+                         "master; percent-encode them")
     scheme, host, port = place
     default_port = 443 if scheme == "https" else 80
     shown = f"[{host}]" if ":" in host else host
@@ -185,8 +191,8 @@ def _render_request(method: str, path: str, place: tuple, body: bytes | None,
     try:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     except UnicodeEncodeError:
-        raise NoMaster("a header of the request cannot be forwarded; retry without it",
-                       retry_after=RETRY_AFTER_SECONDS) from None
+        raise BadRequest("a header of the request cannot be forwarded to the master "
+                         "(not ISO-8859-1)") from None
     return head + body if body else head
 
 
