@@ -105,7 +105,7 @@ def test_rows_put_each_system_beside_etcd_with_the_issue_goals():
     assert rows[1]["ratios"][0]["value"] == 2.5 and rows[1]["ratios"][0]["met"] is True
     assert rows[2]["ratios"][0]["met"] is False
     table = peer_table(rows)
-    assert "fsync 0.50 (≥1 NO)" in table and "mem 1.50 (≥1.5 yes)" in table
+    assert "fsync 0.500 (≥1 NO)" in table and "mem 1.500 (≥1.5 yes)" in table
 
 
 def test_cost_rows_compare_master_cpu_and_single_node_ratios():

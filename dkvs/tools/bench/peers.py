@@ -34,7 +34,8 @@ from .load import LoadSpec
 from .runner import run_once
 from .targets import StartedCluster, Target, baseline_target, settle
 
-__all__ = ["Case", "SYSTEMS", "peer_cases", "cost_cases", "run_cases", "PEER_GOALS", "COST_GOALS"]
+__all__ = ["Case", "SYSTEMS", "peer_cases", "cost_cases", "run_cases", "PEER_GOALS", "COST_GOALS",
+           "peer_rows", "peer_table", "peer_markdown", "cost_rows", "cost_table", "cost_markdown"]
 
 SYSTEMS = ("dkvs-fsync", "dkvs-mem", "dkvs-single", "baseline", "etcd")
 
@@ -210,7 +211,7 @@ def peer_table(rows: list[dict]) -> str:
     def ratios(row):
         parts = []
         for r in row["ratios"]:
-            value = "-" if r["value"] is None else f"{r['value']:.2f}"
+            value = "-" if r["value"] is None else f"{r['value']:.3f}"
             met = {True: "yes", False: "NO", None: "-"}[r["met"]]
             parts.append(f"{r['system'].removeprefix('dkvs-')} {value} (≥{r['goal']:g} {met})")
         return "  ".join(parts)
@@ -247,3 +248,48 @@ def cost_table(cases: list[Case], medians: dict) -> str:
     return (report.format_table(["case", "system", "conns", "acks", "ops/s", "master µs/op", "p99 ms",
                                  "errors"], runs, left=(0, 1))
             + "\n\n" + report.format_table(["figure", "measured", "goal", "met"], goals))
+
+
+# --- markdown (the tables of docs/benchmarks.md, pasted as printed) ---------------------
+
+def _met(met) -> str:
+    return {True: "met", False: "**not met**", None: "-"}[met]
+
+
+def peer_markdown(rows: list[dict]) -> str:
+    systems = ("dkvs-fsync", "dkvs-mem", "etcd")
+    lines = ["| workload | clients | dkvs `--fsync always` ops/s | dkvs in memory ops/s | etcd ops/s "
+             "| dkvs fsync / etcd (goal) | dkvs mem / etcd (goal) | master/leader µs CPU per op: "
+             "fsync / mem / etcd | p99 ms: fsync / mem / etcd | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ratios = {r["system"]: r for r in row["ratios"]}
+
+        def ratio(system: str) -> str:
+            r = ratios.get(system)
+            if r is None:
+                return ""
+            value = "-" if r["value"] is None else f"{r['value']:.3f}"
+            return f"{value} (≥ {r['goal']:g}, {_met(r['met'])})"
+
+        ops = " | ".join(report.fmt_number(row["ops"].get(s)) for s in systems)
+        cpu = " / ".join(report.fmt_number(row["master_us_per_op"].get(s)) for s in systems)
+        p99 = " / ".join(report.fmt_ms(row["p99_ms"].get(s)) for s in systems)
+        lines.append(f"| {row['workload']} | {row['clients']} | {ops} | {ratio('dkvs-fsync')} | "
+                     f"{ratio('dkvs-mem')} | {cpu} | {p99} | {row['errors']:g} |")
+    return "\n".join(lines)
+
+
+def cost_markdown(cases: list[Case], medians: dict) -> str:
+    lines = ["| figure | measured | goal | met |", "|---|---|---|---|"]
+    for r in cost_rows(medians):
+        value = "-" if r["value"] is None else f"{r['value']:.3f}"
+        lines.append(f"| {r['name']} | {value} | {'≤' if r['op'] == '<=' else '≥'} {r['goal']:g} | {_met(r['met'])} |")
+    lines += ["", "| case | system | connections | ops/s | master µs CPU per op | p99 ms | errors |",
+              "|---|---|---|---|---|---|---|"]
+    for c in cases:
+        s = medians.get(c.id) or {}
+        lines.append(f"| {c.id} | {c.system} | {c.clients} | {report.fmt_number(s.get('throughput'))} | "
+                     f"{report.fmt_number(_master_us(medians, c.id))} | "
+                     f"{report.fmt_ms((s.get('latency_ms') or {}).get('p99'))} | {s.get('error_count') or 0:g} |")
+    return "\n".join(lines)

@@ -16,7 +16,8 @@ import signal
 import sys
 
 from . import report
-from .peers import SYSTEMS, cost_cases, cost_rows, cost_table, peer_cases, peer_rows, peer_table, run_cases
+from .peers import (SYSTEMS, cost_cases, cost_markdown, cost_rows, cost_table, peer_cases, peer_markdown,
+                    peer_rows, peer_table, run_cases)
 from .targets import BenchError
 
 __all__ = ["main", "build_parser"]
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--node-arg", action="append", default=[], metavar="ARG", help="extra flag for every dkvs node")
     add("--seed", type=int, default=1)
     add("--json", action="store_true", help="print one JSON document instead of tables")
+    add("--markdown", action="store_true", help="print the tables as markdown (for docs/benchmarks.md)")
     return p
 
 
@@ -132,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# medians of {o.repeat} interleaved runs, {o.warmup:g} s warm-up + {o.duration:g} s each, "
               f"{o.keys} keys, {o.value_size}-byte values, up to {o.processes} load processes"
               + (f"; etcd {doc['etcd_version']}" if doc.get("etcd_version") else ""))
-        print(cost_table(cases, doc["medians"]) if o.cost else peer_table(doc["rows"]))
+        if o.markdown:
+            print(cost_markdown(cases, doc["medians"]) if o.cost else peer_markdown(doc["rows"]))
+        else:
+            print(cost_table(cases, doc["medians"]) if o.cost else peer_table(doc["rows"]))
     for system, reason in doc["skipped"].items():
         print(f"bench_peers.py: {system} skipped: {reason}", file=sys.stderr)
     for problem in problems:
