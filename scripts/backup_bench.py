@@ -116,8 +116,9 @@ def main() -> int:
         node = cluster.start("--data-dir", restored.data_dir, port=port)
         wait_for(lambda: (node_status(node.url, timeout=10) or {}).get("role") == "master", 300)
         start_took = time.monotonic() - started
-        print(f"{args.keys} keys x {args.key_bytes}+{args.value_bytes} B: seed file {os.path.getsize(seed) / 1e6:.0f} MB "
-              f"made in {made:.1f} s, restored in {restore_took:.1f} s, node master {start_took:.1f} s after start")
+        print(f"{args.keys} keys x {args.key_bytes}+{args.value_bytes} B: seed file "
+              f"{os.path.getsize(seed) / 1e6:.0f} MB made in {made:.1f} s, restored in {restore_took:.1f} s, "
+              f"node master {start_took:.1f} s after start")
         writer = PacedWriter(node.url)
         writer.start()
         quiet, busy = [], []

@@ -106,7 +106,7 @@ def get_snapshot(ex, args: dict) -> Reply:
     export_id, offset = args["id"], args["offset"]
     if export_id is None and offset:
         raise BadRequest("offset needs the id of the backup (X-Dkvs-Snapshot)", parameter="offset")
-    export = ex.service.backup_export(export_id)
+    export = _supported(ex, "backup_export", "backups")(export_id)
     if not export.done.is_set():
         blocking = getattr(ex.server, "blocking", None)
         if blocking is not None and getattr(ex, "conn", None) is not None:
@@ -143,7 +143,7 @@ def get_members(ex, args: dict) -> Reply:
 def delete_member(ex, args: dict) -> Reply:
     _require_signature_without_auth(ex)
     try:
-        return json_reply(ex.service.admin.remove(args["id"], args["force"], ex.headers))
+        return json_reply(_supported(ex, "admin", "membership changes").remove(args["id"], args["force"], ex.headers))
     except OSError as exc:  # a slave could not reach the master to relay it
         raise NoMaster(f"the master could not be reached: {exc}") from None
 
@@ -152,6 +152,7 @@ def post_leader_transfer(ex, args: dict) -> Reply:
     from ..runtime.handover import transfer_route
 
     _require_signature_without_auth(ex)
+    _supported(ex, "host", "leadership transfers")
     try:
         status, answer = transfer_route(ex.service, args["to"], args["timeout"], ex.headers)
     except OSError as exc:  # a slave could not reach the master to relay it
@@ -161,6 +162,17 @@ def post_leader_transfer(ex, args: dict) -> Reply:
         error.status, error.code = status, answer.get("error", "error")
         raise error
     return json_reply(answer)
+
+
+def _supported(ex, attribute: str, what: str):
+    """The service's ``attribute``; a service without it (a test double, a read-only
+    front end) answers 404 ``not_supported`` rather than failing."""
+    found = getattr(ex.service, attribute, None)
+    if found is None:
+        error = NotFound(f"this node does not serve {what}")
+        error.code = "not_supported"
+        raise error
+    return found
 
 
 def _require_signature_without_auth(ex) -> None:
