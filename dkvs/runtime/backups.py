@@ -34,12 +34,13 @@ import time
 from ..core.leases import SNAPSHOT_KEY
 from ..storage.snapshot_file import encode_snapshot, sorted_item_chunks
 
-__all__ = ["BackupExports", "Export", "MAX_EXPORTS", "EXPORT_IDLE_SECONDS"]
+__all__ = ["BackupExports", "Export", "MAX_EXPORTS", "EXPORT_IDLE_SECONDS", "BACKUPS_LOCK"]
 
 log = logging.getLogger("dkvs.backup")
 
 MAX_EXPORTS = 2
 EXPORT_IDLE_SECONDS = 120.0
+BACKUPS_LOCK = threading.Lock()  # guards making a service's one BackupExports
 
 
 class Export:

@@ -25,7 +25,7 @@ from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
-from .backups import EXPORT_IDLE_SECONDS, BackupExports
+from .backups import BACKUPS_LOCK, EXPORT_IDLE_SECONDS, BackupExports
 from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
 from .handover import propose_through_handover, transfer_route
@@ -229,10 +229,16 @@ class NodeService(StatusMixin, KeyValueService):
     def backup_export(self, export_id: str | None):
         """The backup ``export_id`` (None: a new one of the committed state now, or the
         one being built); NotFound once it was dropped (the client starts over)."""
-        exports = getattr(self, "_backups", None)
-        if exports is None:
-            exports = self._backups = BackupExports(self.host, getattr(self.host.storage, "path", None))
-        export = exports.begin() if export_id is None else exports.get(export_id)
+        with BACKUPS_LOCK:
+            exports = getattr(self, "_backups", None)
+            if exports is None:
+                exports = self._backups = BackupExports(self.host, getattr(self.host.storage, "path", None))
+        try:
+            export = exports.begin() if export_id is None else exports.get(export_id)
+        except TimeoutError:  # the node's thread did not take the view in time
+            error = DkvsError("this node is too busy to start a backup now; retry shortly")
+            error.status, error.code, error.retry_after = 503, "busy", 1.0
+            raise error from None
         if export is None:
             error = NotFound(f"no backup {export_id[:40]!r} on this node (dropped after "
                              f"{EXPORT_IDLE_SECONDS:g} s unread, or replaced): start the backup again")
