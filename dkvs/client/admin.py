@@ -5,7 +5,8 @@ operator's request is meant for the node named (a backup is served by the node a
 its own state; membership changes are relayed by whichever node receives them). And these
 answers are not all JSON: a backup chunk is bytes with its facts in headers.
 
-:class:`NodeAdmin` sends each request to the first of its URLs that can be reached, with
+:class:`NodeAdmin` sends each request to the first of its URLs that can be reached (a read that
+fails midway is asked again, a change is not: it may have been applied), with
 the admin token (``Authorization: Bearer``) and, when given the cluster secret, signed
 for that node (a node with a secret and no client auth wants a signature on the routes
 that change the cluster). Failures are :mod:`dkvs.errors` exceptions: ``Unavailable``
@@ -72,10 +73,7 @@ class NodeAdmin:
         """One request to the current node (the first reachable one of ``urls``)."""
         last: Exception | None = None
         for _ in range(len(self.urls) + 1):
-            try:
-                conn = self._connection()
-            except Unavailable as exc:
-                raise exc
+            conn = self._connection()  # Unavailable when no node can be reached
             headers = {"Accept": "application/json", **self._auth}
             if signed and self._signer is not None:
                 headers.update(self._signer.headers(method, target, b"", to=self._target_id()))
@@ -84,10 +82,14 @@ class NodeAdmin:
                 conn.request(method, target, headers=headers)
                 response = conn.getresponse()
                 body = response.read()
-            except _FAILURES as exc:  # the node went away: next one (a retry is safe for these routes)
-                last = exc
+            except _FAILURES as exc:
+                last, url = exc, self.url
                 self._drop_node()
-                continue
+                if method == "GET":  # a read: ask again (the next node, or the same one anew)
+                    continue
+                raise Unavailable(f"{method} {target} to {url} failed after it was sent "
+                                  f"({exc}): it may or may not have been applied; check with "
+                                  "'dkvs members list' / 'dkvs leader'") from None
             if response.will_close:
                 self.close()
             return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, body)

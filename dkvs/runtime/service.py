@@ -246,6 +246,13 @@ class NodeService(StatusMixin, KeyValueService):
             raise error
         return export
 
+    def close_backups(self) -> None:
+        """Drop every backup export (their temporary files go; a build in progress stops).
+        For the node's stop: exports otherwise live until the process exits."""
+        exports = getattr(self, "_backups", None)
+        if exports is not None:
+            exports.close()
+
     # -- internal routes -------------------------------------------------------------------------
     def internal_head(self, method: str, target: str, headers, *, token_checked: bool = False) -> str | None:
         path = target.partition("?")[0]

@@ -124,3 +124,13 @@ def test_with_client_auth_a_backup_needs_an_admin_token(tmp_path):
             assert download_backup(admin, str(tmp_path / "b")).keys == 0
     finally:
         node.stop()
+
+
+def test_stopping_drops_the_exports(node, tmp_path):
+    # (Last in this file: the node takes no backup once its exports are closed.)
+    with NodeAdmin([node.url], timeout=30) as admin:
+        first = admin.request("GET", "/snapshot")
+        export_id = first.headers["x-dkvs-snapshot"]
+        node.service.close_backups()
+        gone = admin.request("GET", f"/snapshot?id={export_id}&offset=0")
+    assert first.status == 200 and gone.status == 404 and gone.json()["error"] == "backup_gone"
