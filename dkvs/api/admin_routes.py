@@ -144,8 +144,8 @@ def delete_member(ex, args: dict) -> Reply:
     _require_signature_without_auth(ex)
     try:
         return json_reply(_supported(ex, "admin", "membership changes").remove(args["id"], args["force"], ex.headers))
-    except OSError as exc:  # a slave could not reach the master to relay it
-        raise NoMaster(f"the master could not be reached: {exc}") from None
+    except OSError as exc:  # a slave relaying it to the master failed
+        raise _relay_failed(exc) from None
 
 
 def post_leader_transfer(ex, args: dict) -> Reply:
@@ -155,13 +155,24 @@ def post_leader_transfer(ex, args: dict) -> Reply:
     _supported(ex, "host", "leadership transfers")
     try:
         status, answer = transfer_route(ex.service, args["to"], args["timeout"], ex.headers)
-    except OSError as exc:  # a slave could not reach the master to relay it
-        raise NoMaster(f"the master could not be reached: {exc}") from None
+    except OSError as exc:  # a slave relaying it to the master failed
+        raise _relay_failed(exc) from None
     if status != 200:
         error = DkvsError(answer.get("message", "the master refused the transfer"))
         error.status, error.code = status, answer.get("error", "error")
         raise error
     return json_reply(answer)
+
+
+def _relay_failed(exc: OSError) -> DkvsError:
+    """A slave's relay to the master failed: 503 (retry) when the master certainly got
+    nothing (the connection was refused), else 502: the change may have been applied."""
+    if isinstance(exc, ConnectionRefusedError):
+        return NoMaster(f"the master could not be reached ({exc}); retry shortly")
+    error = DkvsError(f"relaying to the master failed midway ({exc}): the change may or may not have "
+                      "been applied; look with GET /members or /status")
+    error.status, error.code = 502, "relay_failed"
+    return error
 
 
 def _supported(ex, attribute: str, what: str):

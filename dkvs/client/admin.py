@@ -18,15 +18,18 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .connection import normalize_url
 from .errors import Unavailable, error_from_answer
 
-__all__ = ["NodeAdmin", "Response", "OPERATOR_ID"]
+__all__ = ["NodeAdmin", "Response", "OPERATOR_ID", "RETRY_SECONDS", "RETRY_MIN_SECONDS"]
 
 OPERATOR_ID = "operator"  # the signed sender of an operator's request (not a member)
+RETRY_SECONDS = 10.0  # how long a 503 (no master known, e.g. an election) is asked again
+RETRY_MIN_SECONDS = 0.1
 _FAILURES = (OSError, http.client.HTTPException)
 
 
@@ -50,15 +53,18 @@ class NodeAdmin:
     """Requests to one node of ``urls``; not thread safe (one operator command at a time).
 
     ``secret``: the cluster secret, to sign requests (None: unsigned). ``timeout``: seconds
-    to connect and to wait for each answer.
+    to connect and to wait for each answer; ``retry_seconds``: how long :meth:`call` asks
+    again after a 503.
     """
 
     def __init__(self, urls: list[str], *, token: str | None = None, secret: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0) -> None:
+                 ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0,
+                 retry_seconds: float = RETRY_SECONDS) -> None:
         self.urls = [normalize_url(url) for url in urls]
         if not self.urls:
             raise ValueError("give at least one node URL")
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         self._ssl_context = ssl_context
         self._auth = {"Authorization": f"Bearer {token.strip()}"} if token else {}
         self._signer = None
@@ -96,11 +102,23 @@ class NodeAdmin:
         raise Unavailable(f"{method} {target}: no node answered ({last})")
 
     def call(self, method: str, target: str, *, timeout: float | None = None, signed: bool = False) -> dict:
-        """A JSON request: the answer's object, or the :mod:`dkvs.errors` exception it names."""
-        answer = self.request(method, target, timeout=timeout, signed=signed)
-        if answer.status >= 400:
-            raise error_from_answer(answer.status, answer.json(), None, where=self.url)
-        return answer.json()
+        """A JSON request: the answer's object, or the :mod:`dkvs.errors` exception it names.
+
+        A 503 (no master known right now, e.g. during an election: nothing was applied) is
+        asked again after its ``Retry-After`` (at least :data:`RETRY_MIN_SECONDS`) for up
+        to ``retry_seconds``; then the last error is raised.
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            answer = self.request(method, target, timeout=timeout, signed=signed)
+            if answer.status < 400:
+                return answer.json()
+            retry_after = _seconds(answer.headers.get("retry-after"))
+            error = error_from_answer(answer.status, answer.json(), retry_after, where=self.url)
+            wait = max(RETRY_MIN_SECONDS, retry_after or 0.0)
+            if answer.status != 503 or time.monotonic() + wait > deadline:
+                raise error
+            time.sleep(wait)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -156,3 +174,10 @@ class NodeAdmin:
                 raise error_from_answer(response.status, doc, None, where=self.url)
             self._node_id = str(doc.get("id", ""))
         return self._node_id
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
