@@ -208,23 +208,26 @@ def _require_signature_without_auth(ex) -> None:
 _E400 = {400: ("Bad input: a parameter (see `error`, `parameter`).", "Error")}
 _E503 = {503: ("No master is known; retry after Retry-After seconds.", "Error")}
 
-# (method, pattern, handler, summary, params, responses, role) for dkvs.api.routes.
+# A backup holds every key: a token limited to key prefixes may not take one.
+_ALL_KEYS = "namespace:"
+# (method, pattern, handler, summary, params, responses, role, scope) for dkvs.api.routes.
 ADMIN_ROUTE_SPECS = (
     ("GET", "/snapshot", get_snapshot, "A backup: this node's committed state as a snapshot file, by chunks (admin)",
      (EXPORT_ID, OFFSET),
      {200: ("Bytes of the backup from `offset` (application/octet-stream); headers X-Dkvs-Snapshot, -Seq, "
             "-Keys, -Size, -Offset, -Checksum (sha256=hex of the whole file).", None),
       202: ("Still being built: ask again with id.", None),
-      404: ("The backup named by id was dropped: start again.", "Error"), **_E400}, ADMIN),
+      404: ("The backup named by id was dropped: start again.", "Error"), **_E400}, ADMIN, _ALL_KEYS),
     ("GET", "/members", get_members, "The members as this node sees them (admin)", (),
-     {200: ("{id, role, epoch, master, members: [{id, url, role, last_seq, alive}], quorum}.", None)}, ADMIN),
+     {200: ("{id, role, epoch, master, members: [{id, url, role, last_seq, alive}], quorum}.", None)}, ADMIN,
+     None),
     ("DELETE", "/members/{id}", delete_member, "Remove a member (dead; or live with force=true) (admin; any node)",
      (MEMBER_ID, FORCE),
      {200: ("{removed: id}.", None), 404: ("No such member.", "Error"),
-      409: ("The member is alive (stop it first, or force=true).", "Error"), **_E400, **_E503}, ADMIN),
+      409: ("The member is alive (stop it first, or force=true).", "Error"), **_E400, **_E503}, ADMIN, None),
     ("POST", "/leader/transfer", post_leader_transfer, "Hand leadership to a slave (admin; any node)",
      (TO, TRANSFER_TIMEOUT),
      {200: ("{from, to, epoch, master}.", None), 409: ("No slave can take over, or a transfer runs.", "Error"),
       504: ("The target did not take over in time; the old master takes writes again.", "Error"),
-      **_E400, **_E503}, ADMIN),
+      **_E400, **_E503}, ADMIN, None),
 )

@@ -258,8 +258,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", get_openapi, "This document", (),
           {200: ("The OpenAPI 3 description of the public API.", None)}, role=OPEN),
     # Operators: backups, members, leadership (dkvs.api.admin_routes); any node answers.
-    *(Route(method, pattern, handler, summary, params, responses, role=role)
-      for method, pattern, handler, summary, params, responses, role in ADMIN_ROUTE_SPECS),
+    *(Route(method, pattern, handler, summary, params, responses, role=role, scope=scope)
+      for method, pattern, handler, summary, params, responses, role, scope in ADMIN_ROUTE_SPECS),
     Route("GET", "/", serve_index, "The web dashboard", (), {200: ("HTML page.", None)}, documented=False,
           role=OPEN),
     Route("GET", "/static/{name}", serve_static, "Dashboard assets", (STATIC_NAME,),

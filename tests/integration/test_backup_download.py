@@ -111,14 +111,16 @@ def test_a_backup_being_built_answers_202_and_the_client_waits(node, tmp_path, m
     assert answered_202 and answered_202[0]["building"] is True and answered_202[0]["seq"] == info.seq
 
 
-def test_with_client_auth_a_backup_needs_an_admin_token(tmp_path):
+def test_with_client_auth_a_backup_needs_an_admin_token_for_every_key(tmp_path):
     auth = tmp_path / "auth.json"
     auth.write_text(json.dumps({"tokens": [{"token": "reader", "role": "read"},
+                                           {"token": "app-admin", "role": "admin", "prefixes": ["app/"]},
                                            {"token": "boss", "role": "admin"}]}))
     node = DkvsNode(Settings(port=0, auth_file=str(auth))).start()
     try:
-        with NodeAdmin([node.url], token="reader", timeout=30) as admin, pytest.raises(Forbidden):
-            download_backup(admin, str(tmp_path / "b"))
+        for weak in ("reader", "app-admin"):  # a backup holds every key: prefixes are not enough
+            with NodeAdmin([node.url], token=weak, timeout=30) as admin, pytest.raises(Forbidden):
+                download_backup(admin, str(tmp_path / "b"))
         assert not (tmp_path / "b").exists()
         with NodeAdmin([node.url], token="boss", timeout=30) as admin:
             assert download_backup(admin, str(tmp_path / "b")).keys == 0
