@@ -35,7 +35,7 @@ and --data-dir DIR to keep data across restarts."""
 
 EXIT_USAGE = 2
 # A first argument naming one of these runs the command-line client (dkvs.client.cli.COMMANDS).
-CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status")
+CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status", "members", "leader", "backup", "restore")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 FSYNC_MODES = ("always", "batch", "never")
 

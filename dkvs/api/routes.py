@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from .admin_routes import ADMIN_ROUTE_SPECS
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
@@ -256,6 +257,9 @@ ROUTES: tuple[Route, ...] = (
           {200: ("The node serves.", "Health")}, role=OPEN),
     Route("GET", "/openapi.json", get_openapi, "This document", (),
           {200: ("The OpenAPI 3 description of the public API.", None)}, role=OPEN),
+    # Operators: backups, members, leadership (dkvs.api.admin_routes); any node answers.
+    *(Route(method, pattern, handler, summary, params, responses, role=role, scope=scope)
+      for method, pattern, handler, summary, params, responses, role, scope in ADMIN_ROUTE_SPECS),
     Route("GET", "/", serve_index, "The web dashboard", (), {200: ("HTML page.", None)}, documented=False,
           role=OPEN),
     Route("GET", "/static/{name}", serve_static, "Dashboard assets", (STATIC_NAME,),

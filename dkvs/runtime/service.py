@@ -20,11 +20,12 @@ from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import CANDIDATE, MASTER
 from ..core.txn import encode_txn
 from ..driver.narrator import quorum_view
-from ..errors import BadRequest, DkvsError, KeyNotFound, LeaseNotFound, NoMaster, Unauthorized
+from ..errors import BadRequest, DkvsError, KeyNotFound, LeaseNotFound, NoMaster, NotFound, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
+from .backups import BACKUPS_LOCK, EXPORT_IDLE_SECONDS, BackupExports
 from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
 from .handover import propose_through_handover, transfer_route
@@ -223,6 +224,34 @@ class NodeService(StatusMixin, KeyValueService):
             index = changes[-1][0]
         return {"changes": [{"key": k, "value": v, "seq": s} for s, k, v in changes], "index": index,
                 "reset": False}
+
+    # -- backups (GET /snapshot, dkvs.runtime.backups) ----------------------------------------
+    def backup_export(self, export_id: str | None):
+        """The backup ``export_id`` (None: a new one of the committed state now, or the
+        one being built); NotFound once it was dropped (the client starts over)."""
+        with BACKUPS_LOCK:
+            exports = getattr(self, "_backups", None)
+            if exports is None:
+                exports = self._backups = BackupExports(self.host, getattr(self.host.storage, "path", None))
+        try:
+            export = exports.begin() if export_id is None else exports.get(export_id)
+        except TimeoutError:  # the node's thread did not take the view in time
+            error = DkvsError("this node is too busy to start a backup now; retry shortly")
+            error.status, error.code, error.retry_after = 503, "busy", 1.0
+            raise error from None
+        if export is None:
+            error = NotFound(f"no backup {export_id[:40]!r} on this node (dropped after "
+                             f"{EXPORT_IDLE_SECONDS:g} s unread, or replaced): start the backup again")
+            error.code = "backup_gone"
+            raise error
+        return export
+
+    def close_backups(self) -> None:
+        """Drop every backup export (their temporary files go; a build in progress stops).
+        For the node's stop: exports otherwise live until the process exits."""
+        exports = getattr(self, "_backups", None)
+        if exports is not None:
+            exports.close()
 
     # -- internal routes -------------------------------------------------------------------------
     def internal_head(self, method: str, target: str, headers, *, token_checked: bool = False) -> str | None:
