@@ -310,4 +310,5 @@ class DkvsNode:
             self.transport.close()
         if getattr(self, "service", None) is not None:
             self.service.assembler.reset()  # a half-received snapshot's temp file goes
+            self.service.close_backups()  # and backups being served: their temp files too
         self.storage.close()
