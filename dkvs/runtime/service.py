@@ -18,6 +18,7 @@ import logging
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import CANDIDATE, MASTER
+from ..core.transfer import TRANSFER_IN_PROGRESS
 from ..core.txn import encode_txn
 from ..driver.narrator import quorum_view
 from ..errors import BadRequest, DkvsError, KeyNotFound, LeaseNotFound, NoMaster, Unauthorized
@@ -159,8 +160,12 @@ class NodeService(StatusMixin, KeyValueService):
     def _propose(self, op: str, key: str, value, acks: str, timeout: float, cond: int | None = None):
         """Propose on this master; during a leadership handover, wait for the new master
         and go there (dkvs.runtime.handover) instead of failing the write."""
+        host = self.host
+        outcome = host.propose(op, key, value, acks, timeout, cond)  # the common case: no handover
+        if outcome.error != TRANSFER_IN_PROGRESS:
+            return outcome
         return propose_through_handover(
-            self, lambda: self.host.propose(op, key, value, acks, timeout, cond), timeout)
+            self, lambda: host.propose(op, key, value, acks, timeout, cond), timeout)
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
@@ -168,7 +173,9 @@ class NodeService(StatusMixin, KeyValueService):
         # During a leadership transfer the write waits for the handover (then goes to the
         # new master) instead of failing: a planned handover costs clients latency only.
         outcome = self._propose(op, key, value, acks, timeout, cond)
-        return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
+        # The master's URL only matters to an error (a 307-style forward hint).
+        return write_answer(op, key, outcome, acks, timeout, cond,
+                            self.master_url() if outcome.error is not None else None)
 
     def get(self, key: str, *, consistent: bool) -> dict:
         state = self.host.state
