@@ -183,7 +183,9 @@ class NodeService(StatusMixin, KeyValueService):
         if consistent:
             self._require_master()
             timeout = self.limits.default_timeout_seconds
-            raise_for(self.host.read_barrier(timeout), "majority", timeout, self.master_url())
+            barrier = self.host.read_barrier(timeout)
+            if barrier.error is not None:
+                raise_for(barrier, "majority", timeout, self.master_url())
             # The barrier made everything up to its read seq committed; writes applied
             # since may still roll back, so read the committed value (linearizable).
             read = state.get_committed
