@@ -248,6 +248,15 @@ MUTANTS += (
        "an unfinished transfer ends at its deadline and the master takes writes again"),
 )
 
+MUTANTS += (
+    # -- read index rounds (issue 15: rounds start at once, shared by concurrent reads) ----------
+    _m("read_index_counts_own_round_only", "master.py",
+       "if p.acked_round >= read.round)",
+       "if p.acked_round >= read.round - 1)",
+       "a read is released only by acknowledgements of its own round or a later one, never of the "
+       "round in flight when it arrived"),
+)
+
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
 QUICK = ("commit_current_epoch_only", "read_index_majority_round", "one_vote_per_epoch",
          "epoch_fencing", "log_matching")
