@@ -173,7 +173,7 @@ class NodeService(StatusMixin, KeyValueService):
         # During a leadership transfer the write waits for the handover (then goes to the
         # new master) instead of failing: a planned handover costs clients latency only.
         outcome = self._propose(op, key, value, acks, timeout, cond)
-        # The master's URL only matters to an error (a 307-style forward hint).
+        # The master's URL only matters to an error (where the front end forwards to).
         return write_answer(op, key, outcome, acks, timeout, cond,
                             self.master_url() if outcome.error is not None else None)
 
