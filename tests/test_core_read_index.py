@@ -112,3 +112,24 @@ def test_no_round_is_sent_when_no_read_waits():
 def test_a_cluster_of_one_releases_a_read_at_once():
     node, _ = Node.bootstrap("a", "http://a", CONFIG, random.Random(1))
     assert released(node.propose_read(1, 100)) == {1}
+
+
+def test_a_confirmed_round_waits_for_the_new_masters_first_commit():
+    # Raft §6.4: until its opening no-op commits, a new master does not know which older
+    # entries are committed, so a read confirmed by a majority round still waits.
+    node = Node("a", CONFIG, random.Random(1), epoch=1, entries=MEMBERS)
+    node.commit_seq = 3
+    while node.role != CANDIDATE:
+        node.tick()
+    node.step(VoteReply(1, "b", True, pre_vote=True))
+    node.step(VoteReply(2, "b", True))
+    assert node.role == MASTER and node.commit_seq < node.log.last_seq
+    node.propose_read(1, 100)
+    # b refuses the no-op batch (a fork hint); the read's round follows at once.
+    out = node.step(AppendReply(2, "b", False, node.log.last_seq, hint_seq=4, round=node.read_round))
+    assert rounds_to(out, "b") == [node.read_round]
+    out = node.step(AppendReply(2, "b", False, 3, hint_seq=4, round=node.read_round))  # round confirmed
+    assert node.progress["b"].acked_round == node.read_round and node.commit_seq < node.log.last_seq
+    assert not released(out)
+    out = node.step(AppendReply(2, "b", True, node.log.last_seq, round=node.read_round))
+    assert node.commit_seq == node.log.last_seq and released(out) == {1}
