@@ -15,6 +15,14 @@ Replication rules (DESIGN §3):
   (an older-epoch entry becomes committed only under a newer one, as in Raft).
 * Durability levels: ``1`` is answered on append; ``majority`` when committed; ``all``
   when committed and held by every live member.
+* Read index (Raft §6.4): a consistent read is registered for the *next* read round, and
+  that round leaves at once to every idle slave (to a busy one as soon as its outstanding
+  request is answered), not at the next heartbeat. Reads registered while a round is in
+  flight share the next one: a round number is taken when its first message is sent, so
+  an acknowledgement of round ``r`` proves this node was still master after every read
+  registered for ``r``. A read is released once a majority (this node included) has
+  acknowledged its round *and* everything this node had appended when the read arrived is
+  committed (which includes the opening no-op of its epoch).
 * Check-quorum: with 3+ members, a master that heard from no majority within T steps down.
 * Membership changes go one at a time, and only once this master has committed an entry
   of its own epoch (its opening no-op).
@@ -59,7 +67,8 @@ class MasterMixin:
         self.progress: dict[str, Progress] = {}
         self.pending_writes: dict[str, deque[_PendingWrite]] = {ACKS_MAJORITY: deque(), ACKS_ALL: deque()}
         self.pending_reads: list[_PendingRead] = []
-        self.read_round = 0
+        self.read_round = 0  # the last read round sent; pending reads wait for a later one
+        self._read_round_wanted = False  # a read waits for a round not sent yet
         self._heartbeat_elapsed = 0
 
     # -- becoming master ---------------------------------------------------------------------
@@ -127,12 +136,12 @@ class MasterMixin:
         if self.role != MASTER:
             return self._reply_not_master(request_id)
         out: list[Effect] = []
-        self.read_round += 1
-        self.pending_reads.append(_PendingRead(self.read_round, self.log.last_seq, request_id,
+        self.pending_reads.append(_PendingRead(self.read_round + 1, self.log.last_seq, request_id,
                                                self.now + timeout_ticks))
-        self._release_reads(out)
+        self._read_round_wanted = True
+        self._release_reads(out)  # a cluster of one is its own majority
         if self.pending_reads:
-            self._broadcast(out, heartbeat=True)
+            self._broadcast(out, heartbeat=True)  # the round starts now, not at the next heartbeat
         return out
 
     def _membership_change_pending(self) -> bool:
@@ -171,6 +180,9 @@ class MasterMixin:
         if self.now - p.view_sent_tick >= self.config.heartbeat_ticks:
             view = self.build_view()
             p.view_sent_tick = self.now
+        if self._read_round_wanted:  # the first message of a new read round
+            self.read_round += 1
+            self._read_round_wanted = False
         out.append(Send(peer, Append(self.epoch, self.id, prev, self.log.epoch_at(prev), entries,
                                      self.commit_seq, self.read_round, view)))
         p.sent(self.now, p.next_seq + len(entries))
@@ -201,7 +213,10 @@ class MasterMixin:
             p.in_flight_since, p.snapshot = None, False
             p.next_seq = self._next_after_refusal(p, msg)
         self._release_reads(out)
-        self._send_append(msg.sender, p, out)
+        # A read waiting for a round this slave has not acknowledged: send it the round now
+        # (the slave was busy when the read arrived), not at the next heartbeat.
+        reads = self.pending_reads
+        self._send_append(msg.sender, p, out, heartbeat=bool(reads) and p.acked_round < reads[-1].round)
 
     def _next_after_refusal(self, p: Progress, msg: AppendReply) -> int:
         """Fork-point search step: strictly before the refused ``prev`` (``msg.match_seq``)."""

@@ -144,8 +144,9 @@ class NodeDriver:
         log = self.node.log
         before = log.last_seq
         effects = self.node.propose(request_id, op, key, value, acks, timeout_ticks, cond)
-        if log.last_seq > before:
-            self.requests.proposed(request_id, log.last_epoch, log.last_seq)
+        seq = log.last_seq
+        if seq > before:  # appended (a refusal appends nothing)
+            self.requests.proposed(request_id, log.last_epoch, seq)
         self._take(effects, CALL)
 
     def read(self, request_id: int, timeout_ticks: int) -> None:

@@ -136,6 +136,10 @@ class Executor:
         """Persist ``effects`` in order, removing each from the list once it is on disk
         (so that a retry after an error starts exactly where this one stopped)."""
         storage = self.storage
+        if len(effects) == 1 and type(effects[0]) is PersistEntries:  # the common batch: one write
+            storage.append(list(effects[0].entries))
+            effects.clear()
+            return
         while effects:
             kind = type(effects[0])
             if kind is PersistEntries:

@@ -18,6 +18,7 @@ import logging
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import CANDIDATE, MASTER
+from ..core.transfer import TRANSFER_IN_PROGRESS
 from ..core.txn import encode_txn
 from ..driver.narrator import quorum_view
 from ..errors import BadRequest, DkvsError, KeyNotFound, LeaseNotFound, NoMaster, NotFound, Unauthorized
@@ -160,8 +161,12 @@ class NodeService(StatusMixin, KeyValueService):
     def _propose(self, op: str, key: str, value, acks: str, timeout: float, cond: int | None = None):
         """Propose on this master; during a leadership handover, wait for the new master
         and go there (dkvs.runtime.handover) instead of failing the write."""
+        host = self.host
+        outcome = host.propose(op, key, value, acks, timeout, cond)  # the common case: no handover
+        if outcome.error != TRANSFER_IN_PROGRESS:
+            return outcome
         return propose_through_handover(
-            self, lambda: self.host.propose(op, key, value, acks, timeout, cond), timeout)
+            self, lambda: host.propose(op, key, value, acks, timeout, cond), timeout)
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
@@ -169,7 +174,9 @@ class NodeService(StatusMixin, KeyValueService):
         # During a leadership transfer the write waits for the handover (then goes to the
         # new master) instead of failing: a planned handover costs clients latency only.
         outcome = self._propose(op, key, value, acks, timeout, cond)
-        return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
+        # The master's URL only matters to an error (where the front end forwards to).
+        return write_answer(op, key, outcome, acks, timeout, cond,
+                            self.master_url() if outcome.error is not None else None)
 
     def get(self, key: str, *, consistent: bool) -> dict:
         state = self.host.state
@@ -177,7 +184,9 @@ class NodeService(StatusMixin, KeyValueService):
         if consistent:
             self._require_master()
             timeout = self.limits.default_timeout_seconds
-            raise_for(self.host.read_barrier(timeout), "majority", timeout, self.master_url())
+            barrier = self.host.read_barrier(timeout)
+            if barrier.error is not None:
+                raise_for(barrier, "majority", timeout, self.master_url())
             # The barrier made everything up to its read seq committed; writes applied
             # since may still roll back, so read the committed value (linearizable).
             read = state.get_committed

@@ -120,8 +120,8 @@ MUTANTS: tuple[Mutant, ...] = (
        "if self.commit_seq >= read.read_seq:",
        "a consistent read waits for a majority to confirm the master after it arrived"),
     _m("read_index_fresh_round", "master.py",
-       "        self.read_round += 1\n        self.pending_reads.append(",
-       "        self.pending_reads.append(",
+       "_PendingRead(self.read_round + 1,",
+       "_PendingRead(self.read_round,",
        "a consistent read needs a new round: acknowledgements from before it arrived do not count"),
     _m("read_index_waits_for_commit", "master.py",
        "if acks >= need and self.commit_seq >= read.read_seq:",
@@ -246,6 +246,15 @@ MUTANTS += (
        "if self.now >= self.transfer_deadline:",
        "if False:",
        "an unfinished transfer ends at its deadline and the master takes writes again"),
+)
+
+MUTANTS += (
+    # -- read index rounds (issue 15: rounds start at once, shared by concurrent reads) ----------
+    _m("read_index_counts_own_round_only", "master.py",
+       "if p.acked_round >= read.round)",
+       "if p.acked_round >= read.round - 1)",
+       "a read is released only by acknowledgements of its own round or a later one, never of the "
+       "round in flight when it arrived"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
