@@ -9,7 +9,6 @@ Several of these kill the transfer mutants of ``tests/sim/mutants.py``.
 
 from __future__ import annotations
 
-from dkvs.core.config import CoreConfig
 from dkvs.core.messages import TimeoutNow
 
 from .cluster import ClientOp, SimCluster
