@@ -111,7 +111,7 @@ MUTANTS: tuple[Mutant, ...] = (
        "        if isinstance(message, VoteRequest) and not message.pre_vote:\n            return True",
        "a pre-vote never changes anyone's epoch (a flapping node cannot depose the master)"),
     _m("check_quorum", "master.py",
-       "        return heard < majority(len(self.members))",
+       "        return heard < majority(len(voters))",
        "        return False",
        "a master that has not heard a majority for T steps down"),
     # -- reads -----------------------------------------------------------------------------------
