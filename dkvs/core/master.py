@@ -22,7 +22,7 @@ Replication rules (DESIGN §3):
   quorum: not in the commit point, ``acks=majority``, ``acks=all``, read rounds or
   check-quorum. **Promotion**: at each heartbeat the master checks every learner that may be
   promoted (``learner_add``, not ``replica_add``); one that answered within the last two
-  heartbeats and holds the log up to at most ``PROMOTE_LAG_ENTRIES`` (one batch,
+  heartbeats and confirmed holding the log up to at most ``PROMOTE_LAG_ENTRIES`` (one batch,
   ``max_batch_entries``) behind the master's last seq is *caught up*. After
   ``PROMOTE_AFTER_HEARTBEATS`` consecutive caught-up heartbeats the master appends
   ``member_promote`` for it — a membership change like the others (one at a time, after
@@ -316,7 +316,8 @@ class MasterMixin:
         for peer, p in self.progress.items():
             if self.learners.get(peer) != LEARNER:
                 continue
-            caught_up = (p.match_seq + lag >= self.log.last_seq and self.now - p.last_heard_tick <= recent)
+            caught_up = (p.match_seq > 0 and p.match_seq + lag >= self.log.last_seq
+                         and self.now - p.last_heard_tick <= recent)
             p.caught_up_beats = p.caught_up_beats + 1 if caught_up else 0
             if p.caught_up_beats >= PROMOTE_AFTER_HEARTBEATS and ready is None:
                 ready = peer

@@ -152,6 +152,21 @@ class SimCluster(Convergence):
             self.run(self.config.heartbeat_ticks)
         raise SimFailure(f"{self.where()}: {node_id} could not join within {max_ticks or self._join_ticks} ticks")
 
+    def join_learner(self, node_id: str, stay: bool = False, max_ticks: int | None = None) -> SimNode:
+        """Add a node as the runtime's join does: a learner (``learner_add``), promoted by the
+        master once caught up; with ``stay`` a learner for good (``replica_add``, ``--learner``).
+        Returns once the entry committed (the promotion comes later, on its own)."""
+        sim = self.nodes.get(node_id) or self.add_node(node_id)
+        kind = "replica_add" if stay else "learner_add"
+        deadline = self.now + (max_ticks or self._join_ticks)
+        while self.now < deadline:
+            op = self.propose(kind, node_id, sim.url, acks="majority")
+            self.run_until(lambda: op.done or not self.is_pending(op), deadline - self.now)
+            if op.ok:
+                return sim
+            self.run(self.config.heartbeat_ticks)
+        raise SimFailure(f"{self.where()}: learner {node_id} could not join within {max_ticks or self._join_ticks} ticks")
+
     def member_ids(self) -> list[str]:
         return list(self.nodes)
 

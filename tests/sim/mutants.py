@@ -248,6 +248,38 @@ MUTANTS += (
        "an unfinished transfer ends at its deadline and the master takes writes again"),
 )
 
+MUTANTS += (
+    # -- learners (dkvs/core/membership.py; tests/sim/test_scenarios_learners.py) -----------------
+    _m("learner_not_in_commit_quorum", "quorum.py",
+       "    held = [match_seqs.get(voter, 0) for voter in voters]",
+       "    held = list(match_seqs.values())",
+       "a learner's copy never counts towards the commit point"),
+    _m("learner_not_in_check_quorum", "master.py",
+       "if self.now - p.last_heard_tick < window and peer not in self.learners)",
+       "if self.now - p.last_heard_tick < window)",
+       "check-quorum counts voters only: a master that hears only learners steps down"),
+    _m("learner_not_in_read_round", "master.py",
+       "if p.acked_round >= read.round and peer not in self.learners)",
+       "if p.acked_round >= read.round)",
+       "a learner's answer never confirms a consistent read's round"),
+    _m("learner_never_campaigns", "election.py",
+       "        if not self.is_voter():\n            # Not (yet) a member, or a learner",
+       "        if self.id not in self.members:\n            # Not (yet) a member, or a learner",
+       "a learner never starts a (pre-)vote"),
+    _m("learner_vote_does_not_count", "election.py",
+       "granted = sum(1 for member in self.votes if self.is_voter(member))",
+       "granted = len(self.votes)",
+       "a candidate counts only voters' votes"),
+    _m("promote_only_when_caught_up", "master.py",
+       "caught_up = (p.match_seq > 0 and p.match_seq + lag >= self.log.last_seq",
+       "caught_up = (True",
+       "a learner is promoted only once it holds the log to within one batch of the master"),
+    _m("acks_all_ignores_learners", "master.py",
+       "            if peer in self.learners:\n                continue\n",
+       "",
+       "acks=all waits for live voters only, never for a (slow) learner"),
+)
+
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
 QUICK = ("commit_current_epoch_only", "read_index_majority_round", "one_vote_per_epoch",
          "epoch_fencing", "log_matching")
