@@ -58,8 +58,8 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         self.master_id: str | None = None
         self.last_master_contact: int | None = None
         self.election_deadline = self.now + self.random_election_timeout()
-        if list(self.members) == [node_id]:
-            self.election_deadline = 1  # sole member after a restart: no one to wait for
+        if self.voters() == [node_id]:
+            self.election_deadline = 1  # sole voter after a restart: no one to wait for
         self.view: tuple = ()
         self.elections_started = 0
         self.elections_won = 0
