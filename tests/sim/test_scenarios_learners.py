@@ -231,3 +231,53 @@ def test_read_replica_is_never_promoted_and_survives_snapshots_and_restarts():
         assert node(c, nid).learners == {"n2": "replica"}, nid
     status = node(c, "n1").status()
     assert [(m["id"], m["voter"]) for m in status["members"]] == [("n1", True), ("n2", False)]
+
+
+# -- the member rows of snapshots ------------------------------------------------------------------
+
+def test_snapshot_member_rows_keep_learners_and_old_rows_are_voters(tmp_path):
+    # Proves the snapshot encoding: a learner's row carries its kind through a snapshot file,
+    # the wire codec and a node rebuilt from it; a row without a kind (data dirs older than
+    # learners) is a voter, and an unknown kind is dropped rather than trusted.
+    from dkvs.core.membership import fold_members, parse_member_rows
+    from dkvs.core.messages import Snapshot
+    from dkvs.core.node import Node
+    from dkvs.storage.base import StoredSnapshot
+    from dkvs.storage.snapshot_file import read_snapshot, write_snapshot
+    from dkvs.transport import codec
+
+    rows = (("n1", "http://a"), ("n2", "http://b", "learner"), ("n3", "http://c", "replica"))
+    path = str(tmp_path / "snap")
+    write_snapshot(path, StoredSnapshot(7, 2, rows, [["k", "v", 3]]))
+    assert read_snapshot(path).members == rows
+    wire = codec.decode_snapshot(b"".join(codec.encode_snapshot_chunks(Snapshot(2, "n1", 7, 2, rows, []))))
+    assert wire.members == rows
+    node = Node("n1", CoreConfig(), _Rng(), snapshot_seq=7, snapshot_epoch=2, snapshot_members=rows)
+    assert node.voters() == ["n1"] and node.learners == {"n2": "learner", "n3": "replica"}
+    assert node.member_rows_at(7) == rows
+    old = fold_members([("n1", "http://a"), ("n2", "http://b")], ())
+    assert old.voters() == ["n1", "n2"] and not old.learners
+    assert parse_member_rows([["n1", "http://a", "bogus"]]) == (("n1", "http://a"),)
+
+
+class _Rng:
+    def randrange(self, n: int) -> int:
+        return 0
+
+
+def test_membership_fold_of_learner_entries():
+    # Proves the fold's rules: a learner joins as one kind or the other, a promotion makes it
+    # a voter, a voter that rejoins (even at a new url) is never demoted, a removal forgets both.
+    from dkvs.core.log import Entry
+    from dkvs.core.membership import fold_members
+
+    def fold(*ops):
+        return fold_members((), [Entry(1, i + 1, op, key, value) for i, (op, key, value) in enumerate(ops)])
+
+    m = fold(("member_add", "a", "u-a"), ("learner_add", "b", "u-b"), ("replica_add", "c", "u-c"))
+    assert m.voters() == ["a"] and m.learners == {"b": "learner", "c": "replica"}
+    m = fold(("member_add", "a", "u-a"), ("learner_add", "b", "u-b"), ("member_promote", "b", None),
+             ("learner_add", "b", "u-b2"), ("member_remove", "c", None))
+    assert m.voters() == ["a", "b"] and m.urls["b"] == "u-b2" and not m.learners
+    m = fold(("replica_add", "c", "u-c"), ("member_remove", "c", None), ("member_promote", "c", None))
+    assert not m.urls and not m.learners
