@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dkvs.tools.local_cluster import LocalCluster, node_status, wait_for  # noqa: E402
+from dkvs.tools.local_cluster import LocalCluster, http_call, node_status, wait_for  # noqa: E402
 
 CATCH_UP_TIMEOUT_SECONDS = 300.0
 AFTER_SECONDS = 1.0  # keep writing this long after the joiner is a caught-up voter
@@ -117,6 +117,7 @@ def one_run(args, run: int) -> dict:
         control_from = time.monotonic()
         time.sleep(CONTROL_SECONDS)
         joined_at = time.monotonic()
+        joined_wall = time.time()
         new = cluster.start("--join", first.url, "--data-dir", os.path.join(root, "b"), "--id", "joiner")
         caught = wait_for(lambda: _is_caught_up_voter(first.url, new.url, "joiner", target),
                           CATCH_UP_TIMEOUT_SECONDS, interval=0.05)
@@ -125,6 +126,7 @@ def one_run(args, run: int) -> dict:
         writer.stop.set()
         writer.join(timeout=90)
         end = time.monotonic()
+        events = _events(first.url, joined_wall)
     window = [(t, s) for t, s in writer.answers if joined_at <= t <= end]
     ok_times = [joined_at] + [t for t, s in window if s == 200] + [end]
     gap, gap_at = max((b - a, a - joined_at) for a, b in zip(ok_times, ok_times[1:]))
@@ -140,7 +142,21 @@ def one_run(args, run: int) -> dict:
           f"without a join ({CONTROL_SECONDS:g} s before it) {control_gap * 1000:.0f} ms  "
           f"(load average {os.getloadavg()[0]:.2f})",
           flush=True)
+    if args.events:
+        print("  first node's events during the join (s after it): "
+              + "; ".join(f"+{at:.2f} {kind}" for at, kind in events))
     return result
+
+
+def _events(url: str, since_wall: float) -> list[tuple[float, str]]:
+    """``(seconds after the join, kind)`` of the node's events since the join (GET /events)."""
+    try:
+        code, body = http_call(url, "GET", "/events?after=0", timeout=5)
+    except OSError:
+        return []
+    if code != 200:
+        return []
+    return [(e["time"] - since_wall, e["kind"]) for e in body.get("events", ()) if e.get("time", 0) >= since_wall]
 
 
 def main() -> int:
@@ -149,6 +165,7 @@ def main() -> int:
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--loaders", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", action="store_true", help="also print the first node's events during the join")
     parser.add_argument("--data-dir-root", help="directory for the nodes' data dirs (default: the system temp dir)")
     args = parser.parse_args()
     if args.keys < args.loaders or args.runs < 1 or args.value_bytes < 1:
