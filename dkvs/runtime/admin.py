@@ -58,6 +58,12 @@ __all__ = ["ClusterAdmin", "join_cluster", "post_internal", "fetch_identity", "J
 log = logging.getLogger("dkvs.admin")
 
 MEMBERSHIP_TIMEOUT_SECONDS = 10.0
+# A join is answered once the joiner was promoted to voter, or after this long (then it is
+# still a learner catching up): below the joiner's 5 s per attempt (runtime.startup), and
+# long enough for a small catch-up (3 heartbeats), so that a node that printed its startup
+# line is usually a voter already, as before learners existed.
+PROMOTION_WAIT_SECONDS = 3.0
+PROMOTION_POLL_SECONDS = 0.02
 IDENTITY_TIMEOUT_SECONDS = 2.0  # the callback to a joining or leaving node
 
 
@@ -143,7 +149,19 @@ class ClusterAdmin:
         self._propose(OP_REPLICA_ADD if learner else OP_LEARNER_ADD, node_id, url)
         log.info("node %s joined from %s as a learner%s", node_id, url,
                  " (stays one: --learner)" if learner else " (promoted to voter once caught up)")
+        if not learner:
+            self._await_promotion(node_id)
         return self._answer(node_id)
+
+    def _await_promotion(self, node_id: str) -> None:
+        """Wait (bounded, on this request's thread) until the master promoted ``node_id``,
+        it stopped being master, or ``PROMOTION_WAIT_SECONDS`` passed."""
+        deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            waiting = self.host.query(lambda node: node.role == MASTER and node_id in node.learners)
+            if not waiting:
+                return
+            time.sleep(PROMOTION_POLL_SECONDS)
 
     def leave(self, node_id: str, sender: str | None, relayed: bool, headers=None) -> dict:
         """``node_id`` asks to leave; ``sender`` is the signed sender (None without a secret)."""
@@ -181,6 +199,7 @@ class ClusterAdmin:
         node = self.host.node
         return {"id": node_id, "epoch": node.epoch, "master": {"id": node.id, "url": self.service.url},
                 "members": dict(node.members), "learners": sorted(node.learners),
+                "voter": node.is_voter(node_id),
                 "cluster_id": self.service.cluster_id}
 
 
