@@ -16,6 +16,10 @@ Rules this module implements (DESIGN §3):
   least its own, and ignores vote requests while it still hears a live master. A majority
   of votes makes the candidate master; an entry held by a majority is therefore in the log
   of every future master.
+* **Voters only** (:mod:`dkvs.core.membership`): "a majority" is of the voters in the
+  candidate's own log. A learner never campaigns and never claims to be fresher; it does
+  answer vote requests (a candidate whose log holds its promotion counts it), but a
+  candidate counts no vote of a member that is a learner in its log.
 """
 
 from __future__ import annotations

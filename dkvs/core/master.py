@@ -22,8 +22,8 @@ Replication rules (DESIGN §3):
   quorum: not in the commit point, ``acks=majority``, ``acks=all``, read rounds or
   check-quorum. **Promotion**: at each heartbeat the master checks every learner that may be
   promoted (``learner_add``, not ``replica_add``); one that answered within the last two
-  heartbeats and confirmed holding the log up to at most ``PROMOTE_LAG_ENTRIES`` (one batch,
-  ``max_batch_entries``) behind the master's last seq is *caught up*. After
+  heartbeats and confirmed holding the log up to at most one batch
+  (``CoreConfig.max_batch_entries``) behind the master's last seq is *caught up*. After
   ``PROMOTE_AFTER_HEARTBEATS`` consecutive caught-up heartbeats the master appends
   ``member_promote`` for it — a membership change like the others (one at a time, after
   its own first commit, never during a leadership transfer). Once promoted the new voter
