@@ -206,7 +206,7 @@ class NodeDriver:
             seq, data = state.committed_view()
         else:
             seq, data = state.snapshot_items()
-        return seq, self.node.log.epoch_at(seq), tuple(self.node.members_at(seq).items()), data
+        return seq, self.node.log.epoch_at(seq), self.node.member_rows_at(seq), data
 
     def snapshot_built(self, seq: int, nbytes: int, error: str | None = None) -> None:
         """A :class:`BuildSnapshot` finished: the snapshot at ``seq`` is durable (or failed)."""

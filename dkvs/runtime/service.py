@@ -355,7 +355,7 @@ class NodeService(StatusMixin, KeyValueService):
     def _join(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers,
-                                          cluster_id=request.get("cluster_id")))
+                                          cluster_id=request.get("cluster_id"), learner=request.get("learner") is True))
 
     def _leave(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)

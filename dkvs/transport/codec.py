@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from ..core.log import Entry
+from ..core.membership import parse_member_rows
 from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, TimeoutNow, VoteReply, VoteRequest
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "CodecError",
@@ -132,7 +133,7 @@ def decode_snapshot(data: bytes) -> Snapshot:
             if line.strip():
                 items.extend(json.loads(_text(line)))
         return Snapshot(int(header["e"]), str(header["s"]), int(header["seq"]), int(header["se"]),
-                        tuple((str(i), str(u)) for i, u in header["members"]), items)
+                        parse_member_rows(header["members"]), items)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed snapshot: {exc!r}") from None
 
