@@ -7,6 +7,11 @@ killed and restarted with its data dir is reconnected by the master and catches 
 
 from __future__ import annotations
 
+import pytest
+
+from dkvs.tools.local_cluster import FAST_TIMINGS, LocalCluster, wait_for
+from dkvs.tools.tls_certs import https_call, make_ca, openssl_available
+
 from .procs import get, put, status, wait_until
 
 SECRET = "stream-integration-secret-0123456789"
@@ -44,3 +49,31 @@ def test_writes_replicate_over_streams_and_a_restarted_slave_reconnects(procs, t
     assert get(again.url, "k29")[1]["value"] == "v29"
     assert stream_opens(master, victim.id) > opened  # the master opened a new stream to it
     assert put(master.url, "after", "v", acks="all")[0] == 200
+
+
+def test_streams_run_over_tls_between_tls_nodes(tmp_path):
+    # What this proves: on nodes serving HTTPS (client certificates required) the master's
+    # streams are TLS connections verified with the node's CA, and they carry the writes.
+    if not openssl_available():
+        pytest.skip("the openssl binary is not installed (needed for the test CA)")
+    ca = make_ca(tmp_path / "tls")
+
+    def tls_args(name):
+        cert, key = ca.node(name)
+        return ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca.cert)]
+
+    context = ca.context()
+    context.load_cert_chain(*ca.node("client"))
+    with LocalCluster(*FAST_TIMINGS, "--tls-client-auth", "required") as cluster:
+        first = cluster.start(*tls_args("n1"), "--log-level", "debug")
+        others = [cluster.start("--join", first.url, *tls_args(f"n{i}")) for i in (2, 3)]
+
+        def all_written() -> bool:
+            try:
+                return https_call(first.url, "PUT", "/kv/tls-key?acks=all", b"v", context=context)[0] == 200
+            except OSError:
+                return False
+        assert wait_for(all_written, 60.0), "a write with acks=all never succeeded on the TLS cluster"
+        assert https_call(others[1].url, "GET", "/kv/tls-key", context=context)[1]["value"] == "v"
+        opened = [line for line in first.stderr_lines if "replication stream to" in line]
+        assert {o.id for o in others} <= {line.split("replication stream to ")[1].split()[0] for line in opened}
