@@ -14,6 +14,12 @@ shared machine every figure depends on it.
 
 ``--tree`` measures the dkvs package of another checkout (e.g. a scratch clone of
 ``main``) with this script, so "before" and "after" use one method.
+
+``--transport`` measures the replication transport alone, side by side in one run: this
+process sends ``--batches`` Append batches (4 entries of 100 bytes, cluster secret on) one
+round trip at a time to a receiving node in a child process, over POSTs and over a stream,
+and prints the sender's CPU µs per batch (``time.process_time``) for each, interleaved
+``--repeat`` times.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--transport", action="store_true", help="measure the transport alone (POST vs stream)")
+    p.add_argument("--batches", type=int, default=3000)
     o = p.parse_args(argv)
     try:
         levels = [int(c) for c in o.concurrency.split(",") if c.strip()]
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--tree {o.tree}: no dkvs package there", file=sys.stderr)
         return 2
     sys.path.insert(0, str(root))
+    if o.transport:
+        return transport_only(o.batches, o.repeat)
     from dkvs.tools.bench.load import LoadSpec
     from dkvs.tools.bench.runner import run_once
     from dkvs.tools.bench.targets import StartedCluster
@@ -85,6 +95,89 @@ def main(argv: list[str] | None = None) -> int:
     for clients, name, ops, _, _ in rows:
         if not name.startswith("1-node") and single_ops.get(clients):
             print(f"{clients:>7}  3-node majority / 1-node: {ops / single_ops[clients]:.2f}x")
+    return 0
+
+
+SECRET = "replication-cpu-bench"
+
+
+def _receiver(url_out) -> None:
+    """A node stand-in that answers every Append like a slave holding it (child process)."""
+    import threading
+
+    from dkvs.api.server import make_server
+    from dkvs.api.service import KeyValueService, Limits
+    from dkvs.core.messages import AppendReply
+    from dkvs.transport import codec
+    from dkvs.transport.auth import Signer
+
+    class Receiver(KeyValueService):
+        limits = Limits()
+        signer = Signer(SECRET, node_id="n2")
+
+        def internal_head(self, method, target, headers, *, token_checked=False):
+            return self.signer.verify_head(method, target, headers)
+
+        def internal(self, method, path, query, body, headers):
+            m = codec.decode(body)
+            return 200, codec.encode_many([AppendReply(m.epoch, "n2", True, m.entries[-1].seq, round=m.round)])
+
+        def put(self, *a, **k):
+            raise NotImplementedError
+
+        delete = get = items = status = put
+
+    server = make_server(Receiver(), "127.0.0.1", 0).start()
+    url_out.send(server.url)
+    threading.Event().wait()
+
+
+def transport_only(batches: int, repeat: int) -> int:
+    import multiprocessing
+    import threading
+    import time
+
+    from dkvs.core.log import Entry
+    from dkvs.core.messages import Append
+    from dkvs.transport.auth import Signer
+    from dkvs.transport.http import HttpTransport
+
+    here, there = multiprocessing.Pipe()
+    child = multiprocessing.get_context("spawn").Process(target=_receiver, args=(there,), daemon=True)
+    child.start()
+    try:
+        url = here.recv()
+        print(f"load average before: {_loadavg()}", flush=True)
+        results: dict[str, list[float]] = {"POST /internal/raft": [], "stream": []}
+        for _ in range(repeat):
+            for name in results:
+                done = threading.Semaphore(0)
+                transport = HttpTransport(Signer(SECRET, node_id="n1"), node_id="n1", stream=name == "stream")
+                transport.start(lambda peer, send_id, messages: done.release(), lambda peer, send_id: done.release())
+                transport.set_peers({"n2": url})
+                seq = 0
+
+                def one_batch() -> None:
+                    nonlocal seq
+                    entries = tuple(Entry(1, seq + i, "put", f"key{seq + i}", "v" * 100) for i in range(1, 5))
+                    transport.send("n2", Append(1, "n1", seq, 1, entries, seq, seq), send_id=seq + 1)
+                    seq += 4
+                    if not done.acquire(timeout=30):
+                        raise SystemExit("the receiver did not answer")
+                for _ in range(50):  # warm up: connection, stream
+                    one_batch()
+                started = time.process_time()
+                for _ in range(batches):
+                    one_batch()
+                results[name].append((time.process_time() - started) / batches * 1e6)
+                transport.close()
+        print(f"load average after: {_loadavg()}")
+        for name, values in results.items():
+            print(f"{name:<20} sender CPU µs per batch: median {statistics.median(values):.1f} "
+                  f"(runs: {', '.join(f'{v:.1f}' for v in values)})")
+    finally:
+        child.kill()
+        child.join()
     return 0
 
 

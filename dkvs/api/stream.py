@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-import struct
 import threading
 
 from ..errors import DkvsError, NoMaster, NotFound
@@ -36,6 +35,7 @@ from ..transport import codec
 from ..transport.auth import NONCE_HEADER, SENDER_HEADER
 from ..transport.stream_frames import (ERROR, MESSAGE, REPLY, STREAM_NONCE_HEADER, STREAM_PROTOCOL, FrameError,
                                        FrameReader, FrameWriter)
+from ..transport.stream_sender import use_kernel_timeouts
 from .response import Reply, error_reply
 
 __all__ = ["StreamAcceptor", "MAX_STREAMS", "is_upgrade"]
@@ -135,9 +135,10 @@ class StreamAcceptor:
             reader.feed(bytes(conn.buf[conn.pos:]))
             conn.pos = len(conn.buf)
         try:
-            if conn.hot:  # the worker's short receive timeout: a stream waits in one call
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
-            sock.settimeout(server.idle_timeout_seconds)
+            # One system call per read and per write (the worker's short SO_RCVTIMEO is replaced);
+            # TLS connections keep a Python timeout.
+            if not use_kernel_timeouts(sock, server.idle_timeout_seconds, server.request_timeout_seconds):
+                sock.settimeout(server.idle_timeout_seconds)
             while not self._closed:
                 frames = reader.frames()
                 if not frames:

@@ -1,11 +1,14 @@
-"""HTTP transport: one sender thread per peer, persistent connections, replies in the body.
+"""HTTP transport: a replication stream and a POST sender per peer, replies come back.
 
-Each peer gets a :class:`_PeerSender`: a bounded queue drained by one thread that POSTs
-messages over one keep-alive ``http.client`` connection. Messages to a peer therefore
-leave in order, at most one request is on the wire per peer (the core's pipelining
-unit), and a slow or dead peer never blocks the node or the other peers. The receiver
-answers each POST with the messages it addresses back to the sender (an append's reply,
-a vote), so a round trip costs one request.
+Replication (``Append``: batches and heartbeats) goes over one long-lived stream per peer
+(:mod:`.stream_sender`, framed and authenticated per frame by :mod:`.stream_frames`;
+``docs/protocol.md``, "Replication stream"): no HTTP request per batch. Everything else —
+votes, ``TimeoutNow``, snapshots — and replication to a peer that does not take streams
+goes through a :class:`_PeerSender`: a bounded queue drained by one thread that POSTs
+messages over one keep-alive ``http.client`` connection. Either way messages to a peer
+leave in order, and a slow or dead peer never blocks the node or the other peers. The
+receiver answers each message with the messages it addresses back to the sender (an
+append's reply, a vote), so a round trip costs one request or one pair of frames.
 
 A full queue drops the new message: the core notices (timeouts) and resends. A failed
 request closes the connection and reports the peer unreachable.

@@ -33,6 +33,7 @@ import collections
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -43,7 +44,8 @@ from .stream_frames import (ERROR, MESSAGE, RAFT_PATH, REPLY, STREAM_NONCE_HEADE
                             FrameReader, FrameWriter)
 from .tls import peer_context
 
-__all__ = ["StreamSender", "StreamRefused", "FALLBACK_SECONDS", "IDLE_CLOSE_SECONDS", "STREAM_WINDOW"]
+__all__ = ["StreamSender", "StreamRefused", "FALLBACK_SECONDS", "IDLE_CLOSE_SECONDS", "STREAM_WINDOW",
+           "use_kernel_timeouts"]
 
 log = logging.getLogger("dkvs.transport")
 
@@ -53,6 +55,26 @@ STREAM_WINDOW = 8  # messages written before waiting for their answers
 MAX_HEAD_BYTES = 16 * 1024
 RECV_BYTES = 256 * 1024
 _QUEUE_MESSAGES = 256
+
+
+def use_kernel_timeouts(sock, recv_seconds: float, send_seconds: float) -> bool:
+    """Put a plain socket in blocking mode with ``SO_RCVTIMEO``/``SO_SNDTIMEO`` bounds.
+
+    Why: a Python socket with a timeout polls before every ``recv`` and ``send``, which
+    doubles the system calls of each round trip; with kernel timeouts each is one call,
+    and a timeout surfaces as an ``OSError`` (``EAGAIN``) like any other failure. False
+    (and the socket keeps a Python timeout) where the options cannot be set, or for TLS.
+    """
+    if isinstance(sock, ssl.SSLSocket) or not isinstance(sock, socket.socket):
+        return False
+    try:
+        for option, seconds in ((socket.SO_RCVTIMEO, recv_seconds), (socket.SO_SNDTIMEO, send_seconds)):
+            whole = int(seconds)
+            sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+    except (OSError, struct.error):
+        return False
+    sock.settimeout(None)
+    return True
 
 
 class StreamRefused(OSError):
@@ -151,7 +173,6 @@ class StreamSender:
     def _await_answers(self, pending: list[int]) -> None:
         """Read until every id in ``pending`` is answered; removes them as they are."""
         sock, reader, transport = self._sock, self._reader, self.transport
-        sock.settimeout(transport.request_timeout)
         while pending:
             frames = reader.frames()
             if not frames:
@@ -200,6 +221,7 @@ class StreamSender:
         except BaseException:
             sock.close()
             raise
+        use_kernel_timeouts(sock, transport.request_timeout, transport.request_timeout)  # else keeps its timeout
         self._sock = sock
         self._writer, self._reader = FrameWriter(keys[0]), FrameReader(keys[1])
         self._reader.feed(rest)
