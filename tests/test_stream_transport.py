@@ -208,3 +208,11 @@ def test_an_upgrade_signed_for_another_node_is_refused(cluster_of_two):
     finally:
         sock.close()
     assert status == 401 and server.streams.accepted == 0 and node.received == []
+
+
+def test_a_node_with_every_stream_place_taken_is_served_by_post(cluster_of_two):
+    transport, server, node, answers = cluster_of_two()
+    server.streams.max_streams = 0
+    transport.send("n2", append(1), send_id=1)
+    assert answers.wait(lambda: answers.delivered)
+    assert server.streams.accepted == 0 and node.received == [append(1)] and not transport._streams["n2"].usable

@@ -30,7 +30,7 @@ import secrets
 import socket
 import threading
 
-from ..errors import DkvsError, NoMaster, NotFound
+from ..errors import DkvsError, NotFound
 from ..transport import codec
 from ..transport.auth import NONCE_HEADER, SENDER_HEADER
 from ..transport.stream_frames import (ERROR, MESSAGE, REPLY, STREAM_NONCE_HEADER, STREAM_PROTOCOL, FrameError,
@@ -38,13 +38,20 @@ from ..transport.stream_frames import (ERROR, MESSAGE, REPLY, STREAM_NONCE_HEADE
 from ..transport.stream_sender import use_kernel_timeouts
 from .response import Reply, error_reply
 
-__all__ = ["StreamAcceptor", "MAX_STREAMS", "is_upgrade"]
+__all__ = ["StreamAcceptor", "TooManyStreams", "MAX_STREAMS", "is_upgrade"]
 
 log = logging.getLogger("dkvs.stream")
 
 MAX_STREAMS = 32
 RECV_BYTES = 256 * 1024
 _JOIN_SECONDS = 2.0
+
+
+class TooManyStreams(DkvsError):
+    """Every stream place is taken: the opener falls back to POSTs and retries later."""
+
+    status = 503
+    code = "too_many_streams"
 
 
 def is_upgrade(headers) -> bool:
@@ -78,16 +85,13 @@ class StreamAcceptor:
 
     def accept(self, ex) -> Reply:
         """Answer an authenticated upgrade request (``ex`` is the request handler)."""
-        body = ex.read_body(0, required=False)  # a non-empty body is refused with 413
+        ex.read_body(0, required=False)  # an upgrade has no body: one is refused with 413
         signer = getattr(ex.service, "signer", None)
         if signer is None:
             return error_reply(NotFound("this node does not take replication streams"))
-        if body:
-            return error_reply(NotFound("a stream upgrade has no body"))
         with self._lock:
             if self._closed or len(self._sessions) >= self.max_streams:
-                return error_reply(NoMaster(f"this node has {len(self._sessions)} streams open; use POST",
-                                            retry_after=1.0))
+                return error_reply(TooManyStreams(f"this node has {len(self._sessions)} streams open; use POST"))
         accept_nonce = secrets.token_hex(16)
         keys = signer.stream_keys(ex.headers.get(NONCE_HEADER) or "", accept_nonce)
         ex.upgrade = _Session(keys, signer.sender(ex.headers))
