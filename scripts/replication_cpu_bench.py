@@ -10,10 +10,11 @@ and prints the medians: throughput, the master's µs of CPU per write, and the 3
 shared machine every figure depends on it.
 
     python3 scripts/replication_cpu_bench.py                       # 16 and 64 connections
-    python3 scripts/replication_cpu_bench.py --tree /tmp/main-copy # the same, for another checkout
+    python3 scripts/replication_cpu_bench.py --tree /tmp/main-copy --tree .   # before and after
 
-``--tree`` measures the dkvs package of another checkout (e.g. a scratch clone of
-``main``) with this script, so "before" and "after" use one method.
+``--tree`` (repeatable) runs the nodes from the dkvs package of that checkout (e.g. a
+scratch clone of ``main``): every tree's clusters run in the same repeats, interleaved, so
+"before" and "after" see the same moments of load and one method.
 
 ``--transport`` measures the replication transport alone, side by side in one run: this
 process sends ``--batches`` Append batches (4 entries of 100 bytes, cluster secret on) one
@@ -25,6 +26,7 @@ and prints the sender's CPU µs per batch (``time.process_time``) for each, inte
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -38,9 +40,59 @@ def _loadavg() -> str:
         return "unknown"
 
 
+class _Cluster:
+    """``n`` nodes running the dkvs package of ``tree`` (in memory, 127.0.0.1, port 0)."""
+
+    def __init__(self, tree: Path, n: int) -> None:
+        import subprocess
+        self.procs: list = []
+        self.urls: list[str] = []
+        env = dict(os.environ, PYTHONPATH=str(tree), DKVS_EXIT_WITH_PARENT="1")
+        try:
+            for i in range(n):
+                join = ["--join", self.urls[0]] if i else []
+                proc = subprocess.Popen([sys.executable, "-m", "dkvs", "--port", "0", "--log-level", "warning", *join],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                self.procs.append(proc)
+                line = proc.stdout.readline().split()  # "dkvs node <id> listening on <url>"
+                if not line:
+                    raise RuntimeError(f"a node of {tree} did not start")
+                self.urls.append(line[-1])
+            self._wait_formed(n)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_formed(self, n: int) -> None:
+        import json
+        import time
+        import urllib.request
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.urls[0] + "/status", timeout=5) as answer:
+                    status = json.loads(answer.read())
+                if status.get("role") == "master" and sum(1 for m in status["members"] if m.get("alive")) == n:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the {n}-node cluster did not form")
+
+    def target(self):
+        from dkvs.tools.bench.targets import Target
+        master = self.urls[0]  # the first node bootstraps the cluster as its master
+        return Target("dkvs", master, (master,), None, len(self.procs), tuple(p.pid for p in self.procs))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tree", help="root of the dkvs checkout to measure (default: this one)")
+    p.add_argument("--tree", action="append", help="root of a dkvs checkout to measure (repeatable; default: this one)")
     p.add_argument("--concurrency", default="16,64", help="comma-separated connection counts")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0)
@@ -56,45 +108,51 @@ def main(argv: list[str] | None = None) -> int:
     if not levels or min(levels) < 1 or o.repeat < 1 or o.duration <= 0:
         print("--concurrency, --repeat and --duration must be positive", file=sys.stderr)
         return 2
-    root = Path(o.tree).resolve() if o.tree else Path(__file__).resolve().parents[1]
-    if not (root / "dkvs" / "__init__.py").is_file():
-        print(f"--tree {o.tree}: no dkvs package there", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(root))
+    here = Path(__file__).resolve().parents[1]
+    trees = [Path(t).resolve() for t in o.tree] if o.tree else [here]
+    for tree in trees:
+        if not (tree / "dkvs" / "__init__.py").is_file():
+            print(f"--tree {tree}: no dkvs package there", file=sys.stderr)
+            return 2
+    sys.path.insert(0, str(here))
     if o.transport:
         return transport_only(o.batches, o.repeat)
     from dkvs.tools.bench.load import LoadSpec
     from dkvs.tools.bench.runner import run_once
-    from dkvs.tools.bench.targets import StartedCluster
 
-    print(f"tree {root}; load average before: {_loadavg()}", flush=True)
-    rows = []
-    with StartedCluster(1) as single, StartedCluster(3) as triple:
-        targets = {"1-node acks=1": (single.target(), "1"), "3-node acks=majority": (triple.target(), "majority")}
-        for clients in levels:
-            runs: dict[str, list[dict]] = {name: [] for name in targets}
-            for _ in range(o.repeat):
-                for name, (target, acks) in targets.items():
+    print(f"trees: {', '.join(map(str, trees))}; load average before: {_loadavg()}", flush=True)
+    clusters = []
+    try:
+        systems = {}
+        for t, tree in enumerate(trees):
+            for n, acks in ((1, "1"), (3, "majority")):
+                clusters.append(_Cluster(tree, n))
+                systems[(t, f"{n}-node acks={acks}")] = (clusters[-1].target(), acks)
+        runs: dict = {(clients, key): [] for clients in levels for key in systems}
+        for _ in range(o.repeat):  # interleaved: every system sees the same moments of load
+            for clients in levels:
+                for key, (target, acks) in systems.items():
                     spec = LoadSpec(workload="put", keys=10000, value_size=100, acks=acks, read_ratio=0.0,
                                     write_url=target.write_url, read_urls=target.read_urls,
                                     concurrency=clients, processes=2, populate=False, seed=1)
-                    runs[name].append(run_once(target, spec, None, o.warmup, o.duration))
-            for name, summaries in runs.items():
-                ops = statistics.median(s["throughput"] for s in summaries)
-                cpu = [s["cpu"]["master_us_per_op"] for s in summaries if s["cpu"]["master_us_per_op"]]
-                errors = sum(s["error_count"] for s in summaries)
-                rows.append((clients, name, ops, statistics.median(cpu) if cpu else None, errors))
+                    runs[(clients, key)].append(run_once(target, spec, None, o.warmup, o.duration))
+    finally:
+        for cluster in clusters:
+            cluster.close()
     print(f"load average after: {_loadavg()}")
-    print(f"{'clients':>7}  {'system':<22}{'ops/s':>9}  {'master µs/write':>15}  errors")
-    single_ops = {}
-    for clients, name, ops, cpu, errors in rows:
+    print(f"{'tree':<30}{'clients':>7}  {'system':<22}{'ops/s':>9}  {'master µs/write':>15}  errors")
+    single = {}
+    for (clients, (t, name)), summaries in runs.items():
+        ops = statistics.median(s["throughput"] for s in summaries)
+        cpu = [s["cpu"]["master_us_per_op"] for s in summaries if s["cpu"]["master_us_per_op"]]
+        errors = sum(s["error_count"] for s in summaries)
+        shown = f"{statistics.median(cpu):.1f}" if cpu else "n/a"
         if name.startswith("1-node"):
-            single_ops[clients] = ops
-        shown = f"{cpu:.1f}" if cpu is not None else "n/a"
-        print(f"{clients:>7}  {name:<22}{ops:>9.0f}  {shown:>15}  {errors}")
-    for clients, name, ops, _, _ in rows:
-        if not name.startswith("1-node") and single_ops.get(clients):
-            print(f"{clients:>7}  3-node majority / 1-node: {ops / single_ops[clients]:.2f}x")
+            single[(t, clients)] = ops
+            ratio = ""
+        else:
+            ratio = f"   {ops / single[(t, clients)]:.2f}x 1-node" if single.get((t, clients)) else ""
+        print(f"{str(trees[t])[-30:]:<30}{clients:>7}  {name:<22}{ops:>9.0f}  {shown:>15}  {errors}{ratio}")
     return 0
 
 
