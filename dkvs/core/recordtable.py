@@ -9,7 +9,7 @@ calls instead of a hash probe (about a microsecond), and a decode on every read.
 
 Record layout (:func:`pack`)::
 
-    escaped key (UTF-8) | 00 00 | seq (u64, big-endian) | value (UTF-8)
+    escaped key (UTF-8) | 00 00 | seq (16 hex digits, ASCII) | value (UTF-8)
 
 Text is encoded with ``surrogatepass``, a bijection for every ``str`` (binary values are
 held as surrogate-escaped text, :mod:`dkvs.core.values`; so are any lone surrogates a
@@ -20,7 +20,9 @@ order of their keys as ``str`` (UTF-8 preserves code point order). So:
 * records sort like their keys, and a sorted list of records is a sorted index;
 * the records of keys starting with ``p`` are exactly those starting with ``escape(p)``;
 * a key's record starts with ``escape(key) + 00 00`` (its *probe*), which no other key's
-  record does.
+  record does;
+* no record holds the byte ``FF`` (UTF-8 never does, nor do hex digits, which is why the
+  seq is written in hex), so records joined by ``FF`` split back apart in one C call.
 
 The same records, joined, are the blocks of a snapshot file
 (:mod:`dkvs.storage.snapshot_file`), so writing, sending and loading a snapshot never
@@ -33,11 +35,12 @@ import bisect
 from collections.abc import Iterable, Iterator
 
 __all__ = ["RecordTable", "pack", "unpack", "unpack_value", "probe", "prefix_bytes", "record_key",
-           "CHUNK_RECORDS", "END"]
+           "CHUNK_RECORDS", "END", "SEQ_BYTES", "SEPARATOR"]
 
 CHUNK_RECORDS = 512  # a chunk splits at twice this: inserts move at most ~1,000 pointers
 END = b"\x00\x00"  # ends the key in a record
-_SEQ_BYTES = 8
+SEQ_BYTES = 16  # hex digits of the seq: the whole u64 range
+SEPARATOR = b"\xff"  # never inside a record
 
 
 def _encode(text: str) -> bytes:
@@ -63,11 +66,12 @@ def probe(key: str) -> bytes:
 
 
 def pack(key: str, value: str, seq: int) -> bytes:
-    return prefix_bytes(key) + END + seq.to_bytes(_SEQ_BYTES, "big") + _encode(value)
+    return prefix_bytes(key) + END + b"%016x" % seq + _encode(value)
 
 
 def _key_end(record: bytes) -> int:
-    return record.index(END)
+    at = record.find(END)
+    return len(record) if at < 0 else at  # only a damaged record lacks one: read, never crash
 
 
 def record_key(record: bytes) -> str:
@@ -78,7 +82,11 @@ def record_key(record: bytes) -> str:
 def unpack_value(record: bytes) -> tuple[str, int]:
     """``(value, seq)`` of a record."""
     at = _key_end(record) + 2
-    return _decode(record[at + _SEQ_BYTES:]), int.from_bytes(record[at:at + _SEQ_BYTES], "big")
+    try:
+        seq = int(record[at:at + SEQ_BYTES], 16)
+    except ValueError:  # a damaged record (loading checks shape and order, not every digit)
+        seq = 0
+    return _decode(record[at + SEQ_BYTES:]), seq
 
 
 def unpack(record: bytes) -> tuple[str, str, int]:
