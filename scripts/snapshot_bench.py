@@ -68,8 +68,7 @@ def build_state(keys: int, seed: int = 1) -> KVState:
     names = [f"key-{rng.getrandbits(160):0{KEY_BYTES - 4}x}"[:KEY_BYTES] for _ in range(keys)]
     state = KVState()
     state.restore(keys, [[name, value, i + 1] for i, name in enumerate(names)])
-    rng.shuffle(names)
-    state.data = {name: state.data[name] for name in names}  # insertion order = random order
+    rng.shuffle(names)  # the uncommitted writes hit random keys
     uncommitted = [Entry(1, keys + 1 + i, OP_PUT, names[i], "new") for i in range(100)]
     state.apply(uncommitted, commit_seq=keys)
     return state

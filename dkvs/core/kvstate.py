@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from .leases import SNAPSHOT_KEY, LeaseTable, lease_id_of
 from .log import OP_DELETE, OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_PUT, OP_TXN, Entry
-from .recordtable import RecordTable, pack, prefix_bytes, probe, record_key, unpack, unpack_value
+from .recordtable import RecordTable, pack, pack_with_probe, prefix_bytes, probe, record_key, unpack, unpack_value
 from .txn import decode_txn, run_txn
 
 __all__ = ["KVState", "StateView"]
@@ -185,7 +185,7 @@ class KVState:
                         rejected.append((entry.seq, current_seq))
                         self.applied_seq = entry.seq
                         continue
-                self._set(entry, pack(entry.key, entry.value, entry.seq), commit_seq)
+                self._set(entry, *pack_with_probe(entry.key, entry.value, entry.seq), commit_seq)
             elif entry.op == OP_DELETE:
                 current = get(entry.key)
                 if current is None:
@@ -193,7 +193,7 @@ class KVState:
                 elif entry.cond is not None and current[1] != entry.cond:
                     rejected.append((entry.seq, current[1]))
                 else:
-                    self._set(entry, _ABSENT, commit_seq)
+                    self._set(entry, None, _ABSENT, commit_seq)
             elif entry.op in self._MULTI:
                 outcome = self._MULTI[entry.op](self, entry, commit_seq)
                 if results is not None:
@@ -267,9 +267,10 @@ class KVState:
         if key in self.leases.lease_of:  # any write detaches; a leased put re-attaches after
             self.leases.attach(seq, key, None, commit_seq)
 
-    def _set(self, entry: Entry, new: bytes | None, commit_seq: int) -> None:
+    def _set(self, entry: Entry, head: bytes | None, new: bytes | None, commit_seq: int) -> None:
+        """Apply a plain put (``head`` is the key's probe) or delete (``new`` is None)."""
         key = entry.key
-        old = self.table.pop(key) if new is None else self.table.set(key, new)
+        old = self.table.pop(key) if new is None else self.table.put(head, new)
         if entry.seq > commit_seq:
             self._undo.append((entry.seq, key, old))
         if key in self.leases.lease_of:  # a plain write of a leased key detaches it

@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-__all__ = ["RecordTable", "pack", "unpack", "unpack_value", "probe", "prefix_bytes", "record_key",
+__all__ = ["RecordTable", "pack", "pack_with_probe", "unpack", "unpack_value", "probe", "prefix_bytes", "record_key",
            "CHUNK_RECORDS", "END", "SEQ_BYTES", "SEPARATOR"]
 
 CHUNK_RECORDS = 512  # a chunk splits at twice this: inserts move at most ~1,000 pointers
@@ -62,11 +62,18 @@ def prefix_bytes(prefix: str) -> bytes:
 
 def probe(key: str) -> bytes:
     """What ``key``'s record starts with (and sorts right before)."""
-    return prefix_bytes(key) + END
+    data = key.encode("utf-8", "surrogatepass")
+    return (data.replace(b"\x00", b"\x00\x01") if b"\x00" in data else data) + END
 
 
 def pack(key: str, value: str, seq: int) -> bytes:
-    return prefix_bytes(key) + END + b"%016x" % seq + _encode(value)
+    return probe(key) + b"%016x" % seq + value.encode("utf-8", "surrogatepass")
+
+
+def pack_with_probe(key: str, value: str, seq: int) -> tuple[bytes, bytes]:
+    """``(probe(key), pack(key, value, seq))`` with one encoding of the key (the apply path)."""
+    head = probe(key)
+    return head, head + b"%016x" % seq + value.encode("utf-8", "surrogatepass")
 
 
 def _key_end(record: bytes) -> int:
@@ -142,8 +149,13 @@ class RecordTable:
         return c, i, i < len(chunk) and chunk[i].startswith(head)
 
     def get(self, key: str) -> bytes | None:
-        c, i, found = self._find(probe(key))
-        return self._chunks[c][i] if found else None
+        head = probe(key)
+        c = bisect.bisect_left(self._maxes, head)
+        if c == len(self._maxes):
+            return None
+        chunk = self._chunks[c]
+        record = chunk[bisect.bisect_left(chunk, head)]  # exists: the chunk's last record >= head
+        return record if record.startswith(head) else None
 
     def iter_from(self, head: bytes, skip_equal: bytes | None = None) -> Iterator[bytes]:
         """Records ``>= head`` in order; the first one is skipped if it starts with ``skip_equal``."""
@@ -161,9 +173,10 @@ class RecordTable:
     # -- changes -------------------------------------------------------------------------------
     def set(self, key: str, record: bytes) -> bytes | None:
         """Store ``record`` (of ``key``); return the record it replaced, if any."""
-        return self._set(probe(key), record)
+        return self.put(probe(key), record)
 
-    def _set(self, head: bytes, record: bytes) -> bytes | None:
+    def put(self, head: bytes, record: bytes) -> bytes | None:
+        """:meth:`set` given the key's probe (``record`` starts with it)."""
         chunks = self._chunks
         c, i, found = self._find(head)
         if found:
