@@ -81,6 +81,11 @@ def _key_end(record: bytes) -> int:
     return len(record) if at < 0 else at  # only a damaged record lacks one: read, never crash
 
 
+def _head(record: bytes) -> bytes:
+    """The probe a record starts with (its escaped key and the key end)."""
+    return record[:_key_end(record) + len(END)]
+
+
 def record_key(record: bytes) -> str:
     data = record[:_key_end(record)]
     return _decode(data.replace(b"\x00\x01", b"\x00") if b"\x00" in data else data)
@@ -104,13 +109,16 @@ def unpack(record: bytes) -> tuple[str, str, int]:
 class RecordTable:
     """Records sorted by key, as a list of chunks (each a sorted list of records).
 
-    Invariants: every chunk is non-empty and sorted; ``_maxes[i]`` is ``_chunks[i][-1]``;
+    Invariants: every chunk is non-empty and sorted; ``_maxes[i]`` is the probe (key part) of
+    ``_chunks[i][-1]`` — compared with a probe or a prefix it orders exactly like the record,
+    and these few short objects stay in the CPU cache while a lookup's first ``bisect``
+    walks them (the records themselves are scattered over the whole state);
     chunks are in order; no two records share a key. Pure data structure, not thread-safe.
     """
 
     def __init__(self, chunks: list[list[bytes]] | None = None) -> None:
         self._chunks: list[list[bytes]] = chunks if chunks is not None else []
-        self._maxes: list[bytes] = [chunk[-1] for chunk in self._chunks]
+        self._maxes: list[bytes] = [_head(chunk[-1]) for chunk in self._chunks]
         self._len = sum(map(len, self._chunks))
 
     @classmethod
@@ -181,24 +189,22 @@ class RecordTable:
         c, i, found = self._find(head)
         if found:
             chunk = chunks[c]
-            old, chunk[i] = chunk[i], record
-            if i == len(chunk) - 1:
-                self._maxes[c] = record
+            old, chunk[i] = chunk[i], record  # same key: the chunk's max (a probe) is unchanged
             return old
         if not chunks:
             chunks.append([record])
-            self._maxes.append(record)
+            self._maxes.append(head)
         else:
             if c == len(chunks):
                 c -= 1
                 chunks[c].append(record)
-                self._maxes[c] = record
+                self._maxes[c] = head
             else:
                 chunks[c].insert(i, record)
             chunk = chunks[c]
             if len(chunk) > 2 * CHUNK_RECORDS:
                 chunks[c:c + 1] = [chunk[:CHUNK_RECORDS], chunk[CHUNK_RECORDS:]]
-                self._maxes[c:c + 1] = [chunk[CHUNK_RECORDS - 1], chunk[-1]]
+                self._maxes[c:c + 1] = [_head(chunk[CHUNK_RECORDS - 1]), self._maxes[c]]
         self._len += 1
         return None
 
@@ -209,10 +215,10 @@ class RecordTable:
             return None
         chunk = self._chunks[c]
         old = chunk.pop(i)
-        if chunk:
-            self._maxes[c] = chunk[-1]
-        else:
+        if not chunk:
             del self._chunks[c], self._maxes[c]
+        elif i == len(chunk):  # the last one went: the chunk has a new max
+            self._maxes[c] = _head(chunk[-1])
         self._len -= 1
         return old
 
