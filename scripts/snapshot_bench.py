@@ -198,6 +198,30 @@ def cpu_steps(keys: int) -> None:
           f"CPU seconds, median of 3 (load average {os.getloadavg()[0]:.2f}):")
     for name, values in figures.items():
         print(f"  {name:32s} {statistics.median(values):6.3f} s")
+    print(f"  KVState.get, a random key        {per_op(state, 'get') * 1e6:6.2f} us per call")
+    print(f"  KVState.apply, random overwrites {per_op(state, 'put') * 1e6:6.2f} us per entry")
+
+
+def per_op(state: KVState, what: str, count: int = 100_000) -> float:
+    """CPU seconds per ``get`` of a random existing key, or per applied overwrite of one
+    (median of 3 rounds): the price of the state's representation on the hot paths."""
+    rng = random.Random(3)
+    keys = [key for key, _ in zip(state.data, range(count * 3))]  # existing keys, in key order
+    rng.shuffle(keys)
+    keys = keys[:count]
+    rounds = []
+    for _ in range(3):
+        if what == "get":
+            started = time.process_time()
+            for key in keys:
+                state.get(key)
+        else:
+            first = state.applied_seq + 1
+            entries = [Entry(1, first + i, OP_PUT, key, "w" * VALUE_BYTES) for i, key in enumerate(keys)]
+            started = time.process_time()
+            state.apply(entries, commit_seq=first + count - 1)
+        rounds.append((time.process_time() - started) / count)
+    return statistics.median(rounds)
 
 
 def main(argv=None) -> int:
