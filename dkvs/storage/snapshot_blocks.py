@@ -32,6 +32,7 @@ __all__ = ["RecordItems", "encode_block", "decode_block", "check_records", "pack
 
 _COUNT_BYTES = 4
 _MIN_TAIL = len(END) + SEQ_BYTES  # a key end and a seq follow every key
+_SEQ_LIMIT = 16 ** SEQ_BYTES
 
 
 class BlockError(ValueError):
@@ -77,17 +78,18 @@ def check_records(records: list[bytes], previous: bytes | None = None) -> None:
 
 def pack_items(items: Iterable) -> list[bytes]:
     """Records of ``[key, value, seq]`` items, in their order; :class:`BlockError` for an
-    item of the wrong shape (so a malformed old-format file is refused, not crashed on)."""
+    item of the wrong shape (so a malformed format-1 file is refused, not crashed on)."""
+    records = []
     try:
-        return [pack(key, value, seq) for key, value, seq in items
-                if type(key) is str and type(value) is str and type(seq) is int and seq >= 0
-                or _bad_item((key, value, seq))]
-    except (TypeError, ValueError, OverflowError) as exc:
+        for key, value, seq in items:
+            if type(key) is not str or type(value) is not str or type(seq) is not int or not 0 <= seq < _SEQ_LIMIT:
+                raise BlockError(f"malformed snapshot item {[key, value, seq]!r:.80}")
+            records.append(pack(key, value, seq))
+    except BlockError:
+        raise
+    except (TypeError, ValueError) as exc:  # not a 3-item sequence
         raise BlockError(f"malformed snapshot item ({exc})") from None
-
-
-def _bad_item(item) -> bool:
-    raise BlockError(f"malformed snapshot item {item!r:.80}")
+    return records
 
 
 class RecordItems(Sequence):
