@@ -1,0 +1,128 @@
+"""Splitting a history into independently checkable parts, and checking one part.
+
+Linearizability is compositional (P-compositionality, as Knossos and Porcupine use it):
+a history is linearizable exactly when the sub-history of every independent object is.
+With only single-key operations every key is an object. A transaction makes its keys one
+object, because it must appear to act on all of them at one instant: a union-find over
+the keys each transaction touches yields the *groups*, and each group is checked as one
+multi-key state. Keep transactions within small, fixed groups of keys (the chaos runner
+does); the search cost grows with what a group holds, not with the number of groups.
+
+A part with only plain put/get/delete goes to the fast single-register search
+(:mod:`dkvs.check.search`); a part with a conditional write or a transaction goes to the
+group search (:mod:`dkvs.check.groupsearch`) with the model of :mod:`dkvs.check.multikey`.
+
+**Leases.** A put with a lease may vanish at any later moment, when the lease expires or
+is revoked, on the master's clock, which no client sees. Each leased put therefore brings
+one *expiry*: a delete of its key with an unknown outcome, invoked with the put. That is
+exactly what an expiry is to a client: at most one deletion, at some time after the put,
+or none. It is weaker than the truth (a later plain put detaches the key from the lease,
+but the expiry may still be placed after it), so it can hide a bug, never invent one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .groupsearch import search_group
+from .history import Operation
+from .model import ABSENT
+from .multikey import SeqConflict, compile_group, resolve_seqs
+from .search import SearchOutcome, search_register
+from .shrink import shrink_counterexample
+
+__all__ = ["Group", "GroupOutcome", "check_group", "partition", "with_expiries"]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Keys checked together and their operations; ``plain`` when the register search fits."""
+
+    keys: tuple[str, ...]
+    operations: tuple[Operation, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.keys)
+
+    @property
+    def plain(self) -> bool:
+        return len(self.keys) == 1 and all(op.is_plain for op in self.operations)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOutcome:
+    linearizable: bool | None
+    counterexample: tuple[Operation, ...] = ()
+    reason: str = ""
+
+
+def with_expiries(operations: Sequence[Operation]) -> list[Operation]:
+    """``operations`` plus one info delete per key a leased put wrote (see the docstring)."""
+    expiries = []
+    for op in operations:
+        keys = [op.key] if op.lease and op.f == "put" else []
+        if op.txn is not None:
+            keys = sorted({step.key for step in op.txn.success + op.txn.failure if step.lease})
+        expiries.extend(Operation(op.process, "delete", key, None, op.invoke_time, None) for key in keys)
+    return list(operations) + expiries
+
+
+def partition(operations: Sequence[Operation]) -> list[Group]:
+    """The groups, sorted by their first key."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for op in operations:
+        first, *others = op.keys
+        for key in others:
+            parent[root(key)] = root(first)
+        root(first)
+    members: dict[str, list[str]] = {}
+    for key in parent:
+        members.setdefault(root(key), []).append(key)
+    ops: dict[str, list[Operation]] = {}
+    for op in operations:
+        ops.setdefault(root(op.keys[0]), []).append(op)
+    groups = [Group(tuple(sorted(keys)), tuple(ops.get(top, ()))) for top, keys in members.items()]
+    return sorted(groups, key=lambda group: group.keys)
+
+
+def _general_writes(op: Operation) -> bool:
+    """Whether ``op`` may change state in the group model (else it is a read)."""
+    if op.txn is not None:
+        return op.txn.writes
+    return op.f != "get" and op.conflict is None and op.found is not False
+
+
+def check_group(group: Group, budget: int, shrink_budget: int) -> GroupOutcome:
+    """Search one group; on a violation, shrink it to a counterexample. Seqs that answers
+    reported are cross-checked first, in every group (a cheap, certain refutation)."""
+    try:
+        resolution = resolve_seqs(group.operations)
+    except SeqConflict as conflict:
+        return GroupOutcome(False, tuple(sorted(conflict.operations, key=lambda op: op.invoke_time)),
+                            f"{conflict}: a seq names one write, so both answers cannot be true")
+    if group.plain:
+        outcome = search_register(group.operations, budget)
+        if outcome.linearizable is False:
+            return GroupOutcome(False, shrink_counterexample(group.operations, shrink_budget))
+        return GroupOutcome(outcome.linearizable)
+    initial = (ABSENT,) * len(group.keys)
+
+    def search(operations: Sequence[Operation], states: int) -> SearchOutcome:
+        completed, unknown = compile_group(group.keys, operations, resolution)
+        return search_group(completed, unknown, initial, states)
+
+    outcome = search(group.operations, budget)
+    if outcome.linearizable is False:
+        return GroupOutcome(False, shrink_counterexample(group.operations, shrink_budget, search=search,
+                                                         writes=_general_writes))
+    return GroupOutcome(outcome.linearizable)
