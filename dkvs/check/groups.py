@@ -70,28 +70,31 @@ def with_expiries(operations: Sequence[Operation]) -> list[Operation]:
 
 
 def partition(operations: Sequence[Operation]) -> list[Group]:
-    """The groups, sorted by their first key."""
+    """The groups, sorted by their first key. Only transactions join keys, so the
+    union-find runs over their keys alone; any other key is its own group."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
-        parent.setdefault(key, key)
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
+        while parent.get(key, key) != key:
+            parent[key] = parent.get(parent[key], parent[key])
             key = parent[key]
         return key
 
     for op in operations:
-        first, *others = op.keys
-        for key in others:
-            parent[root(key)] = root(first)
-        root(first)
-    members: dict[str, list[str]] = {}
-    for key in parent:
-        members.setdefault(root(key), []).append(key)
+        if op.txn is not None:
+            first, *others = op.keys
+            for key in others:
+                top, other = root(first), root(key)
+                if top != other:
+                    parent[other] = top
     ops: dict[str, list[Operation]] = {}
+    keys: dict[str, set[str]] = {}
     for op in operations:
-        ops.setdefault(root(op.keys[0]), []).append(op)
-    groups = [Group(tuple(sorted(keys)), tuple(ops.get(top, ()))) for top, keys in members.items()]
+        top = root(op.keys[0]) if parent else op.key
+        ops.setdefault(top, []).append(op)
+        if op.txn is not None or top != op.key:
+            keys.setdefault(top, {top}).update(op.keys)
+    groups = [Group(tuple(sorted(keys.get(top, (top,)))), tuple(members)) for top, members in ops.items()]
     return sorted(groups, key=lambda group: group.keys)
 
 

@@ -200,6 +200,11 @@ def _validate(event: object) -> None:
     value = event.get("value")
     if value is not None and not isinstance(value, str):
         raise _Broken(f"value must be a string or null, not {value!r}")
+    if len(event) > 6:  # the six fields every event has were checked above; the rest are rare
+        _validate_optional(event)
+
+
+def _validate_optional(event: dict) -> None:
     found = event.get("found")
     if found is not None:
         if not isinstance(found, bool):
@@ -256,9 +261,10 @@ class _Pairing:
         return invoke
 
     def record(self, process: int, invoke: _Invoke, value: str | None, complete: int | None,
-               found: bool | None = None, **answer) -> None:
+               found: bool | None = None, seq: int | None = None, conflict: int | None = None,
+               succeeded: bool | None = None, results: tuple | None = None) -> None:
         self.operations.append(Operation(process, invoke.f, invoke.key, value, invoke.time, complete, found,
-                                         if_seq=invoke.if_seq, lease=invoke.lease, txn=invoke.txn, **answer))
+                                         invoke.if_seq, seq, conflict, invoke.lease, invoke.txn, succeeded, results))
 
     def finish(self) -> None:
         """Invokes never completed count as info: they may or may not have taken effect."""
@@ -279,15 +285,18 @@ def _on_invoke(pairing: _Pairing, event: dict) -> None:
                       "is outstanding")
     if event["f"] == "put" and event.get("value") is None:
         raise _Broken("a put's invoke must carry the value written")
+    pairing.advance_clock(process, event["time"])
+    if len(event) == 6 and event["f"] != "txn":  # the common case: no condition, no lease, no txn
+        pairing.outstanding[process] = _Invoke(event["f"], event["key"], event.get("value"), event["time"])
+        return
     spec = None
     if event["f"] == "txn":
         try:
             spec = parse_txn(event.get("txn"))
         except ValueError as error:
             raise _Broken(str(error)) from None
-    pairing.advance_clock(process, event["time"])
     key = "+".join(spec.keys) if spec is not None else event["key"]
-    lease = event.get("lease") not in (None, False)
+    lease = event.get("lease") is not None and event.get("lease") is not False
     pairing.outstanding[process] = _Invoke(event["f"], key, event.get("value"), event["time"],
                                            event.get("if_seq"), lease, spec)
 
@@ -301,18 +310,16 @@ def _on_ok(pairing: _Pairing, event: dict) -> None:
         value = event["value"]
     else:
         value = _written(invoke)
-    answer = {"seq": event.get("seq")}
-    if event.get("conflict") is not None:
-        if invoke.if_seq is None:
-            raise _Broken("conflict only applies to a put or delete with if_seq")
-        answer["conflict"] = event["conflict"]
+    conflict, results = event.get("conflict"), None
+    if conflict is not None and invoke.if_seq is None:
+        raise _Broken("conflict only applies to a put or delete with if_seq")
     if invoke.txn is not None:
         try:
-            answer["results"] = parse_results(invoke.txn, event.get("succeeded"), event.get("results"))
+            results = parse_results(invoke.txn, event.get("succeeded"), event.get("results"))
         except ValueError as error:
             raise _Broken(str(error)) from None
-        answer["succeeded"] = event["succeeded"]
-    pairing.record(event["process"], invoke, value, event["time"], event.get("found"), **answer)
+    pairing.record(event["process"], invoke, value, event["time"], event.get("found"), event.get("seq"),
+                   conflict, event.get("succeeded"), results)
 
 
 def _on_fail(pairing: _Pairing, event: dict) -> None:
