@@ -253,7 +253,7 @@ class _Pairing:
         if invoke is None:
             raise _Broken(f"{event['type']} of {event['f']} without an outstanding invoke "
                           f"for process {process}")
-        if (invoke.f, invoke.key) != (event["f"], event.get("key", invoke.key)):
+        if invoke.f != event["f"] or (invoke.txn is None and invoke.key != event["key"]):
             raise _Broken(
                 f"{event['type']} of {event['f']} {event['key']!r} does not match process {process}'s "
                 f"outstanding invoke of {invoke.f} {invoke.key!r}"
