@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lease-ttl", type=float, default=1.0, help="ttl of the clients' leases (s)")
     add("--lock-ttl", type=float, default=1.0, help="--workload lock: the lock's lease ttl (s)")
     add("--lock-pause-share", type=_share, default=0.2,
-        help="--workload lock: chance a holder stalls 1.5 ttl before a fenced write (a simulated GC pause)")
+        help="--workload lock: chance a holder stalls 3 ttls before a fenced write (a simulated GC pause)")
     add("--history", metavar="PATH", help="save the history (JSON lines) here")
     add("--logs", metavar="DIR", help="save node logs, rollback files and the history here")
     add("--json", action="store_true", help="print the report as JSON on stdout (progress goes to stderr)")

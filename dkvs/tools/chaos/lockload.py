@@ -2,9 +2,11 @@
 
 Each :class:`LockClient` thread loops: acquire the lock ``chaos/lock`` (a lease of
 ``lock_ttl_s``, renewed by the recipe while held), then write the protected resource one
-to three times, then release. Now and then (``pause_share``) the holder stalls for one and
-a half ttl before a write, as a process in a long GC pause or swapped out would: its lease
-expires meanwhile, another client takes the lock, and the stale holder must be refused.
+to three times, then release. Now and then (``pause_share``) the holder stalls for three
+ttls before a write, as a process in a long GC pause or swapped out would: the
+recipe's renewals stall too (:class:`FreezableClient` holds its keepalives), so the lease
+expires meanwhile, another client takes the lock, and the stale holder, which still
+believes it holds the lock, must be refused by the resource.
 
 The protected resource is the key ``chaos/fenced``, holding ``"TOKEN:client:n"``. A fenced
 write reads it (a consistent read), refuses if it holds a higher token than ours, and
@@ -28,12 +30,26 @@ from .clients import NodeConnections
 from .history import HistoryRecorder, OpRecord, classify, classify_conditional, describe
 from .lockcheck import FencedWrite, Holder, token_of
 
-__all__ = ["LOCK_NAME", "RESOURCE_KEY", "LockClient"]
+__all__ = ["LOCK_NAME", "RESOURCE_KEY", "FreezableClient", "LockClient"]
 
 LOCK_NAME = "chaos/lock"
 RESOURCE_KEY = "chaos/fenced"
 WRITE_ATTEMPTS = 4  # reads + compare-and-sets per fenced write before giving up (contention)
-PAUSE_TTLS = 1.5  # a simulated holder pause, in lock ttls
+PAUSE_TTLS = 3.0  # a simulated holder pause, in lock ttls: long enough for the next holder to write
+
+
+class FreezableClient(Client):
+    """A ``dkvs.Client`` whose keepalives wait while the process is "frozen": the whole
+    holder stalls, its lease renewals included, as in a real pause."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.thawed = threading.Event()
+        self.thawed.set()
+
+    def keepalive(self, lease_id: int) -> float:
+        self.thawed.wait()
+        return super().keepalive(lease_id)
 
 
 class LockClient:
@@ -60,7 +76,7 @@ class LockClient:
         self.thread.join(timeout)
 
     def _run(self) -> None:
-        client = Client(self.urls, timeout=self.timeout_s, acks="majority", retry_seconds=2 * self.ttl_s)
+        client = FreezableClient(self.urls, timeout=self.timeout_s, acks="majority", retry_seconds=2 * self.ttl_s)
         try:
             while not self.stop.is_set():
                 self._one_turn(client)
@@ -68,7 +84,7 @@ class LockClient:
             client.close()
             self.connections.close()
 
-    def _one_turn(self, client: Client) -> None:
+    def _one_turn(self, client: FreezableClient) -> None:
         lock = Lock(client, LOCK_NAME, ttl=self.ttl_s, owner=f"c{self.number}")
         started = time.monotonic_ns()
         try:
@@ -84,7 +100,11 @@ class LockClient:
                     break
                 if self.rng.random() < self.pause_share:
                     holder.paused += 1
-                    self.stop.wait(PAUSE_TTLS * self.ttl_s)
+                    client.thawed.clear()
+                    try:
+                        self.stop.wait(PAUSE_TTLS * self.ttl_s)
+                    finally:
+                        client.thawed.set()
                 holder.writes.append(self.fenced_write(token))
                 if lock.lost:
                     break
