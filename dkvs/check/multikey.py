@@ -57,13 +57,18 @@ class SeqConflict(Exception):
 @dataclass(frozen=True, slots=True)
 class ModelOp:
     """One operation compiled for the group search. ``observing``: legal steps never change
-    the state. ``source`` is the recorded operation (for counterexamples)."""
+    the state. ``source`` is the recorded operation (for counterexamples). ``effect`` is
+    set for a *blind* write, legal in every state and always leaving one key at one value:
+    ``(key index, value)``; blind writes with equal effects are interchangeable. ``reads``
+    are the key indices whose values the step looks at (empty for a blind write)."""
 
     invoke: int
     deadline: float
     step: Step
     observing: bool
     source: Operation
+    effect: tuple | None = None
+    reads: frozenset = frozenset()
 
 
 class Resolution:
@@ -182,9 +187,13 @@ class _Compiler:
         if op.is_info and not op.txn.writes:
             return []
         deadline = float("inf") if op.is_info else op.complete_time
+        reads = frozenset(self.index[c.key] for c in op.txn.compare)
         if op.is_info and self._unresolved(op.txn):
-            return [ModelOp(op.invoke_time, deadline, self._txn_step(op, force), False, op) for force in (True, False)]
-        return [ModelOp(op.invoke_time, deadline, self._txn_step(op), self._txn_observing(op), op)]
+            return [ModelOp(op.invoke_time, deadline, self._txn_step(op, force), False, op, None, reads)
+                    for force in (True, False)]
+        if not op.is_info:
+            reads |= {self.index[r.key] for r in op.results if r.op != "put"}
+        return [ModelOp(op.invoke_time, deadline, self._txn_step(op), self._txn_observing(op), op, None, reads)]
 
     def _unresolved(self, spec: TxnSpec) -> bool:
         return any(self._target(c.key, c.kind, c.target) is _UNRESOLVED for c in spec.compare)
@@ -192,19 +201,27 @@ class _Compiler:
     def _compile_single(self, op: Operation) -> ModelOp | None:
         deadline = float("inf") if op.is_info else op.complete_time
         i = self.index[op.key]
+        reads = frozenset((i,))
         if op.f == "get":
             if op.is_info:
                 return None
-            return ModelOp(op.invoke_time, deadline, _equals(i, self.token(op.key, op.value)), True, op)
+            return ModelOp(op.invoke_time, deadline, _equals(i, self.token(op.key, op.value)), True, op, None, reads)
         if op.conflict is not None:  # a 409: the key was at another seq, nothing written
             seen = self.resolution.value_at(op.key, op.conflict)
-            return None if seen is _UNRESOLVED else ModelOp(op.invoke_time, deadline, _equals(i, seen), True, op)
+            if seen is _UNRESOLVED:
+                return None
+            return ModelOp(op.invoke_time, deadline, _equals(i, seen), True, op, None, reads)
         required = _UNRESOLVED if op.if_seq is None else self.resolution.value_at(op.key, op.if_seq)
         if op.f == "put":
-            return ModelOp(op.invoke_time, deadline, _put(i, self.token(op.key, op.value), required), False, op)
+            value = self.token(op.key, op.value)
+            if required is _UNRESOLVED:
+                return ModelOp(op.invoke_time, deadline, _put(i, value, required), False, op, (i, value))
+            return ModelOp(op.invoke_time, deadline, _put(i, value, required), False, op, None, reads)
         if op.found is False:
-            return ModelOp(op.invoke_time, deadline, _equals(i, ABSENT), True, op)
-        return ModelOp(op.invoke_time, deadline, _delete(i, required, op.found is True), False, op)
+            return ModelOp(op.invoke_time, deadline, _equals(i, ABSENT), True, op, None, reads)
+        if required is _UNRESOLVED and op.found is not True:
+            return ModelOp(op.invoke_time, deadline, _delete(i, required, False), False, op, (i, ABSENT))
+        return ModelOp(op.invoke_time, deadline, _delete(i, required, op.found is True), False, op, None, reads)
 
     def _txn_observing(self, op: Operation) -> bool:
         return not op.is_info and all(step.op == "get" for step in op.txn.branch(op.succeeded))
