@@ -126,6 +126,29 @@ def check_group(group: Group, budget: int, shrink_budget: int) -> GroupOutcome:
 
     outcome = search(group.operations, budget)
     if outcome.linearizable is False:
-        return GroupOutcome(False, shrink_counterexample(group.operations, shrink_budget, search=search,
-                                                         writes=_general_writes))
+        shrunk = shrink_counterexample(group.operations, shrink_budget, search=search, writes=_general_writes)
+        return GroupOutcome(False, _with_writers(shrunk, group.operations))
     return GroupOutcome(outcome.linearizable)
+
+
+def _written_pairs(op: Operation) -> set[tuple[str, str]]:
+    if op.txn is not None:
+        branches = (op.txn.success, op.txn.failure) if op.succeeded is None else (op.txn.branch(op.succeeded),)
+        return {(step.key, step.value) for branch in branches for step in branch if step.op == "put"}
+    return {(op.key, op.value)} if op.f == "put" and op.conflict is None else set()
+
+
+def _with_writers(counterexample: tuple[Operation, ...], operations: Sequence[Operation]) -> tuple[Operation, ...]:
+    """The shrunk set plus the writes of the values it read, for a person to read: with
+    transactions the minimal set often holds only reads (a txn seen half-applied shrinks to
+    the two reads that disagree), and the txn that wrote them is what explains it. A
+    superset of a failing set fails too, so the result is still a sound counterexample."""
+    seen = set()
+    for op in counterexample:
+        if op.txn is not None and op.results is not None:
+            seen |= {(r.key, r.value) for r in op.results if r.op == "get" and r.found}
+        elif op.f == "get" and op.value is not None:
+            seen.add((op.key, op.value))
+    chosen = {id(op) for op in counterexample}
+    writers = [op for op in operations if id(op) not in chosen and _written_pairs(op) & seen]
+    return tuple(sorted((*counterexample, *writers), key=lambda op: (op.invoke_time, op.process)))
