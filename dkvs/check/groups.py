@@ -41,14 +41,11 @@ class Group:
 
     keys: tuple[str, ...]
     operations: tuple[Operation, ...]
+    plain: bool = True
 
     @property
     def name(self) -> str:
         return "+".join(self.keys)
-
-    @property
-    def plain(self) -> bool:
-        return len(self.keys) == 1 and all(op.is_plain for op in self.operations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +59,9 @@ def with_expiries(operations: Sequence[Operation]) -> list[Operation]:
     """``operations`` plus one info delete per key a leased put wrote (see the docstring)."""
     expiries = []
     for op in operations:
-        keys = [op.key] if op.lease and op.f == "put" else []
-        if op.txn is not None:
-            keys = sorted({step.key for step in op.txn.success + op.txn.failure if step.lease})
+        if not op.lease and op.txn is None:
+            continue
+        keys = [op.key] if op.txn is None else sorted({s.key for s in op.txn.success + op.txn.failure if s.lease})
         expiries.extend(Operation(op.process, "delete", key, None, op.invoke_time, None) for key in keys)
     return list(operations) + expiries
 
@@ -89,12 +86,16 @@ def partition(operations: Sequence[Operation]) -> list[Group]:
                     parent[other] = top
     ops: dict[str, list[Operation]] = {}
     keys: dict[str, set[str]] = {}
+    special: set[str] = set()  # groups with a conditional write or a txn
     for op in operations:
         top = root(op.keys[0]) if parent else op.key
         ops.setdefault(top, []).append(op)
         if op.txn is not None or top != op.key:
             keys.setdefault(top, {top}).update(op.keys)
-    groups = [Group(tuple(sorted(keys.get(top, (top,)))), tuple(members)) for top, members in ops.items()]
+        if op.txn is not None or op.if_seq is not None:
+            special.add(top)
+    groups = [Group(tuple(sorted(keys.get(top, (top,)))), tuple(members), top not in special and top not in keys)
+              for top, members in ops.items()]
     return sorted(groups, key=lambda group: group.keys)
 
 

@@ -310,6 +310,10 @@ def _on_ok(pairing: _Pairing, event: dict) -> None:
         value = event["value"]
     else:
         value = _written(invoke)
+    if len(event) == 6:  # nothing optional: the common case, kept fast
+        pairing.operations.append(Operation(event["process"], invoke.f, invoke.key, value, invoke.time,
+                                            event["time"], None, invoke.if_seq, None, None, invoke.lease, invoke.txn))
+        return
     conflict, results = event.get("conflict"), None
     if conflict is not None and invoke.if_seq is None:
         raise _Broken("conflict only applies to a put or delete with if_seq")

@@ -106,14 +106,16 @@ def resolve_seqs(operations: Sequence[Operation]) -> Resolution:
     """Learn every ``(key, seq) -> value`` the completed operations report; raises
     :class:`SeqConflict`."""
     resolution = Resolution()
-    for op in sorted((op for op in operations if not op.is_info), key=lambda o: o.complete_time):
+    for op in operations:
+        if op.seq is None or op.complete_time is None:
+            continue  # nothing reported, or nothing known to have happened
         if op.txn is not None:
             for key, value in _txn_writes(op.txn, op.succeeded).items():
                 resolution.learn(key, op.seq, value, op)
             for result in op.results:
                 if result.op == "get" and result.found:
                     resolution.learn(result.key, result.seq, result.value, op)
-        elif op.conflict is None and op.f in ("put", "get"):
+        elif op.seq is not None and op.conflict is None and op.f != "delete":
             resolution.learn(op.key, op.seq, op.value, op)
     return resolution
 
