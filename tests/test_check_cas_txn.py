@@ -212,6 +212,21 @@ def test_txn_compare_on_seq_picks_the_branch():
             results=[get_result("x", "b", 2)], seq=3))
 
 
+def test_a_txn_comparing_an_unresolved_seq_may_have_failed_or_succeeded():
+    # Found by a long data chaos run: seq 99 names a write nobody saw the value of (a 409
+    # reported it), so the comparison is unknown and the recorded branch must be allowed.
+    for succeeded in (False, True):
+        steps = [get_result("x", "a", 1)] if not succeeded else [put_result("x", 100)]
+        assert_linearizable(
+            put("a", 0, 10, key="x", seq=1),
+            txn(20, 30, compare=[{"key": "x", "seq": 99}], success=[w("x", "b")], failure=[r("x")],
+                succeeded=succeeded, results=steps, seq=100))
+    assert_not_linearizable(  # a resolved comparison that fails still refutes a success
+        put("a", 0, 10, key="x", seq=1),
+        txn(20, 30, compare=[{"key": "x", "seq": 99}, {"key": "x", "seq": 0}], success=[w("x", "b")],
+            results=[put_result("x", 100)], seq=100))
+
+
 def test_txn_claiming_success_on_a_stale_seq_is_caught():
     assert_not_linearizable(
         put("a", 0, 10, key="x", seq=1), put("b", 15, 18, key="x", seq=2),

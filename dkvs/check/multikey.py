@@ -237,11 +237,13 @@ class _Compiler:
         results = None if op.is_info else [(r.found, token(r.key, r.value)) for r in op.results]
 
         def step(state: tuple) -> object:
-            holds = all(_compare(state[i], kind, target) for i, kind, target in compares)
-            if force is not None:
+            holds = all(_compare(state[i], kind, target) for i, kind, target in compares)  # resolved ones
+            if force is not None:  # an info txn with an unresolved comparison: either branch
+                if force and not holds:
+                    return INVALID
                 holds = force
             elif results is not None:
-                if unknown and not holds:  # an unresolved comparison may go either way
+                if unknown and holds:  # the resolved comparisons hold; an unresolved one may not
                     holds = op.succeeded
                 if holds != op.succeeded:
                     return INVALID
