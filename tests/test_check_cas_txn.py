@@ -140,6 +140,12 @@ def test_one_seq_reported_with_two_values_is_a_violation():
     assert "seq 4" in result.reason
 
 
+def test_an_info_cas_from_a_version_nobody_read_may_explain_a_read():
+    # Found by a long data chaos run: nobody read 'a', only the info CAS names its seq;
+    # 'a' must still be told apart from other unread values, or the CAS can never apply.
+    assert_linearizable(put("a", 0, 10, seq=1), put("b", 20, None, if_seq=1), get("b", 30, 40, seq=2))
+
+
 def test_an_info_cas_may_take_effect_late():
     assert_linearizable(put("a", 0, 10, seq=1), put("b", 20, None, if_seq=1), get("a", 30, 40, seq=1),
                         get("b", 50, 60, seq=3))

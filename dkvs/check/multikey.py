@@ -130,11 +130,19 @@ class _Compiler:
         self.observed: set[tuple[str, object]] = set()
         self.presence: set[str] = set()  # keys whose mere presence someone checks
         for op in operations:
-            if not op.is_info:
-                self._note_observations(op)
+            self._note_observations(op)
 
     def _note_observations(self, op: Operation) -> None:
+        """What ``op`` looks at. An info operation's answer is unknown, but its condition
+        still reads the state if it runs, so the values it names must not collapse."""
         seen = self.observed
+        if op.is_info:
+            if op.if_seq is not None:
+                seen.add((op.key, self.resolution.value_at(op.key, op.if_seq)))
+            for compare in op.txn.compare if op.txn is not None else ():
+                if compare.kind != "exists":
+                    seen.add((compare.key, self._target(compare.key, compare.kind, compare.target)))
+            return
         if op.txn is not None:
             for compare in op.txn.compare:
                 if compare.kind == "exists":
