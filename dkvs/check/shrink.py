@@ -121,4 +121,7 @@ class _Shrinker:
 def _as_unknown(op: Operation) -> Operation:
     if op.is_info:
         return op
-    return dataclasses.replace(op, complete_time=None, found=None, succeeded=None, results=None, seq=None)
+    # Dropping a conditional write's condition too only relaxes more (it may then apply in
+    # more states), and makes it a blind write, which the group search handles cheaply.
+    return dataclasses.replace(op, complete_time=None, found=None, succeeded=None, results=None, seq=None,
+                               if_seq=None)
