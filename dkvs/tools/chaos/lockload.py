@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class LockClient:
         self.rng = random.Random(f"chaos-lock-{seed}-{number}")
         self.stop, self.holders, self.holders_lock = stop, holders, holders_lock
         self.failed_acquires = 0
+        self.failed_reasons: Counter = Counter()  # why acquisitions failed, by exception class
         self.written = 0
         self.connections = NodeConnections(timeout_s)
         self.thread = threading.Thread(target=self._run, name=f"chaos-lock-{number}", daemon=True)
@@ -89,8 +91,9 @@ class LockClient:
         started = time.monotonic_ns()
         try:
             token = lock.acquire(timeout=4 * self.ttl_s)
-        except (DkvsError, OSError):
+        except (DkvsError, OSError) as exc:
             self.failed_acquires += 1
+            self.failed_reasons[type(exc).__name__] += 1
             self.stop.wait(0.05)
             return
         holder = Holder(self.number, token, started, time.monotonic_ns())

@@ -90,7 +90,9 @@ def _workload(doc: dict) -> list[str]:
         lines.append(f"leases: {counts}; after the run: {state} within {leases.get('seconds')} s")
     lock = doc.get("lock") or {}
     if lock:
-        lines.append(f"lock: {lock['acquisitions']} acquisitions ({lock['failed_acquisitions']} attempts failed), "
+        reasons = ", ".join(f"{name} x{count}" for name, count in lock.get("failed_acquisition_reasons", {}).items())
+        lines.append(f"lock: {lock['acquisitions']} acquisitions ({lock['failed_acquisitions']} attempts failed"
+                     f"{': ' + reasons if reasons else ''}), "
                      f"{lock['distinct_tokens']} distinct tokens, highest {lock['highest_token']}, "
                      f"resource ends at {lock['final_token']}")
         lines.append(f"  fenced writes: {lock['accepted_writes']} accepted in increasing token order, "

@@ -173,6 +173,10 @@ def _judge_workload(config: ChaosConfig, clients: list, holders: list, run: _Run
     if config.workload_name == "lock":
         run.lock = check_lock(holders, run.final.get(RESOURCE_KEY), run.run_end,
                               sum(c.failed_acquires for c in clients), RESOURCE_KEY in run.final)
+        reasons = Counter()
+        for client in clients:
+            reasons.update(client.failed_reasons)
+        run.lock["failed_acquisition_reasons"] = dict(reasons.most_common())
     elif config.lease_share:
         totals = Counter()
         for client in clients:
