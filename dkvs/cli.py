@@ -35,7 +35,7 @@ and --data-dir DIR to keep data across restarts."""
 
 EXIT_USAGE = 2
 # A first argument naming one of these runs the command-line client (dkvs.client.cli.COMMANDS).
-CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status")
+CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status", "members", "leader", "backup", "restore")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 FSYNC_MODES = ("always", "batch", "never")
 
@@ -144,6 +144,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--join", _join, None, "URL(s) of any node(s) of the cluster to join, comma-separated, tried in "
          "turn; host:port means http://host:port. Without it the node starts a new cluster",
          metavar="URL[,URL...]"),
+    Flag("--learner", _boolean, False, "with --join: stay a non-voting learner (read replica, backup); "
+         "without it a joining node is a learner only until it has caught up", switch=True),
     Flag("--join-timeout", _seconds, 10.0, "seconds to keep trying --join before giving up", metavar="S"),
     Flag("--data-dir", _text, None, "where the log, snapshots and vote live; default: in memory "
          "(lost on exit)", metavar="DIR"),
@@ -162,6 +164,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--auth-file", _text, None, "JSON file of client tokens with roles and key prefixes; clients then "
          "send 'Authorization: Bearer TOKEN'; re-read on SIGHUP (docs/security.md)", metavar="PATH"),
     Flag("--insecure", _boolean, False, "allow listening beyond loopback without a cluster secret",
+         switch=True),
+    Flag("--rebuild", _boolean, False, "with --data-dir and --join: if the data dir is damaged, move its "
+         "files aside (DIR/damaged-TIME/) and rejoin the cluster as a new member, resynced from it",
          switch=True),
     Flag("--fsync", _choice(FSYNC_MODES), "batch", "with --data-dir: fsync every write (always), every "
          "--fsync-interval (batch), or never", metavar="{" + ",".join(FSYNC_MODES) + "}"),
@@ -240,6 +245,8 @@ def resolve(args: argparse.Namespace, environ=None) -> dict[str, object]:
             raise UsageError(f"{shown}: {exc}") from None
     if values["cluster_secret"] and values["cluster_secret_file"]:
         raise UsageError("give --cluster-secret or --cluster-secret-file, not both")
+    if values["learner"] and not values["join"]:
+        raise UsageError("--learner needs --join URL (a node starting a new cluster is its only voter)")
     if values["election_timeout"] < 2 * values["heartbeat_interval"]:
         raise UsageError(f"--election-timeout ({values['election_timeout']:g} s) must be at least twice "
                          f"--heartbeat-interval ({values['heartbeat_interval']:g} s)")
@@ -264,7 +271,8 @@ def settings_from_values(v: dict):
                     nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
                     max_connections=v["max_connections"], request_timeout=v["request_timeout"],
                     idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
-                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"])
+                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"],
+                    learner=v["learner"])
 
 
 def _fail(message: str) -> int:
@@ -311,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     # node never outlives them, even when they are killed before they can clean up.
     parent = os.getppid() if os.environ.get("DKVS_EXIT_WITH_PARENT") == "1" else None
     while not stop.wait(0.5):
-        if not node.host.running:
-            logging.getLogger("dkvs").critical("the node stopped working; exiting")
+        if not node.running:
             node.stop()
+            if node.rejoin.refusal:  # already logged: it must not serve apart from its cluster
+                return EXIT_USAGE
+            logging.getLogger("dkvs").critical("the node stopped working; exiting")
             return 1
         if parent is not None and os.getppid() != parent:
             logging.getLogger("dkvs").warning("the process that started this node is gone; exiting")

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from .admin_routes import ADMIN_ROUTE_SPECS
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
@@ -55,6 +56,7 @@ from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
+from .stream import is_upgrade
 
 __all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "NKVD_FEATURE", "dispatch",
            "route_table", "authenticate", "authorize", "authorize_txn", "SCOPE_KEY", "SCOPE_LISTING",
@@ -181,6 +183,8 @@ def internal(ex, args: dict) -> Reply:
                                        token_checked=getattr(ex, "grant", None) is not None)
     if problem is not None:
         return error_reply(Unauthorized(f"internal request refused: {problem}"))
+    if path == "raft" and is_upgrade(ex.headers) and hasattr(ex.server, "streams"):
+        return ex.server.streams.accept(ex)  # a replication stream (dkvs.api.stream)
     body = ex.read_body(ex.server.internal_max_body_bytes, required=False)
     status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
     return Reply(status, data)
@@ -256,6 +260,9 @@ ROUTES: tuple[Route, ...] = (
           {200: ("The node serves.", "Health")}, role=OPEN),
     Route("GET", "/openapi.json", get_openapi, "This document", (),
           {200: ("The OpenAPI 3 description of the public API.", None)}, role=OPEN),
+    # Operators: backups, members, leadership (dkvs.api.admin_routes); any node answers.
+    *(Route(method, pattern, handler, summary, params, responses, role=role, scope=scope)
+      for method, pattern, handler, summary, params, responses, role, scope in ADMIN_ROUTE_SPECS),
     Route("GET", "/", serve_index, "The web dashboard", (), {200: ("HTML page.", None)}, documented=False,
           role=OPEN),
     Route("GET", "/static/{name}", serve_static, "Dashboard assets", (STATIC_NAME,),

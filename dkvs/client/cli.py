@@ -1,4 +1,4 @@
-"""``dkvs get|put|del|ls|watch|txn|lease|status ...``: the command-line client.
+"""``dkvs get|put|del|ls|watch|txn|lease|status|members|leader|backup|restore ...``: the command-line client.
 
 ``dkvs`` with flags (or none) starts a node; ``dkvs`` followed by one of :data:`COMMANDS`
 runs this client instead (:func:`dkvs.cli.main` dispatches on the first argument). It is a
@@ -8,7 +8,10 @@ and reports what is not, exactly as a program using the client would.
 Conventions (the rules of issue 14, in one place):
 
 * Nodes: ``--url`` or ``DKVS_URL`` (comma-separated URLs allowed; default
-  ``http://127.0.0.1:7070``); a token with ``--token`` or ``DKVS_TOKEN``.
+  ``http://127.0.0.1:7070``); a token with ``--token`` or ``DKVS_TOKEN``; for ``https://``
+  nodes the cluster's CA with ``--ca-file`` or ``DKVS_CA_FILE``.
+* The operator's subcommands (``members``, ``leader``, ``backup``, ``restore``) live in
+  :mod:`dkvs.client.cli_admin`.
 * Values from the argument, or from standard input when it is omitted (bytes as they are:
   a value that is not UTF-8 is stored as binary).
 * Output plain for humans (``get`` prints the value alone, raw bytes for a binary value);
@@ -26,11 +29,13 @@ import os
 import sys
 
 from ..errors import Conflict, DkvsError, NotFound
+from .cli_admin import ADMIN_COMMANDS, add_admin_parsers, print_json_or_text, run_admin
 from .client import Client
+from .connection import tls_context
 
 __all__ = ["COMMANDS", "main", "EXIT_OK", "EXIT_FALSE", "EXIT_ERROR", "DEFAULT_URL"]
 
-COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status")
+COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status", *ADMIN_COMMANDS)
 EXIT_OK, EXIT_FALSE, EXIT_ERROR = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:7070"
 CLI_RETRY_SECONDS = 3.0  # a person at a prompt: give up on an unreachable cluster soon
@@ -51,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--token", help="bearer token (env DKVS_TOKEN)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     common.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a node (default 5)")
+    common.add_argument("--ca-file", help="CA certificate to verify https:// nodes (env DKVS_CA_FILE)")
     write = argparse.ArgumentParser(add_help=False)
     write.add_argument("--acks", choices=("1", "majority", "all"), help="durability to wait for")
     parser = _Parser(prog="dkvs", description="dkvs command-line client (start a node: dkvs [flags])")
@@ -82,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("grant", "keepalive", "revoke", "info"))
     p.add_argument("arg", help="the ttl in seconds (grant) or the lease id")
     sub.add_parser("status", parents=[common], help="the cluster as the master sees it")
+    add_admin_parsers(sub, common)
     return parser
 
 
@@ -249,14 +256,21 @@ def main(argv: list[str], environ=None) -> int:
     environ = os.environ if environ is None else environ
     try:
         args = _parser().parse_args(argv)
+        if args.command == "restore":  # writes a data dir; talks to no node
+            return run_admin(args, [], None, None, None, _usage, print_json_or_text(args.json))
         urls = [u.strip() for u in (args.url or environ.get("DKVS_URL") or DEFAULT_URL).split(",") if u.strip()]
         if not urls:
             raise _Usage("dkvs: --url is empty")
         if not args.timeout > 0:
             raise _Usage("dkvs: --timeout must be above 0")
         token = args.token or environ.get("DKVS_TOKEN") or None
+        ca_file = args.ca_file or environ.get("DKVS_CA_FILE") or None
+        if args.command in ADMIN_COMMANDS:
+            return run_admin(args, urls, token, _tls(ca_file), _secret(args, environ), _usage,
+                             print_json_or_text(args.json))
         try:
-            client = Client(urls, timeout=args.timeout, retry_seconds=CLI_RETRY_SECONDS, token=token)
+            client = Client(urls, timeout=args.timeout, retry_seconds=CLI_RETRY_SECONDS, token=token,
+                            ca_file=ca_file)
         except ValueError as exc:
             raise _Usage(f"dkvs: {exc}") from None
         with client:
@@ -272,6 +286,32 @@ def main(argv: list[str], environ=None) -> int:
         return _fail(f"dkvs {argv[0]}: {exc}")
     except KeyboardInterrupt:
         return EXIT_ERROR
+
+
+def _usage(message: str):
+    raise _Usage(message)
+
+
+def _tls(ca_file: str | None):
+    try:
+        return tls_context(ca_file)
+    except (OSError, ValueError) as exc:
+        raise _Usage(f"dkvs: --ca-file {ca_file}: {exc}") from None
+
+
+def _secret(args, environ) -> str | None:
+    """The cluster secret from --cluster-secret-file / DKVS_CLUSTER_SECRET_FILE (None: unsigned)."""
+    path = getattr(args, "cluster_secret_file", None) or environ.get("DKVS_CLUSTER_SECRET_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().strip()
+    except OSError as exc:
+        raise _Usage(f"dkvs: cannot read --cluster-secret-file {path}: {exc.strerror or exc}") from None
+    if not secret:
+        raise _Usage(f"dkvs: --cluster-secret-file {path} is empty")
+    return secret
 
 
 def _fail(message: str) -> int:

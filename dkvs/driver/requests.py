@@ -69,4 +69,7 @@ class RequestTable:
         entry = self._entry_of.pop(request_id, None)
         if entry is not None:
             self._request_at.pop(entry, None)
-        return self._verdicts.pop(request_id, None), self._results.pop(request_id, None)
+        # Most writes have neither (a plain put): skip the lookups on the write path.
+        verdict = self._verdicts.pop(request_id, None) if self._verdicts else None
+        result = self._results.pop(request_id, None) if self._results else None
+        return verdict, result

@@ -37,9 +37,10 @@ from ..driver import DEFAULT_SNAPSHOT_THRESHOLD_BYTES, NodeDriver
 from ..transport.snapshot_stream import SnapshotAssembler
 from .handover import transfer_leader
 from .host import NodeHost
-from .identity import ClusterIdentity
+from .fresh_rejoin import FreshRejoin
+from .identity import ClusterIdentity, UrlSigner
 from .snapshots import SnapshotWorker
-from .recovery import restore_node
+from .recovery import former_id, move_damaged_aside, restore_node, warn_if_left_behind
 from .service import NodeService
 from .startup import (DEFAULT_JOIN_TIMEOUT_SECONDS, StartupError, join_any, join_targets, listen_error,
                       load_auth_file, load_tls, parse_join_urls, validate_settings)
@@ -81,6 +82,8 @@ class Settings:
     tls_key: str | None = None
     tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
     tls_client_auth: str = "none"  # none | optional | required
+    learner: bool = False  # --learner: join as a non-voting replica that is never promoted
+    rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)
 
 
 class DkvsNode:
@@ -89,7 +92,9 @@ class DkvsNode:
     def __init__(self, settings: Settings) -> None:
         validate_settings(settings)
         self.settings = settings
-        self.signer = Signer(settings.cluster_secret)
+        self.signer: Signer = UrlSigner(settings.cluster_secret)
+        self.rejoin = FreshRejoin(self)  # a fresh node at its old cluster's address rejoins it
+        self._former_id: str | None = None  # the id of a data dir rebuilt with --rebuild
         self.auth = load_auth_file(settings.auth_file)
         self.tls_context, peer_tls = load_tls(settings)
         if self.tls_context is not None:
@@ -118,7 +123,9 @@ class DkvsNode:
             recovered = self.storage.load()
         except CorruptStorage as exc:  # the message names the file and the way out
             self.storage.close()
-            raise StartupError(str(exc)) from None
+            if not s.rebuild:
+                raise StartupError(f"{exc} (--rebuild with --join does that, keeping the files aside)") from None
+            recovered = self._rebuild(exc)
         if s.node_id and recovered.node_id and s.node_id != recovered.node_id:
             self.storage.close()
             raise StartupError(f"--id {s.node_id} does not match the id {recovered.node_id} stored in {s.data_dir}")
@@ -127,7 +134,9 @@ class DkvsNode:
             self.storage.save_node_id(self.node_id)
         self.signer.bind(self.node_id)
         has_state = recovered.epoch > 0 or recovered.entries or recovered.snapshot is not None
-        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id, fresh=not has_state)
+        self.identity = ClusterIdentity(self.storage, self.signer, recovered.cluster_id, fresh=not has_state,
+                                        on_foreign=self.rejoin.notice)
+        self.rejoin.armed = not has_state and not s.join and s.port != 0
         service = NodeService(s.limits, self.signer, SnapshotAssembler(directory=s.data_dir or None))
         self.service = service
         service.identity = self.identity
@@ -144,6 +153,7 @@ class DkvsNode:
         self.server.auth = self.auth
         self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
+        self.signer.url = self.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
         rng = random.Random(secrets.randbits(64))
         initial = []
@@ -170,18 +180,35 @@ class DkvsNode:
         if not self.auth.enabled:
             log.warning("no --auth-file: clients need no token; whoever reaches this port reads and writes every key")
         peers = [url for member, url in node.members.items() if member != self.node_id]
+        # A data dir with state but no cluster id joins only a cluster it shares a member with.
+        known = peers if has_state and self.identity.cluster_id is None else None
         if s.join:
             try:
                 urls = join_targets(self._join_urls(), self.url, peers)
-                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout)
+                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout, known,
+                                  learner=s.learner)
                 self._adopt_from(answer)
+                warn_if_left_behind(self._former_id, answer)
                 self._wait_for_master(5 * s.election_timeout)
             except BaseException:
                 self.stop()
                 raise
         elif has_state and peers:
-            self._rejoin_in_background(peers)
+            self._rejoin_in_background(peers, known)
         return self
+
+    def _rebuild(self, damage: CorruptStorage):
+        """``--rebuild``: keep the damaged files aside, start empty, rejoin as a new member
+        id (why a new id: :mod:`dkvs.runtime.recovery`)."""
+        try:
+            self.storage = self._open_storage()  # holds the data dir's lock while files move
+        except DataDirLocked as exc:
+            raise StartupError(str(exc)) from None
+        aside = move_damaged_aside(self.settings.data_dir)
+        self._former_id = former_id(aside)
+        log.warning("rebuilding from the cluster as a new member: the data dir is damaged (%s); its files "
+                    "are kept in %s", str(damage).split(". ")[0], aside)
+        return self.storage.load()
 
     def _join_urls(self) -> list[str]:
         """--join's URLs; with TLS, a scheme-less host:port means https://."""
@@ -190,7 +217,7 @@ class DkvsNode:
             return urls
         return ["https://" + url[len("http://"):] if url.startswith("http://") else url for url in urls]
 
-    def _rejoin_in_background(self, peers: list[str]) -> None:
+    def _rejoin_in_background(self, peers: list[str], known: list[str] | None) -> None:
         """A restart without ``--join``: take our place back through the members we knew.
 
         A node stopped with SIGTERM left the member list, so no master sends to it any
@@ -199,7 +226,8 @@ class DkvsNode:
         members elect a master among themselves and the join simply finds one later."""
         def run() -> None:
             try:
-                self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout))
+                self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout,
+                                          known, learner=self.settings.learner))
             except StartupError as exc:
                 log.warning("could not rejoin through the members in the data dir: %s", exc)
         threading.Thread(target=run, name="dkvs-rejoin", daemon=True).start()
@@ -221,6 +249,11 @@ class DkvsNode:
         deadline = time.monotonic() + timeout
         while self.host.node.master_id is None and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    @property
+    def running(self) -> bool:
+        """Serving, or restarting to rejoin its cluster (:mod:`dkvs.runtime.fresh_rejoin`)."""
+        return self.rejoin.restarting or (self.host is not None and self.host.running)
 
     def reload_auth(self) -> bool:
         """Re-read ``--auth-file`` (SIGHUP); a bad file keeps the tokens in force."""
@@ -279,4 +312,5 @@ class DkvsNode:
             self.transport.close()
         if getattr(self, "service", None) is not None:
             self.service.assembler.reset()  # a half-received snapshot's temp file goes
+            self.service.close_backups()  # and backups being served: their temp files too
         self.storage.close()

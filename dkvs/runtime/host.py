@@ -48,13 +48,17 @@ MAX_COMBINE_BURSTS = 4
 
 
 class Outcome:
-    """A caller's handle on one request: completed once, by whoever runs the node."""
+    """A caller's handle on one request: completed once, by whoever runs the node.
 
-    __slots__ = ("_lock", "result", "error", "rejected", "messages")
+    ``request_id`` numbers a client request for the driver (0 for inputs that are not
+    requests); the reply carrying it completes this outcome."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_lock", "request_id", "result", "error", "rejected", "messages")
+
+    def __init__(self, request_id: int = 0) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()  # released when done: waiting is acquiring
+        self.request_id = request_id
         self.result: dict | None = None
         self.error: str | None = None
         self.rejected: int | None = None  # changed nothing: the key's current seq (0 = absent)
@@ -146,13 +150,21 @@ class NodeHost:
 
     def propose(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                 cond: int | None = None) -> Outcome:
-        """Order a write on this (master) node and wait for its acknowledgement."""
-        ticks = self._ticks(timeout)
-        return self._call(lambda d, rid: d.propose(rid, op, key, value, acks, ticks, cond), timeout)
+        """Order a write on this (master) node and wait for its acknowledgement.
+
+        The hot path of every write: one queue item holding the driver's arguments (no
+        closures), one lock per request (its :class:`Outcome`)."""
+        outcome = Outcome(next(self._ids))
+        self._inbox.append((_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), outcome))
+        self._combine(MAX_COMBINE_BURSTS)
+        return self._wait(outcome, timeout)
 
     def read_barrier(self, timeout: float) -> Outcome:
-        ticks = self._ticks(timeout)
-        return self._call(lambda d, rid: d.read(rid, ticks), timeout)
+        """The read index: answered once a consistent read may read the committed state."""
+        outcome = Outcome(next(self._ids))
+        self._inbox.append((_READ, self._ticks(timeout), outcome))
+        self._combine(MAX_COMBINE_BURSTS)
+        return self._wait(outcome, timeout)
 
     def transfer(self, to: str | None, ticks: int, wait: float) -> Outcome:
         """Hand the master role to ``to`` (``None``: the freshest live slave) within ``ticks``."""
@@ -174,16 +186,18 @@ class NodeHost:
         return outcome.result
 
     def _call(self, call: Callable, timeout: float) -> Outcome:
-        outcome = Outcome()
-        request_id = next(self._ids)
-        self._submit((_CALL, lambda d: call(d, request_id), (request_id, outcome)))
+        outcome = Outcome(next(self._ids))
+        self._submit((_CALL, lambda d: call(d, outcome.request_id), outcome))
+        return self._wait(outcome, timeout)
+
+    def _wait(self, outcome: Outcome, timeout: float) -> Outcome:
         if not outcome.wait(timeout + 1.0):
-            self._waiters.pop(request_id, None)
+            self._waiters.pop(outcome.request_id, None)
             outcome.error = outcome.error or "no_answer"
         return outcome
 
     def _answered(self, peer: str, send_id: int, messages: list) -> None:
-        self._submit((_CALL, lambda d: d.received(peer, send_id, messages), None))
+        self._submit((_RECEIVED, (peer, send_id, messages), None))  # every replication answer
 
     def _unreachable(self, peer: str, send_id: int) -> None:
         self._submit((_CALL, lambda d: d.send_failed(peer, send_id), None))
@@ -252,14 +266,23 @@ class NodeHost:
             for _ in range(min(behind, MAX_CATCH_UP_TICKS)):
                 driver.tick()
             self._next_tick += behind * self.tick_seconds
+        waiters = self._waiters
         for kind, payload, outcome in items:
-            if kind is _STEP:
+            if kind is _PROPOSE:
+                waiters[outcome.request_id] = outcome
+                driver.propose(outcome.request_id, *payload)
+            elif kind is _RECEIVED:
+                driver.received(*payload)
+            elif kind is _STEP:
                 driver.step(payload, token=outcome)
                 woken.append(outcome)
             elif kind is _CALL:
                 if outcome is not None:
-                    self._waiters[outcome[0]] = outcome[1]
+                    waiters[outcome.request_id] = outcome
                 payload(driver)
+            elif kind is _READ:
+                waiters[outcome.request_id] = outcome
+                driver.read(outcome.request_id, payload)
             else:  # _QUERY
                 try:
                     outcome.result = payload(driver.node)
@@ -281,4 +304,4 @@ class NodeHost:
         self._waiters.clear()
 
 
-_STEP, _CALL, _QUERY = "step", "call", "query"
+_PROPOSE, _READ, _RECEIVED, _STEP, _CALL, _QUERY = "propose", "read", "received", "step", "call", "query"

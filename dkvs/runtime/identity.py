@@ -17,7 +17,10 @@ Rules, all in :class:`ClusterIdentity`:
   adopted from: a joiner must never impose its id on the cluster.
 * **Foreign traffic.** A request that carries another cluster's id is refused, and logged
   once per (sender, cluster), never obeyed. Requests without the header (older nodes,
-  a joiner that has none yet) pass.
+  a joiner that has none yet) pass. The node's ``on_foreign`` hook is told (with the
+  sender's URL, from the unsigned ``X-Dkvs-Sender-Url`` hint that :class:`UrlSigner`
+  adds): a node that bootstrapped a fresh cluster at an address another cluster lists
+  as a member may rejoin that cluster (:mod:`dkvs.runtime.fresh_rejoin`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ..transport.auth import CLUSTER_HEADER, SENDER_HEADER, Signer
 
-__all__ = ["ClusterIdentity", "new_cluster_id", "mismatch_message", "ADOPT_FROM_PATHS", "CHECK_EXEMPT_PATHS"]
+__all__ = ["ClusterIdentity", "UrlSigner", "new_cluster_id", "mismatch_message", "ADOPT_FROM_PATHS",
+           "CHECK_EXEMPT_PATHS", "SENDER_URL_HEADER"]
 
 log = logging.getLogger("dkvs.identity")
 
@@ -38,6 +42,27 @@ ADOPT_FROM_PATHS = frozenset({"/internal/raft", "/internal/snapshot"})
 # Answered whatever the caller's cluster: identity is how a joiner finds out it is foreign;
 # a join is checked by the admin (with a sentence naming both ids).
 CHECK_EXEMPT_PATHS = frozenset({"/internal/identity", "/internal/join"})
+# Where the sender of an internal request can be reached: a hint only (unsigned), used by a
+# node that hears from another cluster to ask that cluster who it is (never trusted as is).
+SENDER_URL_HEADER = "X-Dkvs-Sender-Url"
+MAX_URL_CHARS = 512
+
+
+class UrlSigner(Signer):
+    """A :class:`Signer` whose requests also name the sender's base URL (``url``, once known).
+
+    The URL is not part of the signature: a receiver only uses it to *ask* the sender's
+    cluster for its identity, and acts on nothing it has not confirmed that way.
+    """
+
+    url: str = ""
+
+    def headers(self, method: str, target: str, body: bytes | Iterable[bytes] = b"", *, to: str = "",
+                digest: str | None = None) -> dict[str, str]:
+        headers = super().headers(method, target, body, to=to, digest=digest)
+        if self.url:
+            headers[SENDER_URL_HEADER] = self.url
+        return headers
 
 
 def new_cluster_id() -> str:
@@ -53,8 +78,11 @@ def mismatch_message(mine: str, theirs: str, where: str) -> str:
 class ClusterIdentity:
     """This node's cluster id, kept in ``storage`` and sent by ``signer``; thread safe."""
 
-    def __init__(self, storage, signer: Signer, cluster_id: str | None, *, fresh: bool = True) -> None:
+    def __init__(self, storage, signer: Signer, cluster_id: str | None, *, fresh: bool = True,
+                 on_foreign: Callable[[str, str | None], None] | None = None) -> None:
         self._fresh = fresh  # an empty data dir: adopting an id is joining, not news
+        # Told (theirs, sender_url or None) on every refused foreign request; must be cheap.
+        self.on_foreign = on_foreign
         self._storage = storage
         self._signer = signer
         self._lock = threading.Lock()
@@ -104,4 +132,8 @@ class ClusterIdentity:
         if first:
             log.warning("ignoring %s from %s of another cluster (%s; this node is in cluster %s)",
                         path, sender, theirs[:64], mine)
+        if self.on_foreign is not None:
+            url = headers.get(SENDER_URL_HEADER)
+            usable = isinstance(url, str) and url.startswith(("http://", "https://")) and len(url) <= MAX_URL_CHARS
+            self.on_foreign(theirs[:64], url if usable else None)
         return f"from another cluster ({theirs[:64]}; this node is in cluster {mine})"

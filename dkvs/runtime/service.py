@@ -18,13 +18,15 @@ import logging
 from ..api.service import KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import CANDIDATE, MASTER
+from ..core.transfer import TRANSFER_IN_PROGRESS
 from ..core.txn import encode_txn
 from ..driver.narrator import quorum_view
-from ..errors import BadRequest, DkvsError, KeyNotFound, LeaseNotFound, NoMaster, Unauthorized
+from ..errors import BadRequest, DkvsError, KeyNotFound, LeaseNotFound, NoMaster, NotFound, Unauthorized
 from ..transport import codec
 from ..transport.auth import SIGNATURE_HEADER, Signer
 from ..transport.snapshot_stream import SnapshotAssembler, parse_chunk_query, receive_chunk
 from .admin import ClusterAdmin
+from .backups import BACKUPS_LOCK, EXPORT_IDLE_SECONDS, BackupExports
 from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
 from .handover import propose_through_handover, transfer_route
@@ -159,8 +161,12 @@ class NodeService(StatusMixin, KeyValueService):
     def _propose(self, op: str, key: str, value, acks: str, timeout: float, cond: int | None = None):
         """Propose on this master; during a leadership handover, wait for the new master
         and go there (dkvs.runtime.handover) instead of failing the write."""
+        host = self.host
+        outcome = host.propose(op, key, value, acks, timeout, cond)  # the common case: no handover
+        if outcome.error != TRANSFER_IN_PROGRESS:
+            return outcome
         return propose_through_handover(
-            self, lambda: self.host.propose(op, key, value, acks, timeout, cond), timeout)
+            self, lambda: host.propose(op, key, value, acks, timeout, cond), timeout)
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
@@ -168,7 +174,9 @@ class NodeService(StatusMixin, KeyValueService):
         # During a leadership transfer the write waits for the handover (then goes to the
         # new master) instead of failing: a planned handover costs clients latency only.
         outcome = self._propose(op, key, value, acks, timeout, cond)
-        return write_answer(op, key, outcome, acks, timeout, cond, self.master_url())
+        # The master's URL only matters to an error (where the front end forwards to).
+        return write_answer(op, key, outcome, acks, timeout, cond,
+                            self.master_url() if outcome.error is not None else None)
 
     def get(self, key: str, *, consistent: bool) -> dict:
         state = self.host.state
@@ -176,7 +184,9 @@ class NodeService(StatusMixin, KeyValueService):
         if consistent:
             self._require_master()
             timeout = self.limits.default_timeout_seconds
-            raise_for(self.host.read_barrier(timeout), "majority", timeout, self.master_url())
+            barrier = self.host.read_barrier(timeout)
+            if barrier.error is not None:
+                raise_for(barrier, "majority", timeout, self.master_url())
             # The barrier made everything up to its read seq committed; writes applied
             # since may still roll back, so read the committed value (linearizable).
             read = state.get_committed
@@ -224,6 +234,34 @@ class NodeService(StatusMixin, KeyValueService):
         return {"changes": [{"key": k, "value": v, "seq": s} for s, k, v in changes], "index": index,
                 "reset": False}
 
+    # -- backups (GET /snapshot, dkvs.runtime.backups) ----------------------------------------
+    def backup_export(self, export_id: str | None):
+        """The backup ``export_id`` (None: a new one of the committed state now, or the
+        one being built); NotFound once it was dropped (the client starts over)."""
+        with BACKUPS_LOCK:
+            exports = getattr(self, "_backups", None)
+            if exports is None:
+                exports = self._backups = BackupExports(self.host, getattr(self.host.storage, "path", None))
+        try:
+            export = exports.begin() if export_id is None else exports.get(export_id)
+        except TimeoutError:  # the node's thread did not take the view in time
+            error = DkvsError("this node is too busy to start a backup now; retry shortly")
+            error.status, error.code, error.retry_after = 503, "busy", 1.0
+            raise error from None
+        if export is None:
+            error = NotFound(f"no backup {export_id[:40]!r} on this node (dropped after "
+                             f"{EXPORT_IDLE_SECONDS:g} s unread, or replaced): start the backup again")
+            error.code = "backup_gone"
+            raise error
+        return export
+
+    def close_backups(self) -> None:
+        """Drop every backup export (their temporary files go; a build in progress stops).
+        For the node's stop: exports otherwise live until the process exits."""
+        exports = getattr(self, "_backups", None)
+        if exports is not None:
+            exports.close()
+
     # -- internal routes -------------------------------------------------------------------------
     def internal_head(self, method: str, target: str, headers, *, token_checked: bool = False) -> str | None:
         path = target.partition("?")[0]
@@ -231,10 +269,26 @@ class NodeService(StatusMixin, KeyValueService):
             return None  # the admin token was checked by the route table
         problem = self.signer.verify_head(method, target, headers)
         if problem is not None:
-            log.warning("refused internal request %s %s: %s", method, path[:100], problem)
+            self._log_refusal(method, path, problem, headers)
+            if (problem.startswith("meant for another node") and self.identity is not None
+                    and self.identity.cluster_id is not None):
+                # Authentic, but addressed to the id that lived at this address before: maybe
+                # this node is a fresh restart that its old cluster is still talking to.
+                self.identity.check_incoming(path, headers)
         elif self.identity is not None:
             problem = self.identity.check_incoming(path, headers)  # logged once by the identity
         return problem
+
+    def _log_refusal(self, method: str, path: str, problem: str, headers) -> None:
+        """A warning once per (sender, kind of problem), then debug: a member that keeps
+        sending heartbeats to a wrong address must not write 20 lines a second."""
+        seen = self.__dict__.setdefault("_refusals_logged", set())
+        kind = (self.signer.sender(headers), problem.split(":")[0][:60])
+        if kind in seen or len(seen) > 1024:
+            log.debug("refused internal request %s %s: %s", method, path[:100], problem)
+            return
+        seen.add(kind)
+        log.warning("refused internal request %s %s: %s (logged once per sender)", method, path[:100], problem)
 
     def internal(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         full_path = "/internal/" + path
@@ -301,7 +355,7 @@ class NodeService(StatusMixin, KeyValueService):
     def _join(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers,
-                                          cluster_id=request.get("cluster_id")))
+                                          cluster_id=request.get("cluster_id"), learner=request.get("learner") is True))
 
     def _leave(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)

@@ -216,6 +216,9 @@ def validate_settings(s) -> None:
         raise StartupError(f"--fsync {s.fsync!r} must be one of {', '.join(FSYNC_MODES)}")
     if s.join:
         parse_join_urls(s.join)
+    if getattr(s, "rebuild", False) and (not (s.data_dir and s.join) or s.node_id):
+        raise StartupError("--rebuild needs --data-dir and --join (the cluster to rebuild from), and no --id: "
+                           "it rejoins as a new member (dkvs.runtime.recovery)")
     check_listen_address(s.host, bool(s.cluster_secret), s.insecure)
     if s.data_dir:
         check_data_dir(s.data_dir)
@@ -313,14 +316,18 @@ def _describe(exc: BaseException) -> str:
     return str(reason) or type(reason).__name__
 
 
-def _check_cluster(candidate: str, signer: Signer, timeout: float) -> None:
+def _check_cluster(candidate: str, signer: Signer, timeout: float, known: list[str] | None = None) -> None:
     """Before a join: refuse a cluster other than the one this data dir belongs to.
 
     Asks the node for its identity (a read: nothing changes anywhere). A node that cannot
-    be asked is left to the join attempt, which the master checks again.
+    be asked is left to the join attempt, which the master checks again. A data dir that
+    holds state but no cluster id (``known`` is then the member URLs it lists) is checked
+    by :func:`_check_lineage` instead: nobody else can.
     """
     mine = signer.cluster_id
     if mine is None:
+        if known is not None:
+            _check_lineage(candidate, signer, timeout, known)
         return
     try:
         identity = fetch_identity(candidate, "", signer, timeout=timeout)
@@ -331,14 +338,37 @@ def _check_cluster(candidate: str, signer: Signer, timeout: float) -> None:
         raise StartupError(mismatch_message(mine, theirs[:64], candidate))
 
 
+def _check_lineage(candidate: str, signer: Signer, timeout: float, known: list[str]) -> None:
+    """A data dir made before cluster ids, with state, joins only its own cluster: ``candidate``
+    must be at an address the data dir lists as a member, or share a cluster id with one.
+
+    Else it would adopt the id and meet a log contradicting its own: the node dies and a
+    dead extra member stays behind (issue 12). OSError: not asked (retried)."""
+    if any(_same_node(candidate, url) for url in known):
+        return
+    theirs = fetch_identity(candidate, "", signer, timeout=timeout).get("cluster_id")
+    for url in known if theirs else ():  # two clusters without ids cannot be told apart
+        try:
+            if fetch_identity(url, "", signer, timeout=timeout).get("cluster_id") == theirs:
+                return
+        except (OSError, ValueError, http.client.HTTPException):
+            continue
+    listed = ", ".join(known) if known else "none but itself"
+    raise StartupError(f"this data dir (made before cluster ids) holds a cluster whose members ({listed}) are "
+                       f"not in the cluster at {candidate} ({theirs}): to join that cluster start with an empty "
+                       "--data-dir, or --join a member of this data dir's cluster")
+
+
 def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
-             timeout_seconds: float = DEFAULT_JOIN_TIMEOUT_SECONDS) -> dict:
+             timeout_seconds: float = DEFAULT_JOIN_TIMEOUT_SECONDS, known: list[str] | None = None,
+             learner: bool = False) -> dict:
     """Ask the cluster reachable at any of ``urls`` to add this node; return its answer.
 
     URLs (and the addresses of a host name) are tried in turn, round after round, while the
     cluster is unreachable or has no master (503/504), until ``timeout_seconds`` have passed:
     then :class:`StartupError` lists every URL tried with its last failure. Any other refusal
-    (a taken id, a wrong secret, not a dkvs node) ends the join at once.
+    (a taken id, a wrong secret, not a dkvs node) ends the join at once. ``known``: the
+    member URLs of a data dir that holds state but no cluster id (:func:`_check_lineage`).
     """
     deadline = time.monotonic() + timeout_seconds
     last: dict[str, str] = {url: "not tried" for url in urls}
@@ -354,8 +384,8 @@ def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
                 if remaining <= 0:
                     break
                 try:
-                    _check_cluster(candidate, signer, min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS))
-                    body = {"id": node_id, "url": my_url}
+                    _check_cluster(candidate, signer, min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS), known)
+                    body = {"id": node_id, "url": my_url, **({"learner": True} if learner else {})}
                     if signer.cluster_id:
                         body["cluster_id"] = signer.cluster_id
                     status, answer = post_internal(candidate, "join", body, signer,

@@ -9,7 +9,7 @@ Several of these kill the transfer mutants of ``tests/sim/mutants.py``.
 
 from __future__ import annotations
 
-from dkvs.core.config import CoreConfig
+from dkvs.core.messages import TimeoutNow
 
 from .cluster import ClientOp, SimCluster
 from .scenario_helpers import HB, MASTER, T, node, wait_done, wait_for, wait_master
@@ -230,3 +230,78 @@ def test_transfer_waits_for_the_commit_so_pending_majority_writes_are_answered()
     wait_done(c, handover, *pending, ticks=4 * T)
     assert handover.ok and all(op.ok for op in pending), [op.error for op in pending]
     c.settle()
+
+
+def test_transfer_whose_timeout_now_is_always_lost_expires_and_the_master_loses_nothing():
+    # The target is reachable and fully caught up, but every TimeoutNow to it is lost (the
+    # master sends it again each heartbeat). At the deadline the master gives the transfer
+    # up: still master of the same epoch, it takes writes again. Every write acknowledged
+    # before, during (refused ones were never applied) and after is on every member once
+    # the cluster settles, no acks=1 write is rolled back, and a later transfer works (the
+    # abandoned one left nothing behind).
+    c = SimCluster(3, seed=23)
+    first = wait_master(c)
+    target = next(n for n in ("n1", "n2", "n3") if n != first)
+    epoch = node(c, first).epoch
+    lost: list = []
+    real_send = c.net.send
+
+    def lose_timeout_now(frm, to, payload):
+        if isinstance(getattr(payload, "message", None), TimeoutNow):
+            lost.append((frm, to))
+            c.net._lost(frm, to, payload)  # a dropped request, reported like any other loss
+            return
+        real_send(frm, to, payload)
+
+    ops: list = []
+
+    def write(tag: str, ticks: int, until=None) -> None:
+        for i in range(ticks):  # one write per tick, each to its own key, both acks levels
+            if until is not None and until():
+                return
+            ops.append(c.put(f"{tag}/{i}", f"{tag}-{i}", acks="1" if i % 2 else "majority"))
+            c.tick()
+
+    write("before", 2 * HB)
+    c.net.send = lose_timeout_now
+    handover = transfer(c, to=target, timeout=T)
+    write("during", 2 * T, until=lambda: handover.done)
+    wait_done(c, handover, ticks=2 * T)
+    assert handover.error == "transfer_timeout", handover.error
+    assert len(lost) >= 2 and node(c, target).transfer_campaigns == 0
+    assert c.master().id == first and node(c, first).epoch == epoch and node(c, first).transfer_target is None
+    c.net.send = real_send
+    write("after", 2 * HB)
+    wait_done(c, *[op for op in ops if c.is_pending(op)])
+    refused = [op for op in ops if op.error == "transfer_in_progress"]
+    assert refused and all(op.key.startswith("during/") for op in refused)
+    assert all(op.ok for op in ops if op not in refused), [(op.key, op.error) for op in ops if not op.ok]
+    c.settle()
+    assert no_acks_one_write_rolled_back(c), c.inv.rolled_back
+    for sim in c.nodes.values():
+        held = {op.key: (sim.state.get(op.key) or (None,))[0] for op in ops}
+        assert all(held[op.key] == op.value for op in ops if op.ok), sim.id
+        assert all(held[op.key] is None for op in refused), sim.id
+    again = transfer(c, to=target)
+    wait_done(c, again)
+    assert again.ok and wait_master(c) == target
+    c.settle()
+
+
+def test_a_learner_is_never_a_transfer_target():
+    # A caught-up read replica ranks first by (replicated seq, id) but cannot win an election
+    # (it never campaigns, and its vote would not count): handing over to it would only end
+    # at the transfer's deadline. The master picks the voter instead, and refuses the
+    # replica when it is named.
+    c = SimCluster(2, seed=5)
+    first = wait_master(c)
+    c.join_learner("n3", stay=True)
+    wait_for(c, lambda: node(c, "n3").log.last_seq == node(c, first).log.last_seq, 4 * T, "n3 catching up")
+    named = transfer(c, to="n3")
+    wait_done(c, named)
+    assert named.error == "no_transfer_target"
+    assert wait_master(c) == first
+    handover = transfer(c)
+    wait_done(c, handover)
+    assert handover.ok and handover.result["to"] != "n3", (handover.error, handover.result)
+    assert wait_master(c) == handover.result["to"]

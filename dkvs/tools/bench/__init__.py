@@ -1,6 +1,6 @@
 """dkvs's HTTP benchmark: load from separate processes, a bare http.server baseline, lag probe.
 
-``python3 scripts/bench.py --help`` is the command; ``docs/benchmarks.md`` the method and
+``python3 scripts/bench.py --help`` is the command (``scripts/bench_peers.py`` for etcd side by side); ``docs/benchmarks.md`` the method and
 the figures. The modules, bottom-up:
 
 * :mod:`.report` — percentiles (nearest rank), summaries, medians of runs, tables (pure);
@@ -12,7 +12,10 @@ the figures. The modules, bottom-up:
 * :mod:`.runner` — one measured run: start processes, one shared time window, collect;
 * :mod:`.compare` — ``--compare``: scenarios side by side and the target ratios;
 * :mod:`.cli` — argument parsing and printing;
-* :mod:`.profile_node` — a node with every thread profiled by CPU time (for hot spots).
+* :mod:`.profile_node` — a node with every thread profiled by CPU time (for hot spots);
+* :mod:`.etcd` — etcd as a peer: find or unpack Debian's binary, a local 3-member cluster;
+* :mod:`.peers` — cases side by side: dkvs vs etcd, and the master's CPU per majority write;
+* :mod:`.peers_cli` — the ``scripts/bench_peers.py`` command line.
 """
 
 from .report import percentile

@@ -19,12 +19,20 @@ Protocol with the parent, over a result queue and a control pipe:
 
 Any failure puts ``("error", index, text)``. A closed pipe (the parent is gone) ends the
 worker, and every connection is closed on the way out.
+
+The same clients speak to two systems (``LoadSpec.protocol``), so a peer comparison
+differs only in the requests on the wire: ``dkvs`` (``GET /kv/k7``, ``PUT /kv/k7?acks=``,
+``?consistent=true`` reads) and ``etcd`` (its v3 JSON gateway: ``POST /v3/kv/put`` and
+``POST /v3/kv/range`` with base64 keys and values; ``serializable`` unless consistent).
+Every request is rendered once per process before the clock starts.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.client
+import json
 import random
 import threading
 import time
@@ -39,13 +47,14 @@ try:
 except ImportError:  # not on Unix: no CPU figures
     resource = None
 
-__all__ = ["LoadSpec", "Connection", "worker_main", "await_go", "key_path", "REQUEST_TIMEOUT_SECONDS",
-           "ERROR_PAUSE_SECONDS"]
+__all__ = ["LoadSpec", "Connection", "worker_main", "await_go", "key_path", "populate_request",
+           "PROTOCOLS", "REQUEST_TIMEOUT_SECONDS", "ERROR_PAUSE_SECONDS"]
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 ERROR_PAUSE_SECONDS = 0.01  # after a failed connection: no busy loop on a dead node
 WAIT_FOR_GO_SECONDS = 300.0  # a worker never waits longer than this for its start signal
 WORKLOADS = ("get", "put", "mixed")
+PROTOCOLS = ("dkvs", "etcd")
 
 
 @dataclass(frozen=True)
@@ -63,10 +72,14 @@ class LoadSpec:
     processes: int
     populate: bool
     seed: int = 1
+    protocol: str = "dkvs"  # "dkvs" or "etcd" (its v3 JSON gateway)
+    consistent: bool = False  # linearizable reads (dkvs ?consistent=true; etcd not serializable)
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
             raise ValueError(f"workload must be one of {WORKLOADS}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}")
         if self.keys < 1 or self.concurrency < 1 or not 1 <= self.processes <= self.concurrency:
             raise ValueError("need keys ≥ 1 and 1 ≤ processes ≤ concurrency")
         if not self.read_urls:
@@ -132,17 +145,16 @@ class _Client:
         self.populate_errors: Counter = Counter()
 
     def populate(self) -> None:
-        spec, value = self.spec, b"p" * self.spec.value_size
+        spec = self.spec
         for key in range(self.index, spec.keys, spec.concurrency):
-            status = self.writer.call("PUT", f"{key_path(key)}?acks=1", value)
+            status = self.writer.call(*populate_request(spec, key))
             if status != 200:
                 self.populate_errors[str(status)] += 1
 
     def run(self, measure_start: float, measure_end: float) -> None:
         spec = self.spec
         rng = random.Random(spec.seed * 1_000_003 + self.index)
-        get_paths, put_paths = _paths(spec.keys, spec.acks)
-        value = b"v" * spec.value_size
+        gets, puts = _requests(spec)
         read_share = {"get": 1.0, "put": 0.0}.get(spec.workload, spec.read_ratio)
         reader, writer, latencies = self.reader, self.writer, self.latencies
         randrange, chance, now = rng.randrange, rng.random, time.monotonic
@@ -151,10 +163,10 @@ class _Client:
             key = randrange(keys)
             if read_share >= 1.0 or (read_share > 0.0 and chance() < read_share):
                 started = now()
-                status = reader.call("GET", get_paths[key])
+                status = reader.call(*gets[key])
             else:
                 started = now()
-                status = writer.call("PUT", put_paths[key], value)
+                status = writer.call(*puts[key])
             finished = now()
             if finished >= measure_end:
                 break
@@ -169,10 +181,36 @@ class _Client:
                 time.sleep(ERROR_PAUSE_SECONDS)
 
 
+Request = tuple  # (method, target, body or None): the arguments of Connection.call
+
+
+def _etcd_body(key: int, value: bytes | None = None, serializable: bool = False) -> bytes:
+    doc = {"key": base64.b64encode(key_path(key)[4:].encode()).decode()}
+    if value is not None:
+        doc["value"] = base64.b64encode(value).decode()
+    if serializable:
+        doc["serializable"] = True
+    return json.dumps(doc).encode()
+
+
+def populate_request(spec: LoadSpec, key: int) -> Request:
+    """The write that pre-populates ``key`` (acks=1 on dkvs: only its existence matters)."""
+    value = b"p" * spec.value_size
+    if spec.protocol == "etcd":
+        return ("POST", "/v3/kv/put", _etcd_body(key, value))
+    return ("PUT", f"{key_path(key)}?acks=1", value)
+
+
 @functools.lru_cache(maxsize=4)
-def _paths(keys: int, acks: str) -> tuple[list[str], list[str]]:
-    """The GET and PUT request targets of every key, built once per process."""
-    return ([key_path(k) for k in range(keys)], [f"{key_path(k)}?acks={acks}" for k in range(keys)])
+def _requests(spec: LoadSpec) -> tuple[list[Request], list[Request]]:
+    """The read and the write request of every key, built once per process."""
+    value, keys = b"v" * spec.value_size, range(spec.keys)
+    if spec.protocol == "etcd":
+        return ([("POST", "/v3/kv/range", _etcd_body(k, serializable=not spec.consistent)) for k in keys],
+                [("POST", "/v3/kv/put", _etcd_body(k, value)) for k in keys])
+    query = "?consistent=true" if spec.consistent else ""
+    return ([("GET", key_path(k) + query, None) for k in keys],
+            [("PUT", f"{key_path(k)}?acks={spec.acks}", value) for k in keys])
 
 
 def _run_threads(clients: list[_Client], method: str, *args, meanwhile=None) -> None:
@@ -220,7 +258,7 @@ def worker_main(spec: LoadSpec, process_index: int, control, results) -> None:
         if spec.populate:
             _run_threads(clients, "populate")
         populate_errors = sum((client.populate_errors for client in clients), Counter())
-        _paths(spec.keys, spec.acks)  # built once, before the clients share it
+        _requests(spec)  # built once, before the clients share it
         results.put(("ready", process_index, dict(populate_errors)))
         window = await_go(control)
         if window is None:
