@@ -10,9 +10,12 @@ checks the recorded history for linearizability. Method and a real run: docs/cha
     python3 scripts/chaos.py --nodes 3 --faults 100 --interval 2
     python3 scripts/chaos.py --nodes 5 --faults 30 --seed 7 --history /tmp/h.jsonl
     python3 scripts/chaos.py --nodes 3 --faults 6 --interval 0.5 --clients 3 --json   # CI
+    python3 scripts/chaos.py --workload data --faults 30 --interval 1   # + CAS, txns, leases
+    python3 scripts/chaos.py --workload lock --faults 30 --interval 1   # the lock recipe, fenced
 
-Exit status: 0 pass; 1 a lost acks=majority write, a non-linearizable history or no
-convergence; 2 bad arguments; 3 inconclusive. Loopback only; every process is stopped.
+Exit status: 0 pass; 1 a lost acks=majority write, a non-linearizable history, no
+convergence, a leased key that never expired or a fencing violation (--workload lock);
+2 bad arguments; 3 inconclusive. Loopback only; every process is stopped.
 """
 
 from __future__ import annotations

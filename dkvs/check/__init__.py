@@ -1,15 +1,18 @@
-"""A linearizability checker for recorded single-key register histories.
+"""A linearizability checker for recorded key-value histories.
 
 ``python -m dkvs.check HISTORY.jsonl`` answers one question about a history that clients
 recorded against dkvs: is there a single order of all the operations, consistent with
 real time (an operation that completed before another was invoked comes first) and with
-the behaviour of one register per key, that explains every answer the clients got?
+the behaviour of the store, that explains every answer the clients got?
 
-Keys are independent registers, so the history is split by key and each key is searched
-on its own (:mod:`dkvs.check.search`); a failing key is shrunk to a few operations that
-cannot be ordered (:mod:`dkvs.check.shrink`). Reading and pairing events lives in
-:mod:`dkvs.check.history`, the register's rules in :mod:`dkvs.check.model`. The format,
-exit codes and limits are described in ``docs/checker.md``.
+The history is split into independent parts (:mod:`dkvs.check.groups`): a key on its own,
+or a group of keys that transactions tie together. A plain key (put/get/delete) is one
+register, searched fast (:mod:`dkvs.check.search`, rules in :mod:`dkvs.check.model`); a
+part with compare-and-set or transactions is searched with the multi-key model
+(:mod:`dkvs.check.groupsearch`, :mod:`dkvs.check.multikey`). A failing part is shrunk to a
+few operations that cannot be ordered (:mod:`dkvs.check.shrink`). Reading and pairing
+events lives in :mod:`dkvs.check.history` and :mod:`dkvs.check.txn`. The format, exit
+codes and limits are described in ``docs/checker.md``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .history import History, MalformedHistory, Operation, load_history, pair_operations
-from .search import search_register
-from .shrink import SHRINK_BUDGET_STATES, shrink_counterexample
+from .groups import check_group, partition, with_expiries
+from .history import History, MalformedHistory, Operation, load_history, pair_events
+from .shrink import SHRINK_BUDGET_STATES
 
 __all__ = [
     "DEFAULT_BUDGET_STATES",
@@ -60,28 +63,30 @@ def check_history(events: Iterable[dict], budget: int = DEFAULT_BUDGET_STATES) -
     """
     if budget < 1:
         raise ValueError(f"budget must be at least 1 search state, not {budget}")
-    by_key = pair_operations(events)
-    operation_count = sum(len(ops) for ops in by_key.values())
+    operations = pair_events(events)
+    groups = partition(with_expiries(operations))
+    key_count = sum(len(group.keys) for group in groups)
     exhausted = None
-    for key in sorted(by_key):
-        outcome = search_register(by_key[key], budget)
+    for group in groups:
+        outcome = check_group(group, budget, min(budget, SHRINK_BUDGET_STATES))
         if outcome.linearizable is False:
-            counterexample = shrink_counterexample(by_key[key], min(budget, SHRINK_BUDGET_STATES))
+            counterexample = outcome.counterexample
+            what = "key" if len(group.keys) == 1 else "keys"
             return CheckResult(
-                False, key, counterexample,
-                f"key {key!r}: these {len(counterexample)} operations cannot be put in any order that "
-                "respects real time and register semantics, even if every other write to the key "
-                "took effect at any moment after its invoke, or never",
-                len(by_key), operation_count,
+                False, group.name, counterexample,
+                outcome.reason or f"{what} {group.name!r}: these {len(counterexample)} operations cannot be "
+                "put in any order that respects real time and the store's semantics, even if every other "
+                f"write to the {what} took effect at any moment after its invoke, or never",
+                key_count, len(operations),
             )
         if outcome.linearizable is None and exhausted is None:
-            exhausted = key
+            exhausted = group.name
     if exhausted is not None:
         return CheckResult(
             None, exhausted, (),
             f"key {exhausted!r}: search budget of {budget} states ran out before an answer; "
             "rerun with a larger --budget",
-            len(by_key), operation_count,
+            key_count, len(operations),
         )
-    summary = f"linearizable: {len(by_key)} keys, {operation_count} operations checked"
-    return CheckResult(True, None, (), summary, len(by_key), operation_count)
+    summary = f"linearizable: {key_count} keys, {len(operations)} operations checked"
+    return CheckResult(True, None, (), summary, key_count, len(operations))

@@ -25,11 +25,13 @@ only near-minimal.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .history import Operation
 from .model import is_write
-from .search import search_register
+from .search import SearchOutcome, search_register
+
+Search = Callable[[Sequence[Operation], int], SearchOutcome]
 
 __all__ = ["SHRINK_BUDGET_STATES", "SHRINK_EFFORT", "shrink_counterexample"]
 
@@ -38,10 +40,13 @@ SHRINK_EFFORT = 3_000_000  # operations + states over all tests; ~10 s of work a
 
 
 def shrink_counterexample(operations: Sequence[Operation], budget_states: int = SHRINK_BUDGET_STATES,
-                          effort: int = SHRINK_EFFORT) -> tuple[Operation, ...]:
-    """A small subset of ``operations`` (one key, known not linearizable) that still
-    cannot be ordered, sorted by invocation time."""
-    shrinker = _Shrinker(operations, budget_states, effort)
+                          effort: int = SHRINK_EFFORT, search: Search = search_register,
+                          writes: Callable[[Operation], bool] = is_write) -> tuple[Operation, ...]:
+    """A small subset of ``operations`` (one key or group, known not linearizable) that
+    still cannot be ordered, sorted by invocation time. ``search`` decides a relaxed
+    history; ``writes`` says which operations may change state (the others are reads,
+    left out of a relaxed history)."""
+    shrinker = _Shrinker(operations, budget_states, effort, search, writes)
     by_completion = sorted(shrinker.completed, key=lambda op: op.complete_time)
     suspects = by_completion[:shrinker.shortest_failing_prefix(by_completion)]
     by_invocation = sorted(suspects, key=lambda op: op.invoke_time)
@@ -53,9 +58,11 @@ def shrink_counterexample(operations: Sequence[Operation], budget_states: int = 
 class _Shrinker:
     """The key's operations, their relaxed writes, and the effort left."""
 
-    def __init__(self, operations: Sequence[Operation], budget_states: int, effort: int) -> None:
+    def __init__(self, operations: Sequence[Operation], budget_states: int, effort: int,
+                 search: Search, writes: Callable[[Operation], bool]) -> None:
+        self.search = search
         self.completed = [op for op in operations if not op.is_info]
-        self.relaxed_writes = [(id(op), _as_unknown(op)) for op in operations if is_write(op)]
+        self.relaxed_writes = [(id(op), _as_unknown(op)) for op in operations if writes(op)]
         self.budget_states = budget_states
         self.effort_left = effort
 
@@ -70,7 +77,7 @@ class _Shrinker:
         relaxed = list(subset)
         relaxed.extend(unknown for identity, unknown in self.relaxed_writes
                        if identity not in chosen and unknown.invoke_time <= horizon)
-        outcome = search_register(relaxed, min(self.budget_states, self.effort_left))
+        outcome = self.search(relaxed, min(self.budget_states, self.effort_left))
         self.effort_left -= len(relaxed) + outcome.states
         return outcome.linearizable is False
 
@@ -114,4 +121,7 @@ class _Shrinker:
 def _as_unknown(op: Operation) -> Operation:
     if op.is_info:
         return op
-    return dataclasses.replace(op, complete_time=None, found=None)
+    # Dropping a conditional write's condition too only relaxes more (it may then apply in
+    # more states), and makes it a blind write, which the group search handles cheaply.
+    return dataclasses.replace(op, complete_time=None, found=None, succeeded=None, results=None, seq=None,
+                               if_seq=None)

@@ -8,7 +8,10 @@ bottom-up:
   apart from a lock and the monotonic clock);
 * :mod:`.faults` — the seeded fault plan and partition cut sets (pure);
 * :mod:`.analysis` — counts, lost writes, unavailability windows (pure);
+* :mod:`.lockcheck` — the lock workload's verdict on fencing tokens (pure);
 * :mod:`.clients` — client threads on keep-alive connections;
+* :mod:`.dataops` — their compare-and-set, transaction and lease operations (``--workload data``);
+* :mod:`.lockload` — lock-taking threads writing a fenced key (``--workload lock``);
 * :mod:`.cluster` — the node processes: kill, restart, pause, partition, convergence;
 * :mod:`.nemesis` — carries out the fault plan on the cluster;
 * :mod:`.verdict` — asks :mod:`dkvs.check` whether the history is linearizable;

@@ -17,6 +17,9 @@ Three independent ways to prove that an acknowledged write P did not survive:
 * A **lost majority write** is an acknowledged ``acks=majority`` put (or delete that found
   the key) proven lost by any of the three: dkvs promises it never happens (a committed
   entry is never rolled back). The checker's verdict covers the subtler cases.
+* Compare-and-set, transactions and leased puts (:mod:`.dataops`) count as writes that
+  may overwrite the keys they touch, so they never make a plain write look lost; they are
+  not judged here themselves: the checker's verdict covers them.
 * An **acks=1 write** acknowledged but never observed (by a read, a final read or a final
   listing) is *unobserved*; *lost* if proven lost by 1 or 2; *rolled back* if 3 holds.
   Losing these is allowed.
@@ -40,6 +43,7 @@ __all__ = [
 ]
 
 OUTCOME_TYPES = ("ok", "fail", "info")
+DATA_CLASSES = ("cas", "cas-delete", "txn", "lease-put")  # from .dataops; judged by the checker alone
 
 
 def operation_class(op: OpRecord) -> str:
@@ -56,7 +60,7 @@ def count_outcomes(ops: Iterable[OpRecord]) -> dict[str, dict[str, int]]:
     for op in ops:
         counts[operation_class(op)][op.outcome] += 1
         counts["total"][op.outcome] += 1
-    order = ["get", "put acks=majority", "put acks=1", "delete", "total"]
+    order = ["get", "put acks=majority", "put acks=1", "delete", *DATA_CLASSES, "total"]
     return {name: counts[name] for name in order if name in counts}
 
 
@@ -130,13 +134,14 @@ def lost_writes(ops: Sequence[OpRecord], final: dict[str, str | None], observed:
     writes_by_key: dict[str, _KeyWrites] = defaultdict(_KeyWrites)
     for op in ops:
         if _is_write(op):
-            writes_by_key[op.key].add(op)
+            for key in op.keys if op.f == "txn" else (op.key,):
+                writes_by_key[key].add(op)
     for writes in writes_by_key.values():
         writes.seal()
     rolled_values = {entry.get("value") for entry in rolled_back if entry.get("op") == "put"}
     majority, acks1 = [], []
     for op in ops:
-        if op.outcome != "ok" or not _is_write(op):
+        if op.outcome != "ok" or not _is_write(op) or op.f not in ("put", "delete"):
             continue
         (acks1 if op.acks == "1" else majority).append(op)
 

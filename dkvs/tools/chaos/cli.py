@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from .faults import FAULT_KINDS
 from .interrupts import deliver
 from .report import format_report
-from .runner import EXIT_INCONCLUSIVE, ChaosConfig, run_chaos
+from .runner import DATA_SHARES, EXIT_INCONCLUSIVE, WORKLOADS, ChaosConfig, run_chaos
 
 __all__ = ["main", "parse_config", "TimeLimitExceeded"]
 
@@ -78,14 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--time-limit", type=float, default=900.0, help="hard cap on the whole run, in seconds")
     add("--fault-kinds", type=_kinds, default=FAULT_KINDS, help=f"comma-separated subset of {','.join(FAULT_KINDS)}")
     add("--acks1-share", type=_share, default=0.2, help="fraction of puts sent with acks=1")
-    add("--delete-share", type=_share, default=0.05, help="fraction of operations that are deletes")
-    add("--put-share", type=_share, default=0.45, help="fraction of operations that are puts")
+    add("--delete-share", type=_share, default=0.05, help="fraction of the plain operations (not cas, txn or lease) that are deletes")
+    add("--put-share", type=_share, default=0.45, help="fraction of the plain operations that are puts")
     add("--op-timeout", type=float, default=1.0, help="client socket timeout and writes' timeout= (s)")
     add("--think", type=_non_negative_float, default=0.0, help="pause between a client's operations (s)")
     add("--backoff", type=_non_negative_float, default=0.05, help="pause after an unsuccessful operation (s)")
     add("--recovery", type=_non_negative_float, default=2.0, help="seconds of load after the final heal")
     add("--converge-timeout", type=float, default=30.0, help="how long to wait for convergence (s)")
     add("--checker-budget", type=_positive_int, default=1_000_000, help="checker search states per key")
+    add("--workload", choices=WORKLOADS, default="register",
+        help="register: put/get/delete; data: also compare-and-set, transactions and leases "
+             f"(shares {', '.join(f'{k[:-6]} {v:g}' for k, v in DATA_SHARES.items())} unless given); "
+             "lock: clients take turns holding dkvs.client.Lock and write a fenced key")
+    add("--cas-share", type=_share, default=None, help="fraction of operations that are compare-and-sets "
+        "(PUT/DELETE ?if_seq= with the seq last seen)")
+    add("--txn-share", type=_share, default=None, help="fraction of operations that are transactions on a pair of keys")
+    add("--lease-share", type=_share, default=None, help="fraction of operations on leased keys (grant, put "
+        "with lease, keepalive, read, abandon)")
+    add("--lease-keys", type=_positive_int, default=4, help="leased keys l0.. (apart from the --keys)")
+    add("--lease-ttl", type=float, default=1.0, help="ttl of the clients' leases (s)")
+    add("--lock-ttl", type=float, default=1.0, help="--workload lock: the lock's lease ttl (s)")
+    add("--lock-pause-share", type=_share, default=0.2,
+        help="--workload lock: chance a holder stalls 3 ttls before a fenced write (a simulated GC pause)")
     add("--history", metavar="PATH", help="save the history (JSON lines) here")
     add("--logs", metavar="DIR", help="save node logs, rollback files and the history here")
     add("--json", action="store_true", help="print the report as JSON on stdout (progress goes to stderr)")
@@ -98,6 +112,12 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[ChaosConfig, argpar
     args = parser.parse_args(argv)
     if args.put_share + args.delete_share > 1:
         parser.error("--put-share plus --delete-share must not exceed 1")
+    defaults = DATA_SHARES if args.workload == "data" else dict.fromkeys(DATA_SHARES, 0.0)
+    shares = {name: getattr(args, name) if getattr(args, name) is not None else defaults[name] for name in DATA_SHARES}
+    if sum(shares.values()) > 1:
+        parser.error("--cas-share plus --txn-share plus --lease-share must not exceed 1")
+    if args.lease_ttl <= 0 or args.lock_ttl <= 0:
+        parser.error("--lease-ttl and --lock-ttl must be > 0")
     if args.faults < 0 or args.interval <= 0 or args.time_limit <= 0:
         parser.error("--faults must be >= 0, --interval and --time-limit > 0")
     config = ChaosConfig(nodes=args.nodes, clients=args.clients, keys=args.keys, faults=args.faults,
@@ -106,7 +126,9 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[ChaosConfig, argpar
                          delete_share=args.delete_share, acks1_share=args.acks1_share,
                          op_timeout_s=args.op_timeout, think_s=args.think, backoff_s=args.backoff, recovery_s=args.recovery,
                          converge_timeout_s=args.converge_timeout, checker_budget=args.checker_budget,
-                         history_path=args.history, logs_dir=args.logs)
+                         history_path=args.history, logs_dir=args.logs, workload_name=args.workload,
+                         lease_keys=args.lease_keys, lease_ttl_s=args.lease_ttl, lock_ttl_s=args.lock_ttl,
+                         lock_pause_share=args.lock_pause_share, **shares)
     return config, args
 
 

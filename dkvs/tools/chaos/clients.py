@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .dataops import DataOpsMixin, lease_key_name
 from .history import Answer, HistoryRecorder, OpRecord, classify, describe
 
 __all__ = ["NodeConnections", "Workload", "ChaosClient", "http_request", "key_name"]
@@ -43,6 +44,9 @@ class Workload:
     the ``timeout`` query parameter of writes. ``think_s`` is a pause between operations;
     ``backoff_s`` a pause after an operation that did not succeed (a node answering 503 at
     once during an election would otherwise be asked hundreds of times a second).
+    ``cas_share``, ``txn_share`` and ``lease_share`` are the data operations of
+    :mod:`.dataops` (0 by default: the register workload); leases use ``lease_keys`` keys
+    of their own and ``lease_ttl_s``.
     """
 
     keys: int = 10
@@ -52,11 +56,26 @@ class Workload:
     timeout_s: float = 1.0
     think_s: float = 0.0
     backoff_s: float = 0.05
+    cas_share: float = 0.0
+    txn_share: float = 0.0
+    lease_share: float = 0.0
+    lease_keys: int = 4
+    lease_ttl_s: float = 1.0
 
     def next_operation(self, rng: random.Random) -> tuple[str, str, str | None]:
-        """(f, key, acks) of the next operation; acks is None for a get."""
+        """(f, key, acks) of the next operation; acks is None for a get. ``f`` is also one
+        of :mod:`.dataops`' ``cas``, ``cas-delete``, ``txn``, ``lease``."""
         key = key_name(rng.randrange(self.keys))
         draw = rng.random()
+        extra = self.cas_share + self.txn_share + self.lease_share
+        if extra:  # without data operations the draws stay as they always were (same seeds)
+            if draw < self.lease_share:
+                return "lease", lease_key_name(rng.randrange(self.lease_keys)), "majority"
+            if draw < self.lease_share + self.txn_share:
+                return "txn", key, "majority"
+            if draw < extra:
+                return ("cas-delete" if rng.random() < 0.2 else "cas"), key, "majority"
+            draw = (draw - extra) / (1 - extra) if extra < 1 else 1.0
         if draw < self.delete_share:
             return "delete", key, "majority"
         if draw < self.delete_share + self.put_share:
@@ -122,7 +141,7 @@ def _json_object(data: bytes) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-class ChaosClient:
+class ChaosClient(DataOpsMixin):
     """One client thread. ``live_urls`` returns the nodes the nemesis has not killed."""
 
     def __init__(self, number: int, clients: int, workload: Workload, recorder: HistoryRecorder,
@@ -136,6 +155,10 @@ class ChaosClient:
         self.rng = random.Random(f"chaos-client-{seed}-{number}")
         self.stop = stop
         self.written = 0
+        self.seen: dict[str, int] = {}  # key -> the last seq this client saw (for if_seq)
+        self.lease: int | None = None
+        self.lease_stats = dict.fromkeys(("granted", "renewed", "abandoned", "expired_on_keepalive",
+                                          "expired_on_put"), 0)
         self.connections = NodeConnections(workload.timeout_s)
         self.thread = threading.Thread(target=self._run, name=f"chaos-client-{number}", daemon=True)
 
@@ -153,8 +176,13 @@ class ChaosClient:
                     self.stop.wait(0.05)
                     continue
                 f, key, acks = self.workload.next_operation(self.rng)
-                record = self.perform(self.rng.choice(urls), f, key, acks)
-                pause = self.workload.think_s + (self.workload.backoff_s if record.outcome != "ok" else 0.0)
+                url = self.rng.choice(urls)
+                if f in ("get", "put", "delete"):
+                    record = self.perform(url, f, key, acks)
+                else:
+                    record = self.perform_data(url, f, key)
+                failed = record is not None and record.outcome != "ok"
+                pause = self.workload.think_s + (self.workload.backoff_s if failed else 0.0)
                 if pause:
                     self.stop.wait(pause)
         finally:
@@ -174,8 +202,15 @@ class ChaosClient:
         if f == "put" and acks == "1" and recorded == "ok":
             recorded = "info"  # acknowledged, but not promised to survive a failover
         shown = outcome.value if f == "get" else value
-        complete_ns = self.recorder.complete(process, recorded, f, key, shown, outcome.found)
-        seq = answer.body.get("seq") if f != "get" and answer.status == 200 else None
+        seq = answer.body.get("seq") if answer.status == 200 else None
+        seq = seq if isinstance(seq, int) else None
+        complete_ns = self.recorder.complete(process, recorded, f, key, shown, outcome.found,
+                                             seq=seq if recorded == "ok" else None)
+        if recorded == "ok" and seq is not None:
+            self.seen[key] = 0 if f == "delete" else seq
+        elif f == "get" and recorded == "ok" and outcome.value is None:
+            self.seen[key] = 0
+        seq = None if f == "get" else seq  # the report's seq is a write's log position
         record = OpRecord(process, f, key, shown, acks, invoke_ns, complete_ns, outcome.type, recorded,
                           outcome.found, answer.status, url, describe(answer), seq if isinstance(seq, int) else None)
         self.recorder.add_operation(record)

@@ -40,6 +40,8 @@ __all__ = [
     "OUTCOMES",
     "UNFORWARDED_503_PREFIXES",
     "classify",
+    "classify_conditional",
+    "classify_txn",
     "describe",
 ]
 
@@ -77,6 +79,7 @@ class Classified:
     type: str
     value: str | None = None
     found: bool | None = None
+    conflict: int | None = None  # a conditional write answered 409: the key's seq then
 
 
 _FAIL = Classified("fail")
@@ -129,6 +132,24 @@ OUTCOMES: dict[str, Callable[[Answer], Classified]] = {
 }
 
 
+def classify_conditional(f: str, answer: Answer) -> Classified:
+    """A put or delete with ``if_seq`` (or a leased put): a 409 is an ``ok`` that wrote
+    nothing and saw the key at another seq (decided at apply time, in log order); a 404
+    ``lease_not_found`` wrote nothing (``fail``); the rest as for a plain write."""
+    if answer.sent and answer.status == 409 and isinstance(answer.body.get("seq"), int):
+        return Classified("ok", conflict=answer.body["seq"])
+    if answer.status == 404 and _error_code(answer) == "lease_not_found":
+        return _FAIL
+    return classify(f, answer)
+
+
+def classify_txn(answer: Answer) -> Classified:
+    """A transaction is one log entry: classified as a put (its results are in the body)."""
+    if answer.sent and answer.status == 200 and not isinstance(answer.body.get("results"), list):
+        return _INFO  # a 200 we cannot read: it happened, but we cannot say what it saw
+    return classify("put", answer)
+
+
 def describe(answer: Answer) -> str:
     """A short reason for the report's tally of failures: ``"503 no_master (forwarded)"``."""
     if not answer.sent:
@@ -176,6 +197,7 @@ class OpRecord:
     node: str = ""
     reason: str = ""
     seq: int | None = None
+    keys: tuple[str, ...] = ()  # every key the operation may write, when more than ``key``
 
 
 class HistoryRecorder:
@@ -191,16 +213,21 @@ class HistoryRecorder:
         self._events: list[dict] = []
         self._operations: list[OpRecord] = []
 
-    def invoke(self, process: int, f: str, key: str, value: str | None) -> int:
-        """Record an invoke (a put carries its value); returns its time."""
-        return self._append({"process": process, "type": "invoke", "f": f, "key": key, "value": value})
+    def invoke(self, process: int, f: str, key: str | None, value: str | None, **extra) -> int:
+        """Record an invoke (a put carries its value; ``extra`` fields such as ``if_seq``,
+        ``lease`` or ``txn`` are added when not None); returns its time."""
+        event = {"process": process, "type": "invoke", "f": f, "key": key, "value": value}
+        event.update((name, item) for name, item in extra.items() if item is not None)
+        return self._append(event)
 
-    def complete(self, process: int, type_: str, f: str, key: str, value: str | None,
-                 found: bool | None = None) -> int:
-        """Record a completion; ``found`` is added for deletes that know it."""
+    def complete(self, process: int, type_: str, f: str, key: str | None, value: str | None,
+                 found: bool | None = None, **extra) -> int:
+        """Record a completion; ``found`` is added for deletes that know it, ``extra``
+        fields (``seq``, ``conflict``, a txn's ``succeeded`` and ``results``) when not None."""
         event = {"process": process, "type": type_, "f": f, "key": key, "value": value}
         if found is not None:
             event["found"] = found
+        event.update((name, item) for name, item in extra.items() if item is not None)
         return self._append(event)
 
     def add_operation(self, record: OpRecord) -> None:

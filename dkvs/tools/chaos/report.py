@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["format_report"]
 
-_OUTCOME_ROWS = ("get", "put acks=majority", "put acks=1", "delete", "total")
+_OUTCOME_ROWS = ("get", "put acks=majority", "put acks=1", "delete", "cas", "cas-delete", "txn", "lease-put",
+                 "total")
 
 
 def format_report(doc: dict) -> str:
@@ -17,6 +18,7 @@ def format_report(doc: dict) -> str:
     lines += _operations(doc)
     lines += [""] + _faults(doc)
     lines += [""] + _safety(doc)
+    lines += _workload(doc)
     lines += [""] + _convergence(doc)
     lines += [""] + _unavailability(doc)
     if doc.get("history"):
@@ -76,9 +78,38 @@ def _safety(doc: dict) -> list[str]:
     return lines
 
 
+def _workload(doc: dict) -> list[str]:
+    """Leases (when in the mix) and the lock verdict (``--workload lock``)."""
+    lines = []
+    leases = doc.get("leases") or {}
+    if leases:
+        counts = ", ".join(f"{name} {leases.get(name, 0)}" for name in
+                           ("granted", "renewed", "abandoned", "expired_on_keepalive", "expired_on_put"))
+        state = ("every leased key expired" if leases.get("all_expired")
+                 else f"STILL PRESENT: {leases.get('left')}")
+        lines.append(f"leases: {counts}; after the run: {state} within {leases.get('seconds')} s")
+    lock = doc.get("lock") or {}
+    if lock:
+        reasons = ", ".join(f"{name} x{count}" for name, count in lock.get("failed_acquisition_reasons", {}).items())
+        lines.append(f"lock: {lock['acquisitions']} acquisitions ({lock['failed_acquisitions']} attempts failed"
+                     f"{': ' + reasons if reasons else ''}), "
+                     f"{lock['distinct_tokens']} distinct tokens, highest {lock['highest_token']}, "
+                     f"resource ends at {lock['final_token']}")
+        lines.append(f"  fenced writes: {lock['accepted_writes']} accepted in increasing token order, "
+                     f"{lock['rejected_stale_writes']} stale ones rejected, {lock['unknown_writes']} unknown; "
+                     f"{lock['overlapping_beliefs']} overlapping beliefs, {lock['holder_pauses']} holder pauses, "
+                     f"{lock['lost_leases_noticed']} lost leases noticed")
+        lines += [f"  VIOLATION {text}" for text in lock["violations"][:10]]
+    return [""] + lines if lines else []
+
+
 def _format_operation(op: dict, origin: int) -> str:
     """``process 337 get k2 -> 'c2-149'   +0.0 .. +10.4 ms`` (times from the first invoke)."""
-    if op["f"] == "get":
+    if op.get("what") is not None and op["f"] not in ("get", "put", "delete"):
+        what = f"{op['f']} {op['what']}"
+    elif op.get("what") is not None and ("if_seq" in op["what"] or "409" in op["what"] or "seq" in op["what"]):
+        what = f"{op['f']} {op['key']} {op['what']}"
+    elif op["f"] == "get":
         what = f"get {op['key']} -> {op['value']!r}"
     elif op["f"] == "put":
         what = f"put {op['key']} {op['value']!r}"

@@ -72,7 +72,9 @@ _VERDICT_OF = {True: "linearizable", False: "not linearizable", None: "unknown"}
 
 
 def _operation(op) -> dict:
+    from dkvs.check.__main__ import describe_operation
     return {"process": op.process, "f": op.f, "key": op.key, "value": op.value, "found": op.found,
+            "what": describe_operation(op),
             "invoke": op.invoke_time, "complete": op.complete_time}
 
 
