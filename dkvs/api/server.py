@@ -151,8 +151,20 @@ class DkvsHTTPServer:
         """Context manager for a handler about to wait on the network (see WorkerPool)."""
         return self.pools[conn.kind].blocking()
 
-    def _serve(self, conn: Connection) -> None:
-        """Run in a worker: answer requests on ``conn``, then hand the connection back.
+    def resume(self, handler: DkvsRequestHandler, reply) -> None:
+        """A detached (forwarded) request has its answer: a worker of its pool sends it.
+
+        Called from forwarder or change-feed threads, which must not write to a client."""
+        conn = handler.conn
+        if not self.pools[conn.kind].submit(_Resumed(conn, handler, reply)):
+            conn.close()  # the pools close only in stop(), after the selector stopped
+
+    def _serve(self, item) -> None:
+        """Run in a worker: answer requests on a connection, then hand it back.
+
+        ``item`` is a connection whose request is buffered, or a :class:`_Resumed`
+        forwarded request whose answer is ready. A handler that detached (it forwarded
+        the request) is left alone: :meth:`resume` brings its connection back here.
 
         A *hot* keep-alive connection — its next request arrives within
         :data:`HOT_WAIT_MAX_SECONDS` while no other request waits for this pool — is served
@@ -163,13 +175,22 @@ class DkvsHTTPServer:
         request waits at most one slice for a worker. Under heavy load the queue is never
         empty and every connection goes back to the selector.
         """
+        resumed = item if type(item) is _Resumed else None
+        conn = item.conn if resumed is not None else item
         kind = conn.kind
         pool = self.pools[kind]
         while True:
             mode = "close"
             try:
-                handler = DkvsRequestHandler(conn, self)
-                handler.handle()
+                if resumed is not None:
+                    handler = resumed.handler
+                    handler.finish(resumed.reply)
+                    resumed = None
+                else:
+                    handler = DkvsRequestHandler(conn, self)
+                    handler.handle()
+                    if handler.detached:
+                        return
                 if not (handler.close_connection or self.stopping):
                     mode = "keep"
                 elif handler.linger and not self.stopping:
@@ -233,8 +254,8 @@ class DkvsHTTPServer:
             self.connections.shutdown()
         self.socket.close()
         for pool in self.pools.values():
-            for conn in pool.close():
-                conn.close()
+            for item in pool.close():
+                (item.conn if type(item) is _Resumed else item).close()
         for pool in self.pools.values():
             pool.join(deadline)
         self.forwarder.close()
@@ -248,6 +269,15 @@ class DkvsHTTPServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class _Resumed:
+    """A forwarded request's answer, queued for a worker of its connection's pool."""
+
+    __slots__ = ("conn", "handler", "reply")
+
+    def __init__(self, conn: Connection, handler: DkvsRequestHandler, reply) -> None:
+        self.conn, self.handler, self.reply = conn, handler, reply
 
 
 def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0, *,

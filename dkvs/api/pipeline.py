@@ -1,0 +1,254 @@
+"""One pipelined HTTP/1.1 connection to another node, for forwarding without a waiting thread.
+
+A slave under 1,000 clients used to hold a worker thread per forwarded write for the whole
+round trip to the master; at most 128 threads capped it near 1,300 writes/s and the master
+saw few writes in flight (docs/benchmarks.md). Here a write is *sent* by the thread that
+has it (one ``sendall`` under the connection's lock, in order) and its answer is *read* by
+the connection's reader thread, which parses the answers in the order the requests went
+out (RFC 9112 §9.3.2: a server answers pipelined requests in order) and hands each to its
+request's ``done`` callback. A handful of connections thus carry hundreds of writes in
+flight with one thread each.
+
+Rules kept:
+
+* A request that could not be sent at all (connect refused, connection already closing)
+  is reported by :meth:`PipelinedConnection.send` returning False: the caller may try
+  another connection; nothing reached the master.
+* A connection that breaks, answers garbage or exceeds the oldest request's deadline fails
+  every request in flight on it (their outcome is unknown to us: the caller answers 503
+  with ``Retry-After``, as the blocking forwarder did).
+* An answer carrying ``Connection: close`` ends the connection after it; the requests
+  written behind it were not processed by the server (RFC 9112 §9.6) and go back to the
+  caller through ``resend`` (once each).
+* An idle connection is closed by its reader after ``idle_close_seconds``, well before the
+  server's idle timeout, so a request is never written into a connection the server is
+  closing.
+
+Not supported (the caller uses the blocking forwarder instead): TLS, whose socket must not
+be read and written by two threads at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .response import JSON_TYPE, Reply
+
+__all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES"]
+
+MAX_HEAD_BYTES = 64 * 1024
+RECV_BYTES = 256 * 1024
+_RELAYED = {"retry-after": "Retry-After", "x-dkvs-seq": "X-Dkvs-Seq"}
+
+
+class BrokenAnswer(ValueError):
+    """The other node's answer is not HTTP/1.1 we can frame."""
+
+
+class Pending:
+    """One request in flight: its bytes, deadline and the callback for its outcome.
+
+    ``done(reply_or_none, reason)`` is called exactly once: with a :class:`Reply`, or with
+    ``None`` and a short reason when the connection failed."""
+
+    __slots__ = ("data", "head_only", "deadline", "done", "resent")
+
+    def __init__(self, data: bytes, head_only: bool, deadline: float,
+                 done: Callable[[Reply | None, str], None]) -> None:
+        self.data, self.head_only, self.deadline, self.done = data, head_only, deadline, done
+        self.resent = False
+
+
+class PipelinedConnection:
+    """A persistent connection to ``(host, port)`` with a reader thread; see the module doc."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout_seconds: float,
+                 idle_close_seconds: float, resend: Callable[[Pending], None], name: str) -> None:
+        self.host, self.port = host, port
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.idle_close_seconds = idle_close_seconds
+        self._resend = resend
+        self._name = name
+        self._lock = threading.Lock()
+        self._inflight: deque[Pending] = deque()
+        self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self.dead = False
+        self._last_active = time.monotonic()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def send(self, pending: Pending) -> bool:
+        """Write ``pending``'s request; False if nothing was sent (try elsewhere)."""
+        with self._lock:
+            if self.dead:
+                return False
+            if self._sock is None:
+                try:
+                    sock = socket.create_connection((self.host, self.port), self.connect_timeout_seconds)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    self.dead = True
+                    return False
+                self._sock = sock
+                self._reader = threading.Thread(target=self._read_loop, name=self._name, daemon=True)
+                self._reader.start()
+            self._inflight.append(pending)
+            self._last_active = time.monotonic()
+            try:
+                self._sock.sendall(pending.data)
+                return True
+            except OSError:
+                failed = self._die_locked()
+        _fail(failed, "the connection broke while sending")
+        return True
+
+    def close(self) -> None:
+        """Fail what is in flight and close; the reader thread ends soon after."""
+        with self._lock:
+            failed = self._die_locked()
+        _fail(failed, "the forwarder was closed")
+
+    def join(self, timeout: float) -> None:
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout)
+
+    # --- the reader thread ------------------------------------------------------------
+
+    def _die_locked(self) -> list[Pending]:
+        self.dead = True
+        failed, self._inflight = list(self._inflight), deque()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader out of recv
+            except OSError:
+                pass
+        return failed
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        sock.settimeout(min(1.0, self.idle_close_seconds))
+        buf = bytearray()
+        reason = "the connection closed"
+        try:
+            while not self.dead:
+                try:
+                    data = sock.recv(RECV_BYTES)
+                except TimeoutError:
+                    if self._expired():
+                        reason = "the other node did not answer in time"
+                        break
+                    continue
+                except OSError:
+                    reason = "the connection was reset"
+                    break
+                if not data:
+                    break
+                buf += data
+                try:
+                    if not self._deliver(buf):
+                        return  # Connection: close handled
+                except BrokenAnswer as exc:
+                    reason = f"a broken answer ({exc})"
+                    break
+        finally:
+            with self._lock:
+                failed = self._die_locked()
+            sock.close()
+            _fail(failed, reason)
+
+    def _expired(self) -> bool:
+        """On a quiet second: is the oldest request overdue, or an idle connection old?"""
+        now = time.monotonic()
+        with self._lock:
+            if self._inflight:
+                return now >= self._inflight[0].deadline
+            if now - self._last_active >= self.idle_close_seconds:
+                self.dead = True  # no sender may pick it any more
+                return True
+        return False
+
+    def _deliver(self, buf: bytearray) -> bool:
+        """Hand every complete answer in ``buf`` to its request; False once closing."""
+        while True:
+            with self._lock:
+                if not self._inflight:
+                    if buf:
+                        raise BrokenAnswer("bytes arrived with no request in flight")
+                    return True
+                head_only = self._inflight[0].head_only
+            parsed = parse_answer(buf, head_only)
+            if parsed is None:
+                return True
+            reply, close, used = parsed
+            del buf[:used]
+            if reply is None:  # an interim 1xx answer
+                continue
+            with self._lock:
+                if not self._inflight:  # closed meanwhile: its requests were failed
+                    return False
+                pending = self._inflight.popleft()
+                self._last_active = time.monotonic()
+                behind = self._die_locked() if close else []
+            pending.done(reply, "")
+            if close:
+                for other in behind:
+                    if other.resent:
+                        other.done(None, "the other node closed the connection")
+                    else:
+                        other.resent = True
+                        self._resend(other)
+                return False
+
+
+def parse_answer(buf: bytearray, head_only: bool) -> tuple[Reply | None, bool, int] | None:
+    """``(reply, close, bytes used)`` for the complete answer at the start of ``buf``;
+    ``None`` if incomplete; ``reply`` is ``None`` for an interim (1xx) answer."""
+    end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
+    if end < 0:
+        if len(buf) >= MAX_HEAD_BYTES:
+            raise BrokenAnswer("the answer's head is too long")
+        return None
+    lines = bytes(buf[:end]).decode("iso-8859-1").split("\r\n")
+    words = lines[0].split(" ", 2)
+    if len(words) < 2 or not words[0].startswith("HTTP/1.") or not (words[1].isdigit() and len(words[1]) == 3):
+        raise BrokenAnswer(f"bad status line {lines[0][:40]!r}")
+    status = int(words[1])
+    length, close, content_type, relayed = 0, words[0] == "HTTP/1.0", JSON_TYPE, ()
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise BrokenAnswer("a header line without a colon")
+        name, value = name.strip().lower(), value.strip()
+        if name == "content-length":
+            if not value.isdigit():
+                raise BrokenAnswer("a bad Content-Length")
+            length = int(value)
+        elif name == "transfer-encoding":
+            raise BrokenAnswer("a chunked answer")  # dkvs nodes always send Content-Length
+        elif name == "connection":
+            close = value.lower() == "close"
+        elif name == "content-type" and value:
+            content_type = value
+        elif name in _RELAYED and value:
+            relayed += ((_RELAYED[name], value),)
+    if 100 <= status < 200:
+        return None, False, end + 4
+    if head_only or status in (204, 304):
+        length = 0
+    used = end + 4 + length
+    if len(buf) < used:
+        return None
+    return Reply(status, bytes(buf[end + 4:used]), content_type, relayed), close, used
+
+
+def _fail(pendings: list[Pending], reason: str) -> None:
+    for pending in pendings:
+        pending.done(None, reason)
