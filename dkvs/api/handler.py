@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from http import HTTPStatus
 
@@ -110,6 +111,7 @@ class DkvsRequestHandler:
         self.client_address = conn.address
         self.close_connection = True
         self.detached = False  # a forward took the request: server.resume(...) finishes it
+        self._unsent: bytes | None = None  # the part of the answer finish_now could not send
         self.requestline = ""
         self.request_version = "HTTP/1.1"
         self.command = ""
@@ -229,6 +231,15 @@ class DkvsRequestHandler:
 
     def finish(self, reply: Reply) -> None:
         """Send ``reply`` (and drop a small unread body); on a worker that holds the connection."""
+        if self._unsent is not None:  # finish_now sent the start of it
+            rest, self._unsent = self._unsent, None
+            try:
+                self.wfile.write(rest)
+            except OSError:
+                self.close_connection, self.linger = True, False
+            self.server.metrics.observe(self.route_pattern, self.command, reply.status,
+                                        time.perf_counter() - self._started)
+            return
         if self.server.stopping:  # this is the connection's last answer: say so
             self.close_connection = True
         drain = self._settle_unread_body()
@@ -240,6 +251,31 @@ class DkvsRequestHandler:
                 discard(self.rfile, drain)
             except DkvsError:
                 self.close_connection = True
+
+    def finish_now(self, reply: Reply) -> bool:
+        """Try to answer a detached request on the calling thread, without waiting.
+
+        True when the whole answer went out with one non-blocking ``send`` (the caller then
+        hands the connection back); False when a worker must :meth:`finish` it: an unread
+        body to drop, a stopping server, or a client whose socket buffer is full (the sent
+        part is remembered). Called by the thread that learned the answer (a forwarder
+        reader, or the one applying entries): a worker wake-up per forwarded write cost
+        more than the send. Plain sockets only (``server.resume`` checks)."""
+        if self.server.stopping or self._settle_unread_body():
+            return False
+        data = self._render(reply)
+        try:
+            sent = self.connection.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client is gone
+            self.close_connection, self.linger, sent = True, False, len(data)
+        if sent < len(data):
+            self._unsent = data[sent:]
+            return False
+        self.server.metrics.observe(self.route_pattern, self.command, reply.status,
+                                    time.perf_counter() - self._started)
+        return True
 
     def read_body(self, limit: int, *, required: bool, name: str = "body") -> bytes:
         """The request body, at most ``limit`` bytes; read once, then remembered.
@@ -344,18 +380,21 @@ class DkvsRequestHandler:
 
     def _send(self, reply: Reply) -> None:
         """Write the whole answer with one ``write``; a vanished client closes quietly."""
-        extra = self.server.server_line + date_line() + self._cors
-        if self.close_connection:
-            extra += "Connection: close\r\n"
-        elif self.request_version == "HTTP/1.0":
-            extra += "Connection: keep-alive\r\n"
         try:
-            self.wfile.write(render(reply, extra))
+            self.wfile.write(self._render(reply))
         except OSError:
             self.close_connection, self.linger = True, False
             return
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(reply.status, len(reply.body))
+
+    def _render(self, reply: Reply) -> bytes:
+        extra = self.server.server_line + date_line() + self._cors
+        if self.close_connection:
+            extra += "Connection: close\r\n"
+        elif self.request_version == "HTTP/1.0":
+            extra += "Connection: keep-alive\r\n"
+        return render(reply, extra)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own parse errors, as JSON in one write; the connection closes."""

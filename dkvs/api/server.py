@@ -156,6 +156,9 @@ class DkvsHTTPServer:
 
         Called from forwarder or change-feed threads, which must not write to a client."""
         conn = handler.conn
+        if self.tls_context is None and handler.finish_now(reply):
+            self._hand_back(conn, handler)
+            return
         if not self.pools[conn.kind].submit(_Resumed(conn, handler, reply)):
             conn.close()  # the pools close only in stop(), after the selector stopped
 
@@ -205,6 +208,14 @@ class DkvsHTTPServer:
                 mode = "close"
             self.connections.give_back(conn, mode)
             return
+
+    def _hand_back(self, conn: Connection, handler: DkvsRequestHandler) -> None:
+        """After an answer sent off a worker: the connection goes back to the selector."""
+        if conn.eof or self.stopping or handler.close_connection:
+            mode = "linger" if handler.linger and not (self.stopping or conn.eof) else "close"
+        else:
+            mode = "keep"
+        self.connections.give_back(conn, mode)
 
     def _next_request_here(self, conn: Connection, pool: WorkerPool) -> bool:
         """Wait a little for the next request on ``conn``; True once this worker can serve it."""
