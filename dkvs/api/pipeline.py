@@ -76,6 +76,8 @@ class PipelinedConnection:
         self._lock = threading.Lock()
         self._inflight: deque[Pending] = deque()
         self._sock: socket.socket | None = None
+        self._outbox = bytearray()  # bytes of requests queued while another thread sends
+        self._sending = False
         self._reader: threading.Thread | None = None
         self.dead = False
         self._last_active = time.monotonic()
@@ -101,13 +103,27 @@ class PipelinedConnection:
                 self._reader.start()
             self._inflight.append(pending)
             self._last_active = time.monotonic()
-            try:
-                self._sock.sendall(pending.data)
+            self._outbox += pending.data
+            if self._sending:  # the thread sending now takes these bytes too
                 return True
+            self._sending = True
+            sock = self._sock
+        # Flat combining: one sender at a time writes whatever queued up meanwhile, in
+        # order, with one system call per round instead of one per request.
+        while True:
+            with self._lock:
+                data, self._outbox = self._outbox, bytearray()
+                if not data or self.dead:
+                    self._sending = False
+                    return True
+            try:
+                sock.sendall(data)
             except OSError:
-                failed = self._die_locked()
-        _fail(failed, "the connection broke while sending")
-        return True
+                with self._lock:
+                    self._sending = False
+                    failed = self._die_locked()
+                _fail(failed, "the connection broke while sending")
+                return True
 
     def close(self) -> None:
         """Fail what is in flight and close; the reader thread ends soon after."""
