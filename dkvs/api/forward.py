@@ -51,7 +51,7 @@ MAX_IDLE_PER_TARGET = 8
 # Pipelined connections per master. A dkvs node serves one connection's requests one at a
 # time on one worker (32 client workers by default): a few connections give the master
 # writes from many clients at once without taking all its workers.
-MAX_PIPELINES_PER_TARGET = 32
+MAX_PIPELINES_PER_TARGET = 8
 # Close an idle pipelined connection this long before the server's idle timeout (60 s)
 # could close it under a request being written.
 PIPELINE_IDLE_CLOSE_SECONDS = 15.0
