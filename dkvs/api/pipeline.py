@@ -3,7 +3,8 @@
 A slave under 1,000 clients used to hold a worker thread per forwarded write for the whole
 round trip to the master; at most 128 threads capped it near 1,300 writes/s and the master
 saw few writes in flight (docs/benchmarks.md). Here a write is *sent* by the thread that
-has it (one ``sendall`` under the connection's lock, in order) and its answer is *read* by
+has it (queued in order under the connection's lock; whichever thread is sending writes
+everything queued meanwhile with one ``sendall``) and its answer is *read* by
 the connection's reader thread, which parses the answers in the order the requests went
 out (RFC 9112 §9.3.2: a server answers pipelined requests in order) and hands each to its
 request's ``done`` callback. A handful of connections thus carry hundreds of writes in
