@@ -1,5 +1,6 @@
 """ChangeFeed.call_when_applied: parked read-your-writes answers run once, in seq order,
-when the index covers them (record or reset), or with False once their timeout passed."""
+when the index covers them (record or reset), or with False once their timeout passed.
+They run on the feed's own thread (not the applying one), so tests wait for them."""
 
 from __future__ import annotations
 
@@ -40,13 +41,14 @@ def test_callbacks_run_in_seq_order_once_their_entry_is_applied():
     for seq in (3, 1, 2, 5):
         feed.call_when_applied(seq, calls.callback(seq), timeout=60.0)
     feed.record(puts(1, 2), set())
-    assert calls.calls == [(1, True), (2, True)]
+    assert calls.wait_for(2) == [(1, True), (2, True)]
     feed.record(puts(3, 4), set())
-    assert calls.calls == [(1, True), (2, True), (3, True)]
+    assert calls.wait_for(3) == [(1, True), (2, True), (3, True)]
     feed.record(puts(5), set())
-    assert calls.calls[-1] == (5, True) and len(calls.calls) == 4
-    feed.record(puts(6), set())  # nothing runs twice
-    assert len(calls.calls) == 4
+    assert calls.wait_for(4)[-1] == (5, True)
+    feed.call_when_applied(6, calls.callback(6), timeout=60.0)
+    feed.record(puts(6), set())
+    assert calls.wait_for(5)[4:] == [(6, True)]  # and nothing ran twice
 
 
 def test_an_already_applied_seq_calls_back_at_once_on_the_callers_thread():
@@ -60,7 +62,7 @@ def test_skipped_entries_still_advance_the_index():
     feed, calls = ChangeFeed(), Calls()
     feed.call_when_applied(1, calls.callback("a"), timeout=60.0)
     feed.record(puts(1), {1})  # a 404 delete changes nothing but is applied
-    assert calls.calls == [("a", True)]
+    assert calls.wait_for(1) == [("a", True)]
 
 
 def test_a_snapshot_reset_runs_the_callbacks_it_covers():
@@ -68,9 +70,9 @@ def test_a_snapshot_reset_runs_the_callbacks_it_covers():
     feed.call_when_applied(10, calls.callback(10), timeout=60.0)
     feed.call_when_applied(20, calls.callback(20), timeout=60.0)
     feed.reset(15)
-    assert calls.calls == [(10, True)]
+    assert calls.wait_for(1) == [(10, True)]
     feed.reset(20)
-    assert calls.calls == [(10, True), (20, True)]
+    assert calls.wait_for(2) == [(10, True), (20, True)]
 
 
 def test_a_callback_whose_seq_never_comes_is_called_with_false_after_its_timeout():
@@ -79,7 +81,9 @@ def test_a_callback_whose_seq_never_comes_is_called_with_false_after_its_timeout
     feed.call_when_applied(8, calls.callback("later"), timeout=0.02)
     assert calls.wait_for(2) == [("late", False), ("later", False)]
     feed.record(puts(7, 8), set())  # the index arriving afterwards calls nobody again
-    assert len(calls.calls) == 2
+    feed.call_when_applied(9, calls.callback("marker"), timeout=60.0)
+    feed.record(puts(9), set())
+    assert calls.wait_for(3)[2:] == [("marker", True)]
 
 
 def test_a_timer_started_for_a_long_timeout_wakes_for_a_shorter_one():
@@ -88,10 +92,10 @@ def test_a_timer_started_for_a_long_timeout_wakes_for_a_shorter_one():
     feed.call_when_applied(9, calls.callback("short"), timeout=0.01)
     assert calls.wait_for(1) == [("short", False)]
     feed.record(puts(9), set())
-    assert calls.calls == [("short", False), ("long", True)]
+    assert calls.wait_for(2) == [("short", False), ("long", True)]
 
 
-def test_a_failing_callback_does_not_break_the_applying_thread():
+def test_a_failing_callback_does_not_stop_the_others():
     feed, calls = ChangeFeed(), Calls()
 
     def broken(applied: bool) -> None:
@@ -100,7 +104,7 @@ def test_a_failing_callback_does_not_break_the_applying_thread():
     feed.call_when_applied(1, broken, timeout=60.0)
     feed.call_when_applied(1, calls.callback("ok"), timeout=60.0)
     feed.record(puts(1), set())
-    assert calls.calls == [("ok", True)]
+    assert calls.wait_for(1) == [("ok", True)]
 
 
 def test_blocking_waiters_still_wake_on_record():
@@ -111,3 +115,13 @@ def test_blocking_waiters_still_wake_on_record():
     feed.record(puts(1, 2, 3), set())
     waiter.join(BOUND_SECONDS)
     assert woke == [True]
+
+
+def test_callbacks_do_not_run_on_the_applying_thread():
+    feed, calls = ChangeFeed(), Calls()
+    threads = []
+    feed.call_when_applied(1, lambda applied: (threads.append(threading.current_thread()),
+                                               calls.callback("a")(applied)), timeout=60.0)
+    feed.record(puts(1), set())
+    calls.wait_for(1)
+    assert threads and threads[0] is not threading.current_thread()

@@ -10,9 +10,10 @@ shows applied state, not only committed state).
 Read-your-writes through a slave (:mod:`dkvs.api.handler`) must answer a forwarded write
 only once this node applied it. With 1,000 clients a thread per parked answer was the
 bottleneck, so :meth:`ChangeFeed.call_when_applied` parks a *callback* instead: a heap of
-``(seq, n, callback)`` that ``record``/``reset`` pop when the index reaches ``seq``, and a
-lazy timer thread that runs the ones whose deadline passed first (at most one call per
-callback, always outside the lock; callbacks must be quick and must not raise). Blocking
+``(seq, n, callback)`` that ``record``/``reset`` pop when the index reaches ``seq``. One
+lazy thread runs them (the applying thread holds the node lock, and a callback sends an
+answer to a client), and also the ones whose deadline passed first: exactly one call per
+callback, always outside the lock; callbacks must be quick and must not raise. Blocking
 waiters (``wait_index``, ``wait``) are only notified when some are waiting: an applied
 batch no longer wakes a crowd.
 """
@@ -51,6 +52,7 @@ class ChangeFeed:
         self._timer: threading.Thread | None = None
         self._timer_wake = threading.Event()
         self._timer_due = float("inf")  # the deadline the timer thread sleeps towards
+        self._due: list = []  # (callback, applied) for the timer thread to run
 
     def call_when_applied(self, seq: int, callback: Callable[[bool], None], timeout: float) -> None:
         """Call ``callback(True)`` once an entry at or after ``seq`` is applied, or
@@ -82,33 +84,35 @@ class ChangeFeed:
         """The timer thread: runs parked callbacks whose deadline passed (with False); it
         ends when nothing is parked and ``call_when_applied`` starts another when needed."""
         while True:
-            due: list = []
             with self._cond:
+                due, self._due = self._due, []
                 now = time.monotonic()
                 deadlines = self._deadlines
                 while deadlines and (deadlines[0][0] <= now or not deadlines[0][2]):
                     entry = heapq.heappop(deadlines)[2]
                     if entry:
-                        due.append(entry.pop())
+                        due.append((entry.pop(), False))
                 if not deadlines and not due:  # nothing parked: the thread ends until needed
                     self._timer = None
                     return
                 self._timer_due = deadlines[0][0] if deadlines else now
                 self._timer_wake.clear()
                 sleep = self._timer_due - now
-            for callback in due:
-                _run(callback, False)
+            for callback, applied in due:
+                _run(callback, applied)
             if not due:
                 self._timer_wake.wait(sleep)
 
-    def _applied_callbacks(self) -> list:
-        """With the lock held: pop the parked callbacks the index now covers."""
-        parked, index, ready = self._parked, self.index, []
+    def _hand_over_applied(self) -> None:
+        """With the lock held: the parked callbacks the index now covers go to the timer
+        thread, which runs them (the applying thread holds the node lock: not there)."""
+        parked, index, due = self._parked, self.index, self._due
         while parked and parked[0][0] <= index:
             entry = heapq.heappop(parked)[2]
             if entry:
-                ready.append(entry.pop())
-        return ready
+                due.append((entry.pop(), True))
+        if due:
+            self._timer_wake.set()
 
     def _notify(self) -> None:
         if self._waiting:
@@ -126,9 +130,8 @@ class ChangeFeed:
                 if entry.seq > self.index:
                     self.index = entry.seq
             self._notify()
-            ready = self._applied_callbacks() if self._parked else ()
-        for callback in ready:
-            _run(callback, True)
+            if self._parked:
+                self._hand_over_applied()
 
     def rollback(self, after_seq: int) -> None:
         with self._cond:
@@ -142,9 +145,8 @@ class ChangeFeed:
             self._changes.clear()
             self._floor = self.index = seq
             self._notify()
-            ready = self._applied_callbacks() if self._parked else ()
-        for callback in ready:
-            _run(callback, True)
+            if self._parked:
+                self._hand_over_applied()
 
     def wait_index(self, seq: int, timeout: float) -> bool:
         """Block until an entry at or after ``seq`` is applied (or ``timeout``); whether it was."""
