@@ -235,3 +235,34 @@ def test_after_close_forward_async_answers_no_master(forwarder, start_server):
     forwarder.forward_async(master.url, "PUT", "/kv/a", b"v", {}, 5, outcomes.done("a"))
     (_, reply, failure), = outcomes.wait(1)
     assert reply is None and isinstance(failure, NoMaster)
+
+
+def test_stopping_a_slave_with_a_write_in_flight_closes_its_client_connection(start_server):
+    # Proves a detached request is not lost at shutdown: the forward in flight fails, its
+    # answer cannot be handed to a worker any more, and the client's connection closes.
+    received = threading.Event()
+
+    def script(sock):
+        read_requests(sock, 1)
+        received.set()
+        read_requests(sock, 1)  # never answers; ends when the connection closes
+
+    node = ScriptedNode(script)
+    fake = FakeService()
+    fake.raise_not_master = node.url
+    slave = start_server(fake)
+    client = socket.create_connection(("127.0.0.1", slave.server_port), timeout=BOUND_SECONDS)
+    try:
+        client.sendall(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv")
+        assert received.wait(BOUND_SECONDS)
+        slave.stop()
+        answer = b""
+        while True:
+            data = client.recv(65536)
+            if not data:
+                break
+            answer += data
+    finally:
+        client.close()
+        node.close()
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 503")
