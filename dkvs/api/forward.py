@@ -81,6 +81,8 @@ class Forwarder:
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._pipes: dict[tuple, list[PipelinedConnection]] = {}
         self._pipe_numbers = iter(range(1 << 62))
+        self._turn = 0
+        self._bases: dict[str, tuple[tuple, str]] = {}  # base URL → parsed, for forward_async
         self._lock = threading.Lock()
         self._closed = False
 
@@ -90,11 +92,16 @@ class Forwarder:
         """Like :meth:`forward`, but returns at once; ``done(reply, None)`` or
         ``done(None, NoMaster)`` is called exactly once, on this thread or a reader thread
         (so ``done`` must be quick: hand the answer on, do not write to a slow client)."""
-        try:
-            place, prefix = _parse_base(base_url)
-        except NoMaster as exc:
-            done(None, exc)
-            return
+        parsed = self._bases.get(base_url)
+        if parsed is None:
+            try:
+                parsed = _parse_base(base_url)
+            except NoMaster as exc:
+                done(None, exc)
+                return
+            if len(self._bases) < 64:  # master URLs: a handful over a node's life
+                self._bases[base_url] = parsed
+        place, prefix = parsed
         if place[0] != "http":  # TLS: see the module docstring of dkvs.api.pipeline
             try:
                 reply = self.forward(base_url, method, target, body, headers, timeout_seconds)
@@ -125,13 +132,21 @@ class Forwarder:
         pending.done(None, "the connection was refused" if not self._closed else "the node is stopping")
 
     def _pick_pipe(self, place: tuple) -> PipelinedConnection | None:
-        """The least busy live connection to ``place``; a new one while all are busy."""
+        """The next live connection to ``place`` in turn; a new one while the one picked is
+        busy and there are fewer than ``max_pipelines_per_target``."""
         with self._lock:
             if self._closed:
                 return None
-            pipes = self._pipes.setdefault(place, [])
-            pipes[:] = [pipe for pipe in pipes if not pipe.dead]
-            best = min(pipes, key=lambda pipe: pipe.inflight, default=None)
+            pipes = self._pipes.get(place)
+            if pipes is None:
+                pipes = self._pipes[place] = []
+            best = None
+            if pipes:  # round robin: cheaper than a search, as even under steady load
+                self._turn += 1
+                best = pipes[self._turn % len(pipes)]
+                if best.dead:
+                    pipes[:] = [pipe for pipe in pipes if not pipe.dead]
+                    best = None
             if best is None or (best.inflight and len(pipes) < self.max_pipelines_per_target):
                 best = PipelinedConnection(
                     place[1], place[2], connect_timeout_seconds=self.connect_timeout_seconds,

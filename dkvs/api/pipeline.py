@@ -43,7 +43,7 @@ __all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES"]
 
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 256 * 1024
-_RELAYED = {"retry-after": "Retry-After", "x-dkvs-seq": "X-Dkvs-Seq"}
+_RELAYED = ((b"\r\nretry-after:", "Retry-After"), (b"\r\nx-dkvs-seq:", "X-Dkvs-Seq"))
 
 
 class BrokenAnswer(ValueError):
@@ -227,43 +227,56 @@ class PipelinedConnection:
 
 def parse_answer(buf: bytearray, head_only: bool) -> tuple[Reply | None, bool, int] | None:
     """``(reply, close, bytes used)`` for the complete answer at the start of ``buf``;
-    ``None`` if incomplete; ``reply`` is ``None`` for an interim (1xx) answer."""
+    ``None`` if incomplete; ``reply`` is ``None`` for an interim (1xx) answer.
+
+    Only the few headers that matter are looked up (in the lower-cased head, by ``find``):
+    a per-line parse of every answer cost more than the rest of the reader."""
     end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
     if end < 0:
         if len(buf) >= MAX_HEAD_BYTES:
             raise BrokenAnswer("the answer's head is too long")
         return None
-    lines = bytes(buf[:end]).decode("iso-8859-1").split("\r\n")
-    words = lines[0].split(" ", 2)
-    if len(words) < 2 or not words[0].startswith("HTTP/1.") or not (words[1].isdigit() and len(words[1]) == 3):
-        raise BrokenAnswer(f"bad status line {lines[0][:40]!r}")
-    status = int(words[1])
-    length, close, content_type, relayed = 0, words[0] == "HTTP/1.0", JSON_TYPE, ()
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise BrokenAnswer("a header line without a colon")
-        name, value = name.strip().lower(), value.strip()
-        if name == "content-length":
-            if not value.isdigit():
-                raise BrokenAnswer("a bad Content-Length")
-            length = int(value)
-        elif name == "transfer-encoding":
-            raise BrokenAnswer("a chunked answer")  # dkvs nodes always send Content-Length
-        elif name == "connection":
-            close = value.lower() == "close"
-        elif name == "content-type" and value:
-            content_type = value
-        elif name in _RELAYED and value:
-            relayed += ((_RELAYED[name], value),)
+    head = bytes(buf[:end])
+    version, status_code = head[:9], head[9:12]
+    if not (version in (b"HTTP/1.1 ", b"HTTP/1.0 ") and status_code.isdigit() and head[12:13] in (b" ", b"\r", b"")):
+        raise BrokenAnswer(f"bad status line {head[:40]!r}")
+    status = int(status_code)
     if 100 <= status < 200:
         return None, False, end + 4
+    lowered = head.lower() + b"\r\n"
+    if b"\r\ntransfer-encoding:" in lowered:
+        raise BrokenAnswer("a chunked answer")  # dkvs nodes always send Content-Length
+    length = 0
+    value = _header(head, lowered, b"\r\ncontent-length:")
+    if value is not None:
+        if not value.isdigit():
+            raise BrokenAnswer("a bad Content-Length")
+        length = int(value)
+    connection = _header(head, lowered, b"\r\nconnection:")
+    close = connection.lower() == b"close" if connection is not None else version == b"HTTP/1.0 "
+    content_type = _header(head, lowered, b"\r\ncontent-type:")
+    relayed = ()
+    for name, shown in _RELAYED:
+        found = _header(head, lowered, name)
+        if found:
+            relayed += ((shown, found.decode("iso-8859-1")),)
     if head_only or status in (204, 304):
         length = 0
     used = end + 4 + length
     if len(buf) < used:
         return None
-    return Reply(status, bytes(buf[end + 4:used]), content_type, relayed), close, used
+    return (Reply(status, bytes(buf[end + 4:used]),
+                  content_type.decode("iso-8859-1") if content_type else JSON_TYPE, relayed),
+            close, used)
+
+
+def _header(head: bytes, lowered: bytes, marker: bytes) -> bytes | None:
+    """The stripped value of the first header whose ``\\r\\nname:`` is ``marker``."""
+    at = lowered.find(marker)
+    if at < 0:
+        return None
+    start = at + len(marker)
+    return head[start:lowered.index(b"\r\n", start)].strip()
 
 
 def _fail(pendings: list[Pending], reason: str) -> None:
