@@ -261,7 +261,8 @@ def run_phase(cluster: LocalCluster, target, args) -> dict:
             "ops_per_s": round(ok / args.duration, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
             "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved,
             "target_warnings": [line.rstrip()[:300] for line in target.stderr_lines
-                                if "WARNING" in line or "ERROR" in line][-5:]}
+                                if ("WARNING" in line or "ERROR" in line)
+                                and "dkvs.rollback:" not in line][-5:]}  # one line per entry
 
 
 def main() -> int:
