@@ -144,6 +144,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--join", _join, None, "URL(s) of any node(s) of the cluster to join, comma-separated, tried in "
          "turn; host:port means http://host:port. Without it the node starts a new cluster",
          metavar="URL[,URL...]"),
+    Flag("--learner", _boolean, False, "with --join: stay a non-voting learner (read replica, backup); "
+         "without it a joining node is a learner only until it has caught up", switch=True),
     Flag("--join-timeout", _seconds, 10.0, "seconds to keep trying --join before giving up", metavar="S"),
     Flag("--data-dir", _text, None, "where the log, snapshots and vote live; default: in memory "
          "(lost on exit)", metavar="DIR"),
@@ -243,6 +245,8 @@ def resolve(args: argparse.Namespace, environ=None) -> dict[str, object]:
             raise UsageError(f"{shown}: {exc}") from None
     if values["cluster_secret"] and values["cluster_secret_file"]:
         raise UsageError("give --cluster-secret or --cluster-secret-file, not both")
+    if values["learner"] and not values["join"]:
+        raise UsageError("--learner needs --join URL (a node starting a new cluster is its only voter)")
     if values["election_timeout"] < 2 * values["heartbeat_interval"]:
         raise UsageError(f"--election-timeout ({values['election_timeout']:g} s) must be at least twice "
                          f"--heartbeat-interval ({values['heartbeat_interval']:g} s)")
@@ -267,7 +271,8 @@ def settings_from_values(v: dict):
                     nkvd=v["nkvd"], insecure=v["insecure"], auth_file=v["auth_file"],
                     max_connections=v["max_connections"], request_timeout=v["request_timeout"],
                     idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
-                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"])
+                    tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"],
+                    learner=v["learner"])
 
 
 def _fail(message: str) -> int:

@@ -150,17 +150,6 @@ def test_a_late_pre_vote_grant_is_not_a_real_vote():
 
 # -- reads ----------------------------------------------------------------------------------------
 
-def test_a_consistent_read_waits_for_the_new_masters_first_commit():
-    # The read round may be confirmed by a majority, but until its no-op commits a new master
-    # does not know which older entries are committed: its state may miss acknowledged writes.
-    node, _ = elected_master()
-    assert not replies(node.propose_read(7, 100) + node.propose_read(8, 100))
-    out = node.step(AppendReply(2, "b", False, node.log.last_seq, hint_seq=4, round=node.read_round))
-    assert not replies(out) and node.commit_seq < node.log.last_seq
-    out = node.step(AppendReply(2, "b", True, node.log.last_seq, round=node.read_round))
-    assert {r.request_id for r in replies(out)} == {7, 8}
-
-
 # -- membership -----------------------------------------------------------------------------------
 
 def test_a_new_master_changes_membership_only_after_committing_its_own_entry():

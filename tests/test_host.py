@@ -7,7 +7,7 @@ import time
 
 from dkvs.core.config import CoreConfig
 from dkvs.core.kvstate import KVState
-from dkvs.core.log import OP_MEMBER_ADD, Entry
+from dkvs.core.log import OP_MEMBER_ADD
 from dkvs.core.node import Node
 from dkvs.driver import NodeDriver
 from dkvs.runtime.host import NodeHost

@@ -16,7 +16,6 @@ import pytest
 import dkvs.runtime.host as host_module
 import dkvs.storage.file as file_module
 from dkvs.core.config import CoreConfig
-from dkvs.core.kvstate import KVState
 from dkvs.core.log import OP_MEMBER_ADD, OP_PUT, Entry
 from dkvs.core.messages import Append, AppendReply
 from dkvs.driver import NodeDriver

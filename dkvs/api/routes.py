@@ -56,6 +56,7 @@ from .params import (ACKS, AFTER, AFTER_SEQ, ALL, CONSISTENT, DELETE_PREFIX, IF_
 from .response import Reply, error_reply, json_reply, written_reply
 from .nkvd import KEY_NAMESPACE, NKVD_HANDLERS, NKVD_PREFIX
 from .static import STATIC_NAME, serve_index, serve_static
+from .stream import is_upgrade
 
 __all__ = ["Route", "RouteTable", "ROUTES", "TABLE", "INTERNAL_PREFIX", "NKVD_FEATURE", "dispatch",
            "route_table", "authenticate", "authorize", "authorize_txn", "SCOPE_KEY", "SCOPE_LISTING",
@@ -182,6 +183,8 @@ def internal(ex, args: dict) -> Reply:
                                        token_checked=getattr(ex, "grant", None) is not None)
     if problem is not None:
         return error_reply(Unauthorized(f"internal request refused: {problem}"))
+    if path == "raft" and is_upgrade(ex.headers) and hasattr(ex.server, "streams"):
+        return ex.server.streams.accept(ex)  # a replication stream (dkvs.api.stream)
     body = ex.read_body(ex.server.internal_max_body_bytes, required=False)
     status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
     return Reply(status, data)

@@ -48,6 +48,7 @@ from .metrics import RequestMetrics
 from .response import date_line
 from .routes import INTERNAL_PREFIX
 from .service import KeyValueService
+from .stream import StreamAcceptor
 from .tls import TlsSocket
 from .workers import WorkerPool
 
@@ -119,6 +120,7 @@ class DkvsHTTPServer:
         self.pools = {"client": WorkerPool("client", client_workers, self._serve, max_threads=client_threads_max),
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
+        self.streams = StreamAcceptor(self)  # inbound replication streams (dkvs.api.stream)
         self.connections = ConnectionManager(
             self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
             request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
@@ -194,6 +196,11 @@ class DkvsHTTPServer:
                     handler.handle()
                     if handler.detached:
                         return
+                session = getattr(handler, "upgrade", None)  # set by StreamAcceptor.accept
+                if session is not None and not (handler.close_connection or self.stopping):
+                    if self.streams.start(conn, session):
+                        return  # the stream's thread owns the connection from here
+                    handler.close_connection = True
                 if not (handler.close_connection or self.stopping):
                     mode = "keep"
                 elif handler.linger and not self.stopping:
@@ -264,6 +271,7 @@ class DkvsHTTPServer:
         else:
             self.connections.shutdown()
         self.socket.close()
+        self.streams.close()
         for pool in self.pools.values():
             for item in pool.close():
                 (item.conn if type(item) is _Resumed else item).close()

@@ -16,6 +16,10 @@ Rules this module implements (DESIGN §3):
   least its own, and ignores vote requests while it still hears a live master. A majority
   of votes makes the candidate master; an entry held by a majority is therefore in the log
   of every future master.
+* **Voters only** (:mod:`dkvs.core.membership`): "a majority" is of the voters in the
+  candidate's own log. A learner never campaigns and never claims to be fresher; it does
+  answer vote requests (a candidate whose log holds its promotion counts it), but a
+  candidate counts no vote of a member that is a learner in its log.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ class ElectionMixin:
     def _tick_election(self, out: list[Effect]) -> None:
         if self.now < self.election_deadline:
             return
-        if self.id not in self.members:
-            # Not (yet) a member: a joining node waits for the master to reach it.
+        if not self.is_voter():
+            # Not (yet) a member, or a learner: it waits for the master to reach it and
+            # never campaigns (a learner counts in no quorum, its own vote included).
             self.election_deadline = self.now + self.random_election_timeout()
             return
         self._start_pre_vote(out)
@@ -72,6 +77,9 @@ class ElectionMixin:
         self._maybe_win(out)
 
     def _start_election(self, out: list[Effect], transfer: bool = False) -> None:
+        if not self.is_voter():  # a learner asked to take over (TimeoutNow): it cannot
+            self.become_slave(self.epoch, self.master_id, out)
+            return
         self.pre_voting = False
         self.master_id = None  # a new epoch: the last master is no longer ours
         self.epoch += 1
@@ -86,9 +94,10 @@ class ElectionMixin:
         self._maybe_win(out)
 
     def _maybe_win(self, out: list[Effect]) -> bool:
-        """Move to the next stage when a majority of current members agreed."""
-        granted = sum(1 for member in self.votes if member in self.members)
-        if granted < majority(len(self.members)):
+        """Move to the next stage when a majority of current voters agreed (a learner may
+        grant a vote — it may be a voter in our log already — but only voters count)."""
+        granted = sum(1 for member in self.votes if self.is_voter(member))
+        if granted < majority(len(self.voters())):
             return False
         if self.pre_voting:
             self._start_election(out)
@@ -133,7 +142,7 @@ class ElectionMixin:
 
     def _answer_pre_vote(self, msg: VoteRequest, eligible: bool, out: list[Effect]) -> None:
         lost_master = not self.hears_master()
-        fresher = (lost_master and self.id in self.members
+        fresher = (lost_master and self.is_voter()
                    and self.rank() > (msg.last_epoch, msg.last_seq, msg.sender))
         grant = eligible and lost_master and msg.epoch > self.epoch and not fresher
         out.append(Send(msg.sender, VoteReply(self.epoch, self.id, grant, pre_vote=True, fresher=fresher)))

@@ -16,6 +16,7 @@ import bisect
 from dataclasses import dataclass
 
 __all__ = ["Entry", "Log", "OP_PUT", "OP_DELETE", "OP_NOOP", "OP_MEMBER_ADD", "OP_MEMBER_REMOVE",
+           "OP_LEARNER_ADD", "OP_REPLICA_ADD", "OP_MEMBER_PROMOTE", "MEMBERSHIP_OPS",
            "OP_DELETE_PREFIX", "OP_TXN", "OP_LEASE_GRANT", "OP_LEASE_REVOKE", "DATA_OPS", "MULTI_KEY_OPS"]
 
 OP_PUT = "put"
@@ -27,10 +28,14 @@ OP_LEASE_REVOKE = "lease_revoke"  # key = lease id: deletes its keys (an expiry 
 OP_NOOP = "noop"  # written by each new master: it opens the epoch and lets the commit point move
 OP_MEMBER_ADD = "member_add"  # key = node id, value = its URL
 OP_MEMBER_REMOVE = "member_remove"  # key = node id
+# Learners (dkvs.core.membership): replicated to, counted in no quorum.
+OP_LEARNER_ADD = "learner_add"  # key = node id, value = its URL; promoted by the master once caught up
+OP_REPLICA_ADD = "replica_add"  # key = node id, value = its URL; stays a learner (read replica, backup)
+OP_MEMBER_PROMOTE = "member_promote"  # key = node id: the learner becomes a voter
 
 DATA_OPS = frozenset({OP_PUT, OP_DELETE, OP_DELETE_PREFIX, OP_TXN, OP_LEASE_GRANT, OP_LEASE_REVOKE})
 MULTI_KEY_OPS = frozenset({OP_DELETE_PREFIX, OP_TXN, OP_LEASE_GRANT, OP_LEASE_REVOKE})  # may change many keys; have an apply result
-MEMBERSHIP_OPS = frozenset({OP_MEMBER_ADD, OP_MEMBER_REMOVE})
+MEMBERSHIP_OPS = frozenset({OP_MEMBER_ADD, OP_MEMBER_REMOVE, OP_LEARNER_ADD, OP_REPLICA_ADD, OP_MEMBER_PROMOTE})
 
 
 @dataclass(frozen=True, slots=True)

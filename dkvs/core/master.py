@@ -26,6 +26,17 @@ Replication rules (DESIGN §3):
 * Check-quorum: with 3+ members, a master that heard from no majority within T steps down.
 * Membership changes go one at a time, and only once this master has committed an entry
   of its own epoch (its opening no-op).
+* Learners (:mod:`dkvs.core.membership`) are replicated to like any slave but count in no
+  quorum: not in the commit point, ``acks=majority``, ``acks=all``, read rounds or
+  check-quorum. **Promotion**: at each heartbeat the master checks every learner that may be
+  promoted (``learner_add``, not ``replica_add``); one that answered within the last two
+  heartbeats and confirmed holding the log up to at most one batch
+  (``CoreConfig.max_batch_entries``) behind the master's last seq is *caught up*. After
+  ``PROMOTE_AFTER_HEARTBEATS`` consecutive caught-up heartbeats the master appends
+  ``member_promote`` for it — a membership change like the others (one at a time, after
+  its own first commit, never during a leadership transfer). Once promoted the new voter
+  is at most one batch behind, so a write waiting for a majority that now includes it waits
+  about one round trip, not for a whole catch-up.
 """
 
 from __future__ import annotations
@@ -34,15 +45,20 @@ from collections import deque
 from dataclasses import dataclass
 
 from .effects import Apply, Effect, Reply, Send, SendSnapshot
-from .log import MEMBERSHIP_OPS, OP_NOOP, Entry
+from .log import MEMBERSHIP_OPS, OP_MEMBER_PROMOTE, OP_NOOP, Entry
+from .membership import LEARNER
 from .messages import Append, AppendReply, PeerView
 from .progress import Progress
 from .quorum import majority, quorum_seq
 
-__all__ = ["MasterMixin", "ACKS_ONE", "ACKS_MAJORITY", "ACKS_ALL"]
+__all__ = ["MasterMixin", "ACKS_ONE", "ACKS_MAJORITY", "ACKS_ALL", "PROMOTE_AFTER_HEARTBEATS"]
 
 ACKS_ONE, ACKS_MAJORITY, ACKS_ALL = "1", "majority", "all"
 MASTER = "master"
+# A learner is promoted after this many consecutive heartbeats within one batch
+# (``CoreConfig.max_batch_entries``) of the master's last seq: a moment of luck under a
+# burst is not enough, a learner that keeps up is.
+PROMOTE_AFTER_HEARTBEATS = 3
 
 
 @dataclass(slots=True)
@@ -117,17 +133,21 @@ class MasterMixin:
         if op in MEMBERSHIP_OPS and self._membership_change_pending():
             return [Reply(request_id, error="membership_change_in_progress")]
         out: list[Effect] = []
-        entry = Entry(self.epoch, self.log.last_seq + 1, op, key, value, cond)
-        self._append_to_log([entry])
-        if len(self.members) == 1:
-            self._maybe_commit(out, emit=False)
-        self._emit_appended((entry,), out)
+        entry = self._append_own(Entry(self.epoch, self.log.last_seq + 1, op, key, value, cond), out)
         if acks == ACKS_ONE:
             out.append(Reply(request_id, self._write_result(entry.seq)))
         else:
             self.pending_writes[acks].append(_PendingWrite(entry.seq, request_id, self.now + timeout_ticks))
             self._release_writes(out)
         return out
+
+    def _append_own(self, entry: Entry, out: list[Effect]) -> Entry:
+        """Append an entry this master wrote; with no other voter it is committed at once."""
+        self._append_to_log([entry])
+        if len(self.voters()) <= 1:
+            self._maybe_commit(out, emit=False)
+        self._emit_appended((entry,), out)
+        return entry
 
     def propose_read(self, request_id: int, timeout_ticks: int) -> list[Effect]:
         """Linearizable read barrier (read index): answered once a majority confirmed this
@@ -229,19 +249,21 @@ class MasterMixin:
 
     def _maybe_commit(self, out: list[Effect], emit: bool = True) -> None:
         """Advance the commit point; ``emit=False`` when an Apply that carries it follows."""
-        matches = [p.match_seq for p in self.progress.values()]
-        if self.id in self.members:  # a master removing itself no longer counts itself
-            matches.append(self.log.last_seq)
-        candidate = quorum_seq(matches, len(self.members))
+        matches = {peer: p.match_seq for peer, p in self.progress.items()}
+        matches[self.id] = self.log.last_seq  # ignored once this master removed itself (no voter)
+        candidate = quorum_seq(matches, self.voters())
         if candidate > self.commit_seq and self.log.epoch_at(candidate) == self.epoch:
             self.commit_seq = candidate
             if emit:
                 out.append(Apply((), candidate))
 
     def _all_live_seq(self) -> int:
-        """Highest seq held by every live member (and committed)."""
+        """Highest seq held by every live voter (and committed). Learners do not count: a
+        catching-up learner would hold every ``acks=all`` write for its whole catch-up."""
         held = [self.log.last_seq]
-        for p in self.progress.values():
+        for peer, p in self.progress.items():
+            if peer in self.learners:
+                continue
             if self.now - p.last_heard_tick < self.config.election_ticks:
                 held.append(p.match_seq)
         return min(min(held), self.commit_seq)
@@ -260,10 +282,11 @@ class MasterMixin:
     def _release_reads(self, out: list[Effect]) -> None:
         if not self.pending_reads:
             return
-        need = majority(len(self.members))
+        need = majority(len(self.voters()))
         still = []
         for read in self.pending_reads:
-            acks = 1 + sum(1 for peer, p in self.progress.items() if p.acked_round >= read.round)
+            acks = 1 + sum(1 for peer, p in self.progress.items()
+                           if p.acked_round >= read.round and peer not in self.learners)
             if acks >= need and self.commit_seq >= read.read_seq:
                 out.append(Reply(read.request_id, {"seq": read.read_seq, "epoch": self.epoch}))
             else:
@@ -280,20 +303,43 @@ class MasterMixin:
         if heartbeat:
             self._heartbeat_elapsed = 0
             self._broadcast(out, heartbeat=True)
+            self._maybe_promote(out)
         self._tick_transfer(out, heartbeat)
         self._release_writes(out)  # acks=all may be met once a dead member stops counting
         self._expire_pending(out)
 
     def _check_quorum_lost(self) -> bool:
-        if self.id not in self.members:
-            return True  # removed from the cluster: stop leading it
-        if len(self.members) < 3:
-            # With 1 or 2 members no other master can be elected without this node's
+        if not self.is_voter():
+            return True  # removed from the cluster (or only a learner in it): stop leading it
+        voters = self.voters()
+        if len(voters) < 3:
+            # With 1 or 2 voters no other master can be elected without this node's
             # vote, so staying master cannot split the brain.
             return False
         window = self.config.election_ticks
-        heard = 1 + sum(1 for p in self.progress.values() if self.now - p.last_heard_tick < window)
-        return heard < majority(len(self.members))
+        heard = 1 + sum(1 for peer, p in self.progress.items()
+                        if self.now - p.last_heard_tick < window and peer not in self.learners)
+        return heard < majority(len(voters))
+
+    def _maybe_promote(self, out: list[Effect]) -> bool:
+        """At a heartbeat: count caught-up heartbeats of each learner to promote, and
+        promote the first that kept up for ``PROMOTE_AFTER_HEARTBEATS`` (see the module
+        docstring). Returns whether a ``member_promote`` entry was appended."""
+        ready = None
+        lag = self.config.max_batch_entries
+        recent = 2 * self.config.heartbeat_ticks
+        for peer, p in self.progress.items():
+            if self.learners.get(peer) != LEARNER:
+                continue
+            caught_up = (p.match_seq > 0 and p.match_seq + lag >= self.log.last_seq
+                         and self.now - p.last_heard_tick <= recent)
+            p.caught_up_beats = p.caught_up_beats + 1 if caught_up else 0
+            if p.caught_up_beats >= PROMOTE_AFTER_HEARTBEATS and ready is None:
+                ready = peer
+        if ready is None or self.transfer_target is not None or self._membership_change_pending():
+            return False
+        self._append_own(Entry(self.epoch, self.log.last_seq + 1, OP_MEMBER_PROMOTE, ready), out)
+        return True
 
     def _expire_pending(self, out: list[Effect]) -> None:
         for queue in self.pending_writes.values():

@@ -27,7 +27,7 @@ from .effects import Apply, Effect, PersistEntries, PersistState, Reply, Send
 from .election import CANDIDATE, MASTER, SLAVE, ElectionMixin
 from .log import MEMBERSHIP_OPS, OP_MEMBER_ADD, Entry, Log
 from .master import MasterMixin
-from .membership import apply_membership, fold_members
+from .membership import LEARNER, Membership, apply_membership, fold_members
 from .messages import Append, AppendReply, Message, Snapshot, TimeoutNow, VoteReply, VoteRequest
 from .slave import SlaveMixin
 from .transfer import TransferMixin
@@ -50,7 +50,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         for entry in entries:
             self.log.append(entry)
         self._base_members = tuple(snapshot_members)
-        self.members: dict[str, str] = fold_members(self._base_members, self.log.entries)
+        self._set_membership(fold_members(self._base_members, self.log.entries))
         # Entries up to the snapshot are committed; later ones are not known to be.
         self.commit_seq = snapshot_seq
         self.now = 0
@@ -58,8 +58,8 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         self.master_id: str | None = None
         self.last_master_contact: int | None = None
         self.election_deadline = self.now + self.random_election_timeout()
-        if list(self.members) == [node_id]:
-            self.election_deadline = 1  # sole member after a restart: no one to wait for
+        if self.voters() == [node_id]:
+            self.election_deadline = 1  # sole voter after a restart: no one to wait for
         self.view: tuple = ()
         self.elections_started = 0
         self.elections_won = 0
@@ -123,16 +123,33 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
     def compact(self, upto_seq: int) -> None:
         """Forget log entries up to ``upto_seq``: the host stored a snapshot covering them."""
         assert upto_seq <= self.commit_seq, "only committed entries may be compacted"
-        self._base_members = tuple(self.members_at(upto_seq).items())
+        self._base_members = self.member_rows_at(upto_seq)
         self.log.compact(upto_seq)
 
     # -- queries -----------------------------------------------------------------------------
     def members_at(self, seq: int) -> dict[str, str]:
-        """Membership as of ``seq`` (for a snapshot taken at that point)."""
+        """Every member's url as of ``seq``, learners included."""
+        return self._membership_at(seq).urls
+
+    def member_rows_at(self, seq: int) -> tuple[tuple[str, ...], ...]:
+        """The member rows of a snapshot taken at ``seq`` (learners carry their kind)."""
+        return self._membership_at(seq).rows()
+
+    def _membership_at(self, seq: int) -> Membership:
         return fold_members(self._base_members, (e for e in self.log.entries if e.seq <= seq))
 
     def peers(self) -> list[str]:
+        """Every other member, learners included: all of them are replicated to."""
         return [m for m in self.members if m != self.id]
+
+    def voters(self) -> list[str]:
+        """The members that count in quorums (commits, elections, check-quorum, reads)."""
+        return [m for m in self.members if m not in self.learners]
+
+    def is_voter(self, member_id: str | None = None) -> bool:
+        """Whether ``member_id`` (default: this node) is a member that votes."""
+        member_id = self.id if member_id is None else member_id
+        return member_id in self.members and member_id not in self.learners
 
     def status(self) -> dict:
         """The protocol half of ``/status`` (the host adds URLs and its own details)."""
@@ -152,11 +169,15 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
             role = MASTER if member_id == self.master_id else SLAVE
             if member_id == self.id:
                 role = self.role
-            members.append({"id": member_id, "url": self.members[member_id], "role": role,
-                            "last_seq": last_seq, "alive": alive})
+            entry = {"id": member_id, "url": self.members[member_id], "role": role,
+                     "last_seq": last_seq, "alive": alive, "voter": member_id not in self.learners}
+            if member_id in self.learners:
+                entry["auto_promote"] = self.learners[member_id] == LEARNER
+            members.append(entry)
         return {
             "id": self.id,
             "role": self.role,
+            "voter": self.is_voter(),
             "epoch": self.epoch,
             "master": ({"id": self.master_id, "url": self.members.get(self.master_id)}
                        if self.master_id is not None else None),
@@ -227,7 +248,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         for entry in entries:
             self.log.append(entry)
             if entry.op in MEMBERSHIP_OPS:
-                membership_changed |= apply_membership(self.members, entry)
+                membership_changed |= apply_membership(self.membership, entry)
             appended.append(entry)
         if membership_changed:
             self._members_changed()
@@ -238,8 +259,15 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         out.append(Apply(entries, self.commit_seq))
 
     def _recompute_members(self) -> None:
-        self.members = fold_members(self._base_members, self.log.entries)
+        self._set_membership(fold_members(self._base_members, self.log.entries))
         self._members_changed()
+
+    def _set_membership(self, membership: Membership) -> None:
+        """``members`` (id -> url, learners included) and ``learners`` (id -> kind) are the
+        two halves of ``membership``, kept as attributes for the many readers of the list."""
+        self.membership = membership
+        self.members: dict[str, str] = membership.urls
+        self.learners: dict[str, str] = membership.learners
 
     def _members_changed(self) -> None:
         if self.role == MASTER:

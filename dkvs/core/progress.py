@@ -23,6 +23,7 @@ class Progress:
     snapshot: bool = False  # the outstanding request is a snapshot
     view_sent_tick: int = -(10**9)
     retry_tick: int = 0  # after a failed send: no new request before this tick (backoff)
+    caught_up_beats: int = 0  # a learner: consecutive heartbeats it was caught up (promotion)
 
     def idle(self, now: int, timeout: int) -> bool:
         """True when a new request may be sent (none outstanding, or it timed out)."""

@@ -1,6 +1,12 @@
-"""Majority arithmetic, in one place so every rule uses the same definition."""
+"""Majority arithmetic, in one place so every rule uses the same definition.
+
+Only voters count (:mod:`dkvs.core.membership`): a learner's copy of the log is replicated
+and reported, but never part of a quorum.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Mapping
 
 __all__ = ["majority", "quorum_seq"]
 
@@ -10,12 +16,14 @@ def majority(member_count: int) -> int:
     return member_count // 2 + 1
 
 
-def quorum_seq(match_seqs: list[int], member_count: int) -> int:
-    """The highest seq held by a majority, given each member's highest held seq.
+def quorum_seq(match_seqs: Mapping[str, int], voters: Collection[str]) -> int:
+    """The highest seq held by a majority of ``voters``, given each member's highest held seq.
 
-    Members missing from ``match_seqs`` count as holding nothing.
+    Voters missing from ``match_seqs`` count as holding nothing; members that are not
+    voters (learners) are ignored whatever they hold.
     """
-    need = majority(member_count)
-    if len(match_seqs) < need:
+    held = [match_seqs.get(voter, 0) for voter in voters]
+    need = majority(len(held))
+    if len(held) < need:
         return 0
-    return sorted(match_seqs, reverse=True)[need - 1]
+    return sorted(held, reverse=True)[need - 1]

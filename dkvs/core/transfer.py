@@ -65,7 +65,7 @@ class TransferMixin:
         if self.transfer_target is not None:
             return [Reply(request_id, {"to": self.transfer_target}, error=TRANSFER_IN_PROGRESS)]
         target = to if to is not None else self.transfer_candidate()
-        if target is None or target == self.id or target not in self.progress:
+        if target is None or target == self.id or target not in self.progress or target in self.learners:
             return [Reply(request_id, {"to": target}, error=NO_TRANSFER_TARGET)]
         self.transfer_target = target
         self.transfer_deadline = self.now + (timeout_ticks or self.config.election_ticks)
@@ -81,7 +81,7 @@ class TransferMixin:
         seq, then id), or None when no slave is alive."""
         window = self.config.election_ticks
         alive = [(p.match_seq, peer) for peer, p in self.progress.items()
-                 if self.now - p.last_heard_tick < window]
+                 if self.now - p.last_heard_tick < window and peer not in self.learners]
         return max(alive)[1] if alive else None
 
     def _maybe_send_timeout_now(self, out: list[Effect]) -> bool:

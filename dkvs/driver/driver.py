@@ -18,8 +18,8 @@ runs it):
   (:mod:`dkvs.driver.requests`);
 * the transport's peer table is updated before any message of the same batch is sent, so
   a brand-new member's first snapshot is never dropped;
-* at most one replication request per peer is on the wire; a stale answer is dropped
-  (:mod:`dkvs.driver.inflight`);
+* at most ``inflight_window`` replication requests per peer are on the wire (one by
+  default); answers are cumulative, a stale answer is dropped (:mod:`dkvs.driver.inflight`);
 * snapshots are built off the node thread from a consistent committed view, only when
   the log outgrew both the threshold and the last snapshot *and* the commit point moved
   past the last snapshot (so a stuck commit point never causes whole-state work), one at
@@ -45,6 +45,7 @@ from ..core.effects import (
 from ..core.election import MASTER
 from ..core.log import OP_DELETE, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_PUT, Entry
 from ..core.messages import Append
+from . import inflight as inflight_table
 from .inflight import InFlight
 from .leases import LeaseClock
 from .narrator import CALL, MESSAGE, TICK, Narrator, note
@@ -82,11 +83,13 @@ class NodeDriver:
     under the lock that guards ``state`` against readers)."""
 
     def __init__(self, node, state, *, snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
-                 inflight_expiry_ticks: int | None = None, log_bytes: int = 0) -> None:
+                 inflight_expiry_ticks: int | None = None, log_bytes: int = 0,
+                 inflight_window: int | None = None) -> None:
         self.node = node
         self.state = state
         self.requests = RequestTable()
-        self.inflight = InFlight(inflight_expiry_ticks or node.config.election_ticks)
+        self.inflight = InFlight(inflight_expiry_ticks or node.config.election_ticks,
+                                 inflight_window or inflight_table.DEFAULT_WINDOW)
         self.narrator = Narrator(node)
         self.snapshot_threshold_bytes = snapshot_threshold_bytes
         self.log_bytes = log_bytes
@@ -206,7 +209,7 @@ class NodeDriver:
             seq, data = state.committed_view()
         else:
             seq, data = state.snapshot_items()
-        return seq, self.node.log.epoch_at(seq), tuple(self.node.members_at(seq).items()), data
+        return seq, self.node.log.epoch_at(seq), self.node.member_rows_at(seq), data
 
     def snapshot_built(self, seq: int, nbytes: int, error: str | None = None) -> None:
         """A :class:`BuildSnapshot` finished: the snapshot at ``seq`` is durable (or failed)."""
@@ -354,7 +357,7 @@ class NodeDriver:
         inflight = self.inflight
         replicating = type(effect.message) is Append
         if replicating and inflight.busy(effect.to, self.node.now):
-            inflight.suppressed += 1  # the previous request is still on the wire: this resend is "lost"
+            inflight.suppressed += 1  # the peer's window is full: to the core this send is "lost"
             return
         send_id = inflight.new_id()
         if replicating:

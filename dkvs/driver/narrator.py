@@ -30,7 +30,7 @@ class Narrator:
     @staticmethod
     def _observe(node) -> tuple:
         return (node.role, node.epoch, node.master_id, dict(node.members), node.pre_voting,
-                node.elections_started, node.transfer_target, node.transfer_campaigns)
+                node.elections_started, node.transfer_target, node.transfer_campaigns, dict(node.learners))
 
     def after(self, node, cause: str, sender: str | None, notes: list[Note]) -> None:
         """Compare ``node`` with the last observation; append a note per change."""
@@ -41,8 +41,8 @@ class Narrator:
             if node.role == MASTER and cause == TICK:
                 self._watch_quorum(node, notes)
             return
-        role0, epoch0, master0, members0, pre0, started0, transfer0, handed0 = self._seen
-        role, epoch, master, members, pre, started, transfer, handed = seen
+        role0, epoch0, master0, members0, pre0, started0, transfer0, handed0, learners0 = self._seen
+        role, epoch, master, members, pre, started, transfer, handed, learners = seen
         self._seen = seen
         say = _Sayer(node, notes)
         self._narrate_transfer(node, say, transfer0, transfer, role, epoch > epoch0, handed > handed0)
@@ -71,8 +71,12 @@ class Narrator:
             who = f" from {sender}" if sender else ""
             say(INFO, "epoch", f"adopted epoch={epoch} (was {epoch0}){who}", previous=epoch0)
         for member_id in sorted(members.keys() - members0.keys()):
-            say(INFO, "member_added", f"member {member_id} added ({members[member_id]})", member=member_id,
-                url=members[member_id])
+            kind = learners.get(member_id, "voter")
+            say(INFO, "member_added", f"member {member_id} added as {kind} ({members[member_id]})",
+                member=member_id, url=members[member_id], voter=kind == "voter")
+        for member_id in sorted(learners0.keys() & members.keys() - learners.keys()):
+            say(INFO, "member_promoted", f"learner {member_id} promoted to voter "
+                f"({len(members) - len(learners)} voters)", member=member_id)
         for member_id in sorted(members0.keys() - members.keys()):
             say(INFO, "member_removed", f"member {member_id} removed", member=member_id)
 
@@ -112,17 +116,18 @@ class Narrator:
                     say(WARNING, "member_down", f"member {peer} ({url}) silent for an election timeout",
                         member=peer)
         self._alive = alive
-        heard = 1 + sum(alive.values())
-        ok = heard >= majority(len(node.members))
+        voters = node.voters()  # learners count in no quorum
+        heard = 1 + sum(up for peer, up in alive.items() if peer not in node.learners)
+        ok = heard >= majority(len(voters))
         if ok != self._quorum_ok:
             self._quorum_ok = ok
             if ok:
-                say(INFO, "quorum_regained", f"quorum regained: {heard} of {len(node.members)} members heard",
-                    heard=heard, members=len(node.members))
+                say(INFO, "quorum_regained", f"quorum regained: {heard} of {len(voters)} voters heard",
+                    heard=heard, members=len(voters))
             else:
-                say(WARNING, "quorum_lost", f"quorum lost: {heard} of {len(node.members)} members heard, "
-                    f"{majority(len(node.members))} needed; acks=majority writes wait",
-                    heard=heard, members=len(node.members), needed=majority(len(node.members)))
+                say(WARNING, "quorum_lost", f"quorum lost: {heard} of {len(voters)} voters heard, "
+                    f"{majority(len(voters))} needed; acks=majority writes wait",
+                    heard=heard, members=len(voters), needed=majority(len(voters)))
 
 
 def reachable_members(node, heard: dict[str, int] | None = None) -> set[str]:
@@ -150,9 +155,11 @@ def quorum_view(node, heard: dict[str, int] | None = None) -> dict:
     """Whether a majority is reachable, as this node can tell, and what to tell a client
     that finds no master: ``reason`` tells an election that can succeed (a majority is
     reachable, or the node has just started and heard no one yet) from a lost majority,
-    which no retry will cure by itself."""
-    members = len(node.members)
-    reachable = len(reachable_members(node, heard))
+    which no retry will cure by itself. Only voters count (``members`` is the number of
+    voters): a learner, reachable or not, changes no majority."""
+    voters = set(node.voters())
+    members = len(voters)
+    reachable = len(reachable_members(node, heard) & voters)
     reachable = min(reachable, members) if members else reachable
     needed = majority(members) if members else 1
     view = {"ok": reachable >= needed, "reachable": reachable, "members": members, "needed": needed}

@@ -1,7 +1,7 @@
 """Membership operations: join, leave, remove — on the master, reached from any node.
 
-Membership changes are ordinary log entries (``member_add`` / ``member_remove``) proposed
-on the master with ``acks=majority``, one at a time (the core refuses a second change
+Membership changes are ordinary log entries (``learner_add`` / ``replica_add`` /
+``member_remove``) proposed on the master with ``acks=majority``, one at a time (the core refuses a second change
 while one is uncommitted). A request arriving at a slave is relayed to the master, signed
 by the slave and carrying the client's ``Authorization`` header (an admin token is checked
 again by the master).
@@ -19,6 +19,12 @@ confirmed with the node it is about:
   cannot make a live member leave.
 * **remove** ``id``: an operator's repair of dead members; an admin token when client auth
   is on (checked by the route table), ``force`` to remove a live one.
+
+A joining node is added as a **learner** (dkvs.core.membership): it is replicated to but
+counts in no quorum, so the cluster's writes never wait for its catch-up; the master
+promotes it to voter once it keeps up. With ``learner`` (``--join URL --learner``) it joins
+with ``replica_add`` and stays a learner (read replica, backup). A member that is already a
+voter stays one when it rejoins.
 
 Rules for a join of ``(id, url)``:
 * the same id at the same url: already a member, nothing to do (restarts are idempotent);
@@ -38,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ..core.log import OP_MEMBER_ADD, OP_MEMBER_REMOVE
+from ..core.log import OP_LEARNER_ADD, OP_MEMBER_REMOVE, OP_REPLICA_ADD
 from ..core.node import MASTER
 from ..errors import BadRequest, Conflict, DkvsError, Forbidden, KeyNotFound, NoMaster
 from ..transport.auth import Signer
@@ -52,6 +58,12 @@ __all__ = ["ClusterAdmin", "join_cluster", "post_internal", "fetch_identity", "J
 log = logging.getLogger("dkvs.admin")
 
 MEMBERSHIP_TIMEOUT_SECONDS = 10.0
+# A join is answered once the joiner was promoted to voter, or after this long (then it is
+# still a learner catching up): below the joiner's 5 s per attempt (runtime.startup), and
+# long enough for a small catch-up (3 heartbeats), so that a node that printed its startup
+# line is usually a voter already, as before learners existed.
+PROMOTION_WAIT_SECONDS = 3.0
+PROMOTION_POLL_SECONDS = 0.02
 IDENTITY_TIMEOUT_SECONDS = 2.0  # the callback to a joining or leaving node
 
 
@@ -104,7 +116,9 @@ class ClusterAdmin:
             raise Forbidden(f"leave refused: {node_id!r} is not leaving (a node can only leave for itself)",
                             id=node_id)
 
-    def join(self, node_id: str, url: str, headers=None, cluster_id=None) -> dict:
+    def join(self, node_id: str, url: str, headers=None, cluster_id=None, learner: bool = False) -> dict:
+        """Add ``node_id`` at ``url`` as a learner (promoted once caught up), or with
+        ``learner`` as one that stays a learner."""
         if not node_id or not url.startswith(("http://", "https://")):
             raise BadRequest("join needs a node id and an http:// or https:// url")
         mine = self.service.cluster_id
@@ -118,7 +132,8 @@ class ClusterAdmin:
             raise Conflict(mismatch_message(cluster_id[:64], mine, self.service.url), id=node_id,
                            cluster_id=mine)
         if self.host.node.role != MASTER:
-            body = {"id": node_id, "url": url, **({"cluster_id": cluster_id} if cluster_id else {})}
+            body = {"id": node_id, "url": url, **({"cluster_id": cluster_id} if cluster_id else {}),
+                    **({"learner": True} if learner else {})}
             return self._relay_to_master("join", body, headers)
         members, alive = self._membership()
         if members.get(node_id) == url:
@@ -131,9 +146,22 @@ class ClusterAdmin:
         for other_id in replaced:
             log.info("node %s replaces %s at %s", node_id, other_id, url)
             self._propose(OP_MEMBER_REMOVE, other_id, None)
-        self._propose(OP_MEMBER_ADD, node_id, url)
-        log.info("node %s joined from %s", node_id, url)
+        self._propose(OP_REPLICA_ADD if learner else OP_LEARNER_ADD, node_id, url)
+        log.info("node %s joined from %s as a learner%s", node_id, url,
+                 " (stays one: --learner)" if learner else " (promoted to voter once caught up)")
+        if not learner:
+            self._await_promotion(node_id)
         return self._answer(node_id)
+
+    def _await_promotion(self, node_id: str) -> None:
+        """Wait (bounded, on this request's thread) until the master promoted ``node_id``,
+        it stopped being master, or ``PROMOTION_WAIT_SECONDS`` passed."""
+        deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            waiting = self.host.query(lambda node: node.role == MASTER and node_id in node.learners)
+            if not waiting:
+                return
+            time.sleep(PROMOTION_POLL_SECONDS)
 
     def leave(self, node_id: str, sender: str | None, relayed: bool, headers=None) -> dict:
         """``node_id`` asks to leave; ``sender`` is the signed sender (None without a secret)."""
@@ -170,7 +198,9 @@ class ClusterAdmin:
     def _answer(self, node_id: str) -> dict:
         node = self.host.node
         return {"id": node_id, "epoch": node.epoch, "master": {"id": node.id, "url": self.service.url},
-                "members": dict(node.members), "cluster_id": self.service.cluster_id}
+                "members": dict(node.members), "learners": sorted(node.learners),
+                "voter": node.is_voter(node_id),
+                "cluster_id": self.service.cluster_id}
 
 
 def _call(request: urllib.request.Request, timeout: float) -> tuple[int, dict]:
@@ -219,7 +249,8 @@ def fetch_identity(url: str, node_id: str, signer: Signer, timeout: float = IDEN
     return answer
 
 
-def join_cluster(join_url: str, node_id: str, my_url: str, signer: Signer, deadline_seconds: float = 30.0) -> dict:
+def join_cluster(join_url: str, node_id: str, my_url: str, signer: Signer, deadline_seconds: float = 30.0,
+                 learner: bool = False) -> dict:
     """Ask the cluster at ``join_url`` to add this node; retry while it has no master.
 
     Raises :class:`JoinRefused` when refused for good, ``TimeoutError`` when the cluster
@@ -230,7 +261,8 @@ def join_cluster(join_url: str, node_id: str, my_url: str, signer: Signer, deadl
     last = "no answer"
     while True:
         try:
-            status, answer = post_internal(join_url, "join", {"id": node_id, "url": my_url}, signer)
+            body = {"id": node_id, "url": my_url, **({"learner": True} if learner else {})}
+            status, answer = post_internal(join_url, "join", body, signer)
             if status == 200:
                 return answer
             last = f"{status} {answer.get('message', answer)}"

@@ -82,6 +82,7 @@ class Settings:
     tls_key: str | None = None
     tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
     tls_client_auth: str = "none"  # none | optional | required
+    learner: bool = False  # --learner: join as a non-voting replica that is never promoted
     rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)
 
 
@@ -184,7 +185,8 @@ class DkvsNode:
         if s.join:
             try:
                 urls = join_targets(self._join_urls(), self.url, peers)
-                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout, known)
+                answer = join_any(urls, self.node_id, self.url, self.signer, s.join_timeout, known,
+                                  learner=s.learner)
                 self._adopt_from(answer)
                 warn_if_left_behind(self._former_id, answer)
                 self._wait_for_master(5 * s.election_timeout)
@@ -225,7 +227,7 @@ class DkvsNode:
         def run() -> None:
             try:
                 self._adopt_from(join_any(peers, self.node_id, self.url, self.signer, self.settings.join_timeout,
-                                          known))
+                                          known, learner=self.settings.learner))
             except StartupError as exc:
                 log.warning("could not rejoin through the members in the data dir: %s", exc)
         threading.Thread(target=run, name="dkvs-rejoin", daemon=True).start()

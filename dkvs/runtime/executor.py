@@ -102,10 +102,10 @@ class Executor:
             self._complete(reply)
         for job in ready.work:
             self._start(job)
-        for note in notes:
-            narration.log(logging.INFO if note.level == INFO else logging.WARNING, "%s", note.text)
+        for told in notes:
+            narration.log(logging.INFO if told.level == INFO else logging.WARNING, "%s", told.text)
             if self._on_note is not None:
-                self._on_note(note)
+                self._on_note(told)
 
     def _flush(self) -> list:
         """Persist the backlog (this batch's effects, after any left by a failure). On an

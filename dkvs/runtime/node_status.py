@@ -27,8 +27,9 @@ class StatusMixin:
             last = node.log.last_seq
             lag = [(peer, max(0, last - p.match_seq)) for peer, p in node.progress.items()]
             return (node.role, node.epoch, last, node.commit_seq, node.elections_started,
-                    node.elections_won, lag, len(node.members), node.master_id is not None, self._quorum(node))
-        role, epoch, last_seq, commit_seq, started, won, lag, members, has_master, quorum = host.query(read)
+                    node.elections_won, lag, len(node.members), node.master_id is not None, self._quorum(node),
+                    len(node.learners))
+        role, epoch, last_seq, commit_seq, started, won, lag, members, has_master, quorum, learners = host.query(read)
         storage = host.storage
         events = host.events
         lag_seconds = [({"peer": peer}, round(clock.age(last_seq - behind + 1, now), 3) if behind else 0)
@@ -39,7 +40,8 @@ class StatusMixin:
             ("dkvs_epoch", "gauge", "Current epoch (term).", [({}, epoch)]),
             ("dkvs_last_seq", "gauge", "Last seq in this node's log.", [({}, last_seq)]),
             ("dkvs_commit_seq", "gauge", "Highest seq known to be held by a majority.", [({}, commit_seq)]),
-            ("dkvs_members", "gauge", "Members of the cluster.", [({}, members)]),
+            ("dkvs_members", "gauge", "Members of the cluster (learners included).", [({}, members)]),
+            ("dkvs_learners", "gauge", "Members that do not vote (learners).", [({}, learners)]),
             ("dkvs_keys", "gauge", "Keys in this node's state.", [({}, len(host.state))]),
             ("dkvs_has_master", "gauge", "1 when this node knows a master (itself included).",
              [({}, int(has_master))]),
@@ -88,7 +90,7 @@ class StatusMixin:
                                        if tick is not None else None)  # Unix time; None: never
         status["url"] = self.url
         status["cluster_id"] = self.cluster_id
-        count = len(status["members"])
+        count = sum(1 for member in status["members"] if member["voter"])  # learners never vote
         status["failover"] = count >= 3
         if count == 2:
             status["warning"] = ("a 2-node cluster has no automatic failover (a majority of 2 is 2); "

@@ -269,10 +269,26 @@ class NodeService(StatusMixin, KeyValueService):
             return None  # the admin token was checked by the route table
         problem = self.signer.verify_head(method, target, headers)
         if problem is not None:
-            log.warning("refused internal request %s %s: %s", method, path[:100], problem)
+            self._log_refusal(method, path, problem, headers)
+            if (problem.startswith("meant for another node") and self.identity is not None
+                    and self.identity.cluster_id is not None):
+                # Authentic, but addressed to the id that lived at this address before: maybe
+                # this node is a fresh restart that its old cluster is still talking to.
+                self.identity.check_incoming(path, headers)
         elif self.identity is not None:
             problem = self.identity.check_incoming(path, headers)  # logged once by the identity
         return problem
+
+    def _log_refusal(self, method: str, path: str, problem: str, headers) -> None:
+        """A warning once per (sender, kind of problem), then debug: a member that keeps
+        sending heartbeats to a wrong address must not write 20 lines a second."""
+        seen = self.__dict__.setdefault("_refusals_logged", set())
+        kind = (self.signer.sender(headers), problem.split(":")[0][:60])
+        if kind in seen or len(seen) > 1024:
+            log.debug("refused internal request %s %s: %s", method, path[:100], problem)
+            return
+        seen.add(kind)
+        log.warning("refused internal request %s %s: %s (logged once per sender)", method, path[:100], problem)
 
     def internal(self, method: str, path: str, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         full_path = "/internal/" + path
@@ -339,7 +355,7 @@ class NodeService(StatusMixin, KeyValueService):
     def _join(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)
         return 200, _json(self.admin.join(str(request.get("id", "")), str(request.get("url", "")), headers,
-                                          cluster_id=request.get("cluster_id")))
+                                          cluster_id=request.get("cluster_id"), learner=request.get("learner") is True))
 
     def _leave(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:
         request = _json_object(body)

@@ -360,7 +360,8 @@ def _check_lineage(candidate: str, signer: Signer, timeout: float, known: list[s
 
 
 def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
-             timeout_seconds: float = DEFAULT_JOIN_TIMEOUT_SECONDS, known: list[str] | None = None) -> dict:
+             timeout_seconds: float = DEFAULT_JOIN_TIMEOUT_SECONDS, known: list[str] | None = None,
+             learner: bool = False) -> dict:
     """Ask the cluster reachable at any of ``urls`` to add this node; return its answer.
 
     URLs (and the addresses of a host name) are tried in turn, round after round, while the
@@ -384,7 +385,7 @@ def join_any(urls: list[str], node_id: str, my_url: str, signer: Signer,
                     break
                 try:
                     _check_cluster(candidate, signer, min(remaining, JOIN_ATTEMPT_TIMEOUT_SECONDS), known)
-                    body = {"id": node_id, "url": my_url}
+                    body = {"id": node_id, "url": my_url, **({"learner": True} if learner else {})}
                     if signer.cluster_id:
                         body["cluster_id"] = signer.cluster_id
                     status, answer = post_internal(candidate, "join", body, signer,

@@ -30,8 +30,8 @@ import struct
 from dataclasses import dataclass, field
 from zlib import crc32
 
-from ..core.log import (OP_DELETE, OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_MEMBER_ADD, OP_MEMBER_REMOVE,
-                        OP_NOOP, OP_PUT, OP_TXN, Entry)
+from ..core.log import (OP_DELETE, OP_DELETE_PREFIX, OP_LEARNER_ADD, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_MEMBER_ADD,
+                        OP_MEMBER_PROMOTE, OP_MEMBER_REMOVE, OP_NOOP, OP_PUT, OP_REPLICA_ADD, OP_TXN, Entry)
 from .base import CorruptStorage
 
 __all__ = [
@@ -61,7 +61,8 @@ VALUE_NONE_FLAG = 0x80
 _OP_MASK = 0x7F
 # The on-disk op codes. Append only: a code, once written, keeps its meaning forever.
 OP_CODES = {OP_PUT: 1, OP_DELETE: 2, OP_NOOP: 3, OP_MEMBER_ADD: 4, OP_MEMBER_REMOVE: 5,
-            OP_DELETE_PREFIX: 7, OP_TXN: 8, OP_LEASE_GRANT: 10, OP_LEASE_REVOKE: 11}
+            OP_DELETE_PREFIX: 7, OP_TXN: 8, OP_LEASE_GRANT: 10, OP_LEASE_REVOKE: 11,
+            OP_LEARNER_ADD: 12, OP_REPLICA_ADD: 13, OP_MEMBER_PROMOTE: 14}
 _OPS_BY_CODE = {code: op for op, code in OP_CODES.items()}
 # A put or delete with a condition (compare-and-set): the condition seq (u64) follows the key.
 CONDITIONAL_PUT_CODE = 6

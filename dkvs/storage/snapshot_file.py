@@ -8,6 +8,7 @@ Content: magic ``DKVSSNP1``, then frames (:func:`.records.frame`) whose payload 
 a kind byte::
 
     H  {"format": 1, "seq": S, "epoch": E, "members": [[id, url], ...]}   exactly one, first
+       (a learner's row is [id, url, "learner"|"replica"]; dkvs.core.membership)
     C  [[key, value, seq], ...]        zero or more chunks of SNAPSHOT_CHUNK_ITEMS items
     E  {"items": N, "chunks": K}       exactly one, last; nothing may follow it
 
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 from zlib import crc32
 
+from ..core.membership import parse_member_rows
 from .atomic import write_atomically
 from .base import StoredSnapshot
 from .records import FRAME, FRAME_BYTES, corruption, frame
@@ -298,7 +300,7 @@ class SnapshotParser:
             raise corruption(self.name, self._offset, "snapshot ends before its end frame")
         header = self._header
         try:
-            members = tuple((str(member[0]), str(member[1])) for member in header["members"])
+            members = parse_member_rows(header["members"])
             return StoredSnapshot(seq=int(header["seq"]), epoch=int(header["epoch"]), members=members,
                                   items=self._items)
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -25,6 +25,7 @@ import shutil
 import threading
 from collections.abc import Callable
 
+from ..core.membership import parse_member_rows
 from .atomic import TEMP_SUFFIX, fsync_dir, write_atomically
 from .base import CorruptStorage, SnapshotMeta, SnapshotReader, SnapshotSuperseded, StoredSnapshot
 from .snapshot_file import (SnapshotItems, chunked, encode_snapshot, parse_snapshot_name, read_snapshot,
@@ -133,7 +134,7 @@ class SnapshotStore:
         """
         with self.lock:
             installs = self.installs
-        members = tuple((str(m[0]), str(m[1])) for m in members)
+        members = parse_member_rows(members)
         temp = os.path.join(self.directory, f"snapshot-build-{seq:020d}-{threading.get_ident()}.snap{TEMP_SUFFIX}")
         try:
             with open(temp, "wb") as file:

@@ -41,6 +41,8 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
+from .stream_frames import session_keys
+
 __all__ = ["Signer", "NonceCache", "body_digest", "MAX_CLOCK_SKEW_SECONDS", "MAX_NONCES", "SENDER_HEADER",
            "TARGET_HEADER", "TIMESTAMP_HEADER", "NONCE_HEADER", "DIGEST_HEADER", "SIGNATURE_HEADER",
            "CLUSTER_HEADER", "UNTARGETED_PATHS"]
@@ -183,6 +185,12 @@ class Signer:
         if not hmac.compare_digest(digest, headers.get(DIGEST_HEADER) or ""):
             return "the body does not match its signed digest"
         return None
+
+    def stream_keys(self, request_nonce: str, accept_nonce: str) -> tuple[bytes | None, bytes | None]:
+        """The two per-direction frame keys of a replication stream opened by a request
+        signed with ``request_nonce`` and accepted with ``accept_nonce``
+        (:func:`dkvs.transport.stream_frames.session_keys`); ``(None, None)`` without a secret."""
+        return session_keys(self._key, request_nonce, accept_nonce)
 
     def sender(self, headers: Mapping[str, str]) -> str | None:
         """The signed sender id (only meaningful after a successful :meth:`verify_head`)."""

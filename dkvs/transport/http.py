@@ -1,11 +1,14 @@
-"""HTTP transport: one sender thread per peer, persistent connections, replies in the body.
+"""HTTP transport: a replication stream and a POST sender per peer, replies come back.
 
-Each peer gets a :class:`_PeerSender`: a bounded queue drained by one thread that POSTs
-messages over one keep-alive ``http.client`` connection. Messages to a peer therefore
-leave in order, at most one request is on the wire per peer (the core's pipelining
-unit), and a slow or dead peer never blocks the node or the other peers. The receiver
-answers each POST with the messages it addresses back to the sender (an append's reply,
-a vote), so a round trip costs one request.
+Replication (``Append``: batches and heartbeats) goes over one long-lived stream per peer
+(:mod:`.stream_sender`, framed and authenticated per frame by :mod:`.stream_frames`;
+``docs/protocol.md``, "Replication stream"): no HTTP request per batch. Everything else —
+votes, ``TimeoutNow``, snapshots — and replication to a peer that does not take streams
+goes through a :class:`_PeerSender`: a bounded queue drained by one thread that POSTs
+messages over one keep-alive ``http.client`` connection. Either way messages to a peer
+leave in order, and a slow or dead peer never blocks the node or the other peers. The
+receiver answers each message with the messages it addresses back to the sender (an
+append's reply, a vote), so a round trip costs one request or one pair of frames.
 
 A full queue drops the new message: the core notices (timeouts) and resends. A failed
 request closes the connection and reports the peer unreachable.
@@ -29,19 +32,20 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
 
-from ..core.messages import Message
+from ..core.messages import Append, Message
 from ..storage.base import SNAPSHOT_READ_CHUNK_BYTES
 from . import codec
 from .auth import Signer
 from .base import Transport
 from .snapshot_stream import ChunkMeta, chunk_query
+from .stream_frames import RAFT_PATH
+from .stream_sender import StreamSender
 from .tls import peer_context
 
 __all__ = ["HttpTransport", "RAFT_PATH", "SNAPSHOT_PATH"]
 
 log = logging.getLogger("dkvs.transport")
 
-RAFT_PATH = "/internal/raft"
 SNAPSHOT_PATH = "/internal/snapshot"
 QUEUE_MESSAGES = 256
 CONNECT_TIMEOUT_SECONDS = 1.0
@@ -55,7 +59,7 @@ class HttpTransport(Transport):
     def __init__(self, signer: Signer | None = None, *, node_id: str = "",
                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
                  request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-                 fault_injection: bool = False) -> None:
+                 fault_injection: bool = False, stream: bool = True) -> None:
         self.signer = signer or Signer(None)
         self.node_id = node_id
         self.connect_timeout = connect_timeout
@@ -63,6 +67,8 @@ class HttpTransport(Transport):
         self.fault_injection = fault_injection
         self.blocked: frozenset[str] = frozenset()
         self._senders: dict[str, _PeerSender] = {}
+        self.stream = stream  # replication over a stream per peer (.stream_sender), else POSTs
+        self._streams: dict[str, StreamSender] = {}
         self._lock = threading.Lock()
         self._deliver: Callable[[str, int, list], None] | None = None
         self._unreachable: Callable[[str, int], None] | None = None
@@ -76,11 +82,30 @@ class HttpTransport(Transport):
             for peer_id in list(self._senders):
                 if peer_id not in peers or self._senders[peer_id].url != peers[peer_id]:
                     self._senders.pop(peer_id).close()
+                    stream = self._streams.pop(peer_id, None)
+                    if stream is not None:
+                        stream.close()
             for peer_id, url in peers.items():
                 if peer_id != self.node_id and peer_id not in self._senders and not self._closed:
-                    self._senders[peer_id] = _PeerSender(self, peer_id, url)
+                    sender = self._senders[peer_id] = _PeerSender(self, peer_id, url)
+                    if self.stream:
+                        self._streams[peer_id] = StreamSender(self, peer_id, sender._host, sender._port,
+                                                              sender._tls)
 
     def send(self, to: str, message: Message, send_id: int = 0) -> None:
+        if to in self.blocked:
+            return
+        if type(message) is Append:
+            stream = self._streams.get(to)
+            if stream is not None and stream.usable:
+                stream.offer(message, send_id)
+                return
+        sender = self._senders.get(to)
+        if sender is not None:
+            sender.offer(message, snapshot=False, send_id=send_id)
+
+    def fallback(self, to: str, message: Message, send_id: int) -> None:
+        """Send ``message`` by POST: its stream was refused (an older peer)."""
         sender = self._senders.get(to)
         if sender is not None and to not in self.blocked:
             sender.offer(message, snapshot=False, send_id=send_id)
@@ -140,6 +165,8 @@ class HttpTransport(Transport):
         with self._lock:
             self._closed = True
             senders, self._senders = list(self._senders.values()), {}
+            senders += list(self._streams.values())
+            self._streams = {}
         for sender in senders:
             sender.close()
         for sender in senders:

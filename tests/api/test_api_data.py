@@ -4,7 +4,6 @@ conditional and prefix deletes, transactions checked before the service sees the
 import base64
 import json
 
-import pytest
 
 from dkvs.core.values import from_bytes
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
 
 from dkvs import Client
 from dkvs.errors import DkvsError

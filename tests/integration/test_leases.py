@@ -2,9 +2,7 @@
 written to the log as a revoke, so a key put with ttl=1 disappears from every node; a
 lease kept alive keeps its keys; a revoke deletes them at once; watches see expiries."""
 
-import json
 import time
-import urllib.parse
 
 import pytest
 

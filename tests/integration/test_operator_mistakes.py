@@ -238,9 +238,7 @@ def _first_node_killed(procs, data_dir=None, *common, credentials=()):
 
 @pytest.mark.parametrize("common", [
     (),
-    pytest.param(("--cluster-secret-file", "SECRET"), marks=pytest.mark.skip(
-        reason="needs NodeService.internal_head to pass authentic 'meant for another node' requests to "
-               "the identity check")),
+    ("--cluster-secret-file", "SECRET"),
 ], ids=["no-secret", "secret"])
 def test_restarting_the_first_node_in_memory_with_its_command_line_rejoins(procs, tmp_path, common):
     secret = tmp_path / "secret"

@@ -24,8 +24,9 @@ Masters are flushed after every input, as the runtime does after each burst. Aft
 step the :class:`~tests.sim.invariants.Invariants` are checked; any failure, including an
 assertion inside the core, is raised as :class:`SimFailure` naming the seed and the tick.
 
-The cluster forms the way a real one does: the first node bootstraps, every other one joins
-when the master's ``member_add`` entry for it commits (one at a time).
+The cluster forms the way a real one did before learners: the first node bootstraps, every
+other one joins as a voter when the master's ``member_add`` entry for it commits (one at a
+time); scenarios add learners with :meth:`SimCluster.join_learner`.
 """
 
 from __future__ import annotations
@@ -138,19 +139,24 @@ class SimCluster(Convergence):
         self._wire(sim, node, state)
         return sim
 
-    def join(self, node_id: str, max_ticks: int | None = None) -> SimNode:
-        """Add a node the way the runtime does: the master proposes ``member_add`` with
-        ``acks=majority`` and the change is done when that entry commits. Retries (new
-        proposal) until it is acknowledged or ``max_ticks`` pass."""
+    def join(self, node_id: str, max_ticks: int | None = None, kind: str = "member_add") -> SimNode:
+        """Add a node: the master proposes ``kind`` (default ``member_add``: a voter at once;
+        see :meth:`join_learner`) with ``acks=majority`` and the change is done when that
+        entry commits. Retries (new proposal) until acknowledged or ``max_ticks`` pass."""
         sim = self.nodes.get(node_id) or self.add_node(node_id)
         deadline = self.now + (max_ticks or self._join_ticks)
         while self.now < deadline:
-            op = self.propose("member_add", node_id, sim.url, acks="majority")
+            op = self.propose(kind, node_id, sim.url, acks="majority")
             self.run_until(lambda: op.done or not self.is_pending(op), deadline - self.now)
             if op.ok:
                 return sim
             self.run(self.config.heartbeat_ticks)
         raise SimFailure(f"{self.where()}: {node_id} could not join within {max_ticks or self._join_ticks} ticks")
+
+    def join_learner(self, node_id: str, stay: bool = False, max_ticks: int | None = None) -> SimNode:
+        """Join as the runtime does: a learner (``learner_add``, promoted by the master once
+        caught up), or with ``stay`` one for good (``replica_add``, ``--learner``)."""
+        return self.join(node_id, max_ticks, "replica_add" if stay else "learner_add")
 
     def member_ids(self) -> list[str]:
         return list(self.nodes)

@@ -84,7 +84,8 @@ class Convergence:
             if s.state.data != ref.state.data:
                 diff = sorted(set(s.state.data.items()) ^ set(ref.state.data.items()))[:6]
                 raise SimFailure(f"{self.where()}: {s.id}'s data differs from master {ref.id}'s: {diff}")
-            if s.node.members != ref.node.members:
-                raise SimFailure(f"{self.where()}: {s.id} has members {sorted(s.node.members)}, "
-                                 f"master {ref.id} has {sorted(ref.node.members)}")
+            if s.node.members != ref.node.members or s.node.learners != ref.node.learners:
+                raise SimFailure(f"{self.where()}: {s.id} has members {sorted(s.node.members)} "
+                                 f"(learners {sorted(s.node.learners)}), master {ref.id} has "
+                                 f"{sorted(ref.node.members)} (learners {sorted(ref.node.learners)})")
         self.inv.check_final(sims, self.config)

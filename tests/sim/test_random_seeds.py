@@ -89,6 +89,7 @@ class FaultDriver:
     def __init__(self, cluster: SimCluster, plan: Plan, seed: int) -> None:
         self.c = cluster
         self.plan = plan
+        self.seed = seed
         self.rng = random.Random(f"driver-{seed}")
         self.events: list[str] = []
         self.writes = 0
@@ -237,13 +238,18 @@ class FaultDriver:
             self.note(f"restart {back}")
 
     def fault_join(self) -> None:
-        """A new, empty node asks to join (the master proposes its member_add; not awaited)."""
+        """A new, empty node asks to join (not awaited): the master proposes a ``member_add``
+        (a voter at once), a ``learner_add`` (the runtime's join: promoted once caught up) or
+        a ``replica_add`` (``--learner``). The kind comes from its own seeded generator, so
+        the rest of the schedule is the one this seed always had."""
         if len(self.c.nodes) >= self.MAX_NODES:
             return
         nid = f"n{len(self.c.nodes) + 1}"
         sim = self.c.add_node(nid)
-        op = self.c.propose("member_add", nid, sim.url, acks="majority", via=self._via())
-        self.note(f"join {nid} via {op.node} (#{op.request_id})")
+        kind = random.Random(f"join-kind-{self.seed}-{nid}").choice(("member_add", "learner_add", "learner_add",
+                                                                      "replica_add"))
+        op = self.c.propose(kind, nid, sim.url, acks="majority", via=self._via())
+        self.note(f"join {nid} ({kind}) via {op.node} (#{op.request_id})")
 
     def fault_remove(self) -> None:
         """The master proposes removing a member (maybe itself); the node is stopped when

@@ -9,7 +9,6 @@ Several of these kill the transfer mutants of ``tests/sim/mutants.py``.
 
 from __future__ import annotations
 
-from dkvs.core.config import CoreConfig
 from dkvs.core.messages import TimeoutNow
 
 from .cluster import ClientOp, SimCluster
@@ -287,3 +286,22 @@ def test_transfer_whose_timeout_now_is_always_lost_expires_and_the_master_loses_
     wait_done(c, again)
     assert again.ok and wait_master(c) == target
     c.settle()
+
+
+def test_a_learner_is_never_a_transfer_target():
+    # A caught-up read replica ranks first by (replicated seq, id) but cannot win an election
+    # (it never campaigns, and its vote would not count): handing over to it would only end
+    # at the transfer's deadline. The master picks the voter instead, and refuses the
+    # replica when it is named.
+    c = SimCluster(2, seed=5)
+    first = wait_master(c)
+    c.join_learner("n3", stay=True)
+    wait_for(c, lambda: node(c, "n3").log.last_seq == node(c, first).log.last_seq, 4 * T, "n3 catching up")
+    named = transfer(c, to="n3")
+    wait_done(c, named)
+    assert named.error == "no_transfer_target"
+    assert wait_master(c) == first
+    handover = transfer(c)
+    wait_done(c, handover)
+    assert handover.ok and handover.result["to"] != "n3", (handover.error, handover.result)
+    assert wait_master(c) == handover.result["to"]
