@@ -39,10 +39,11 @@ from collections.abc import Callable
 
 from .response import JSON_TYPE, Reply
 
-__all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES"]
+__all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES", "IO_SLICE_SECONDS"]
 
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 256 * 1024
+IO_SLICE_SECONDS = 5.0
 _RELAYED = ((b"\r\nretry-after:", "Retry-After"), (b"\r\nx-dkvs-seq:", "X-Dkvs-Seq"))
 
 
@@ -151,7 +152,9 @@ class PipelinedConnection:
 
     def _read_loop(self) -> None:
         sock = self._sock
-        sock.settimeout(min(1.0, self.idle_close_seconds))
+        # One timeout serves both directions: how often the reader checks deadlines, and how
+        # long a sendall may stall on a master that does not read before the connection fails.
+        sock.settimeout(min(IO_SLICE_SECONDS, self.idle_close_seconds))
         buf = bytearray()
         reason = "the connection closed"
         try:
@@ -182,7 +185,7 @@ class PipelinedConnection:
             _fail(failed, reason)
 
     def _expired(self) -> bool:
-        """On a quiet second: is the oldest request overdue, or an idle connection old?"""
+        """After a quiet slice: is the oldest request overdue, or an idle connection old?"""
         now = time.monotonic()
         with self._lock:
             if self._inflight:

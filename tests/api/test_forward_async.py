@@ -79,7 +79,10 @@ def read_requests(sock: socket.socket, n: int) -> list[bytes]:
     buf, heads = b"", []
     while len(heads) < n:
         while b"\r\n\r\n" not in buf:
-            data = sock.recv(65536)
+            try:
+                data = sock.recv(65536)
+            except OSError:  # closed by the test
+                return heads
             if not data:
                 return heads
             buf += data
@@ -187,6 +190,7 @@ def test_a_refused_connection_is_no_master_with_retry_after(forwarder):
 
 
 def test_a_master_that_does_not_answer_in_time_fails_the_request(forwarder):
+    forwarder.pipeline_idle_close_seconds = 0.2  # also how often deadlines are checked
     node = ScriptedNode(lambda sock: read_requests(sock, 2))  # reads, never answers
     outcomes = Outcomes()
     try:
@@ -266,3 +270,21 @@ def test_stopping_a_slave_with_a_write_in_flight_closes_its_client_connection(st
         client.close()
         node.close()
     assert answer == b"" or answer.startswith(b"HTTP/1.1 503")
+
+
+def test_an_idle_pipelined_connection_is_closed_and_replaced(forwarder, start_server):
+    forwarder.pipeline_idle_close_seconds = 0.05
+    master = start_server()
+    outcomes = Outcomes()
+    forwarder.forward_async(master.url, "PUT", "/kv/a", b"1", {}, 5, outcomes.done("first"))
+    outcomes.wait(1)
+    threads = lambda: [t for t in threading.enumerate() if t.name.startswith("dkvs-http-forward")]
+    deadline_wait = threading.Event()
+    for _ in range(int(BOUND_SECONDS / 0.05)):  # bounded wait for the idle close
+        if not threads():
+            break
+        deadline_wait.wait(0.05)
+    assert not threads()
+    forwarder.forward_async(master.url, "PUT", "/kv/b", b"2", {}, 5, outcomes.done("second"))
+    assert [(tag, reply.status) for tag, reply, _ in outcomes.wait(2)] == [("first", 200), ("second", 200)]
+    forwarder.close()  # before the server fixture checks that no thread of ours is left
