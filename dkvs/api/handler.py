@@ -259,7 +259,7 @@ class DkvsRequestHandler:
         hands the connection back); False when a worker must :meth:`finish` it: an unread
         body to drop, a stopping server, or a client whose socket buffer is full (the sent
         part is remembered). Called by the thread that learned the answer (a forwarder
-        reader, or the one applying entries): a worker wake-up per forwarded write cost
+        reader, or the change feed's thread): a worker wake-up per forwarded write costs
         more than the send. Plain sockets only (``server.resume`` checks)."""
         if self.server.stopping or self._settle_unread_body():
             return False
