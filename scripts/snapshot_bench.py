@@ -2,6 +2,7 @@
 """Snapshot figures: what a background snapshot costs the node's thread.
 
     python3 scripts/snapshot_bench.py [--keys 1000000] [--probe-ms 5]
+    python3 scripts/snapshot_bench.py --keys 1000000 --cpu     # CPU seconds of each step, median of 3
 
 Builds a KVState of N keys (64-byte keys in random order, 256-byte values, a few
 uncommitted writes on top), then prints:
@@ -21,6 +22,11 @@ uncommitted writes on top), then prints:
   storing the received snapshot (by renaming the received file, and — for comparison — by
   encoding it again), and restoring the state from it.
 
+``--cpu`` prints only the CPU time (``time.process_time``, median of 3) of the steps a
+snapshot goes through — ``committed_view``, ``write_snapshot``, ``read_snapshot`` (load
+and check the file: what a restart does), ``KVState.restore`` — a figure that a loaded
+machine disturbs far less than wall time, so two versions can be compared on it.
+
 Figures vary with the machine's load; run it on a quiet machine and compare the lines of
 one run with each other. Temporary files go to a temp dir that is removed at the end.
 """
@@ -28,6 +34,7 @@ one run with each other. Temporary files go to a temp dir that is removed at the
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -68,8 +75,7 @@ def build_state(keys: int, seed: int = 1) -> KVState:
     names = [f"key-{rng.getrandbits(160):0{KEY_BYTES - 4}x}"[:KEY_BYTES] for _ in range(keys)]
     state = KVState()
     state.restore(keys, [[name, value, i + 1] for i, name in enumerate(names)])
-    rng.shuffle(names)
-    state.data = {name: state.data[name] for name in names}  # insertion order = random order
+    rng.shuffle(names)  # the uncommitted writes hit random keys
     uncommitted = [Entry(1, keys + 1 + i, OP_PUT, names[i], "new") for i in range(100)]
     state.apply(uncommitted, commit_seq=keys)
     return state
@@ -156,11 +162,77 @@ def receive(reader, directory: str) -> None:
     slave.close()
 
 
+def cpu_steps(keys: int) -> None:
+    """CPU seconds (median of 3) of each step of a snapshot's life, in this process."""
+    from dkvs.storage.snapshot_file import read_snapshot
+
+    state = build_state(keys)
+    directory = tempfile.mkdtemp(prefix="dkvs-snapbench-")
+    figures: dict[str, list[float]] = {}
+
+    def cpu(name: str, fn):
+        started = time.process_time()
+        result = fn()
+        figures.setdefault(name, []).append(time.process_time() - started)
+        return result
+
+    try:
+        storage = FileStorage(Path(directory) / "data", fsync="batch")
+        storage.load()
+        for _ in range(3):
+            seq, view = cpu("committed_view (node thread)", state.committed_view)
+            if storage.snapshot_seq() < seq - 1:
+                storage.save_snapshot(StoredSnapshot(seq - 1, 1, MEMBERS, []))
+                storage.append([Entry(1, seq, "noop", "", None)])
+            cpu("write_snapshot (worker)", lambda: storage.write_snapshot(seq, 1, MEMBERS, view))
+            del view
+            path = storage._snapshots.path
+            snapshot = cpu("read_snapshot (load + check)", lambda: read_snapshot(path))
+            cpu("KVState.restore", lambda: KVState().restore(snapshot.seq, snapshot.items))
+            del snapshot
+        size = Path(storage._snapshots.path).stat().st_size
+        storage.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"{keys:,} keys of {KEY_BYTES} B, values {VALUE_BYTES} B; snapshot file {size / 1e6:.0f} MB; "
+          f"CPU seconds, median of 3 (load average {os.getloadavg()[0]:.2f}):")
+    for name, values in figures.items():
+        print(f"  {name:32s} {statistics.median(values):6.3f} s")
+    print(f"  KVState.get, a random key        {per_op(state, 'get') * 1e6:6.2f} us per call")
+    print(f"  KVState.apply, random overwrites {per_op(state, 'put') * 1e6:6.2f} us per entry")
+
+
+def per_op(state: KVState, what: str, count: int = 100_000) -> float:
+    """CPU seconds per ``get`` of a random existing key, or per applied overwrite of one
+    (median of 3 rounds): the price of the state's representation on the hot paths."""
+    rng = random.Random(3)
+    keys = [key for key, _ in zip(state.data, range(count * 3))]  # existing keys, in key order
+    rng.shuffle(keys)
+    keys = keys[:count]
+    rounds = []
+    for _ in range(3):
+        if what == "get":
+            started = time.process_time()
+            for key in keys:
+                state.get(key)
+        else:
+            first = state.applied_seq + 1
+            entries = [Entry(1, first + i, OP_PUT, key, "w" * VALUE_BYTES) for i, key in enumerate(keys)]
+            started = time.process_time()
+            state.apply(entries, commit_seq=first + count - 1)
+        rounds.append((time.process_time() - started) / count)
+    return statistics.median(rounds)
+
+
 def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=positive, default=1_000_000, help="keys in the state")
     parser.add_argument("--probe-ms", type=positive, default=5, help="the probe writes every N ms")
+    parser.add_argument("--cpu", action="store_true", help="only the CPU time of each step (median of 3)")
     args = parser.parse_args(argv)
+    if args.cpu:
+        cpu_steps(args.keys)
+        return 0
     probe = args.probe_ms / 1000
 
     started = time.perf_counter()

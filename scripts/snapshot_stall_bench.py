@@ -10,12 +10,21 @@ Two scenarios (issue "the whole node under proof", done-when figures):
 * ``join`` — a 3-node cluster with data dirs is loaded the same way and its master
   compacts; then a 4th node joins. Prints the time from the join to the new node holding
   the master's last seq, and the master's RSS before, at peak during and after catch-up.
+* ``catchup`` — the data-size case (issue 15): a 1-node cluster whose data dir holds a
+  snapshot of ``--keys`` keys (64 B keys, ``--value-bytes`` values; written directly
+  through ``FileStorage``, as ``durability_bench.py`` does, so no minutes of loading) is
+  started, then a new node joins it with an empty data dir. Prints the master's restart
+  time (to its ``/status`` saying master) and the CPU it used for that (interpreter start,
+  recovery, restore), the time from the join to the new node holding the master's last
+  seq (process start included), the CPU both processes used meanwhile, ``--repeat``
+  times, and the medians. CPU seconds are what to compare on a loaded machine.
 
 Loading uses ``--loaders`` processes, each with one keep-alive connection. Every process
 started is stopped at the end. Examples::
 
     python3 scripts/snapshot_stall_bench.py stall --keys 30000 --value-bytes 10000
     python3 scripts/snapshot_stall_bench.py join --keys 30000 --value-bytes 10000
+    python3 scripts/snapshot_stall_bench.py catchup --keys 1000000 --value-bytes 256 --repeat 3
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import argparse
 import http.client
 import multiprocessing
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -151,15 +161,80 @@ def join(args) -> None:
           f"(load average {os.getloadavg()[0]:.2f})")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    """A port free right now on 127.0.0.1 (the data dir must name the master's URL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_data_dir(path: str, keys: int, value_bytes: int, url: str) -> None:
+    """A 1-node data dir ("bench" at ``url``) holding ``keys`` keys in a snapshot."""
+    from dkvs.core.log import OP_MEMBER_ADD, Entry
+    from dkvs.storage.base import StoredSnapshot
+    from dkvs.storage.file import FileStorage
+
+    storage = FileStorage(path, fsync="never")
+    storage.load()
+    storage.save_node_id("bench")
+    storage.save_state(1, "bench")
+    storage.append([Entry(1, 1, OP_MEMBER_ADD, "bench", url)])
+    value = "v" * value_bytes
+    items = [[f"key-{i:060d}", value, i + 2] for i in range(keys)]
+    storage.save_snapshot(StoredSnapshot(keys + 1, 1, (("bench", url),), items))
+    storage.sync()
+    storage.close()
+
+
+def catchup(args) -> None:
+    restarts, restart_cpus, catchups, cpus = [], [], [], []
+    for run in range(args.repeat):
+        with tempfile.TemporaryDirectory(dir=args.data_dir_root) as root, LocalCluster() as cluster:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            build_data_dir(os.path.join(root, "a"), args.keys, args.value_bytes, url)
+            started = time.monotonic()
+            master = cluster.start("--data-dir", os.path.join(root, "a"), port=port)
+            wait_for(lambda: (node_status(master.url) or {}).get("role") == "master", 120)
+            restarts.append(time.monotonic() - started)
+            restart_cpus.append(cpu_seconds(master.proc.pid))
+            target = node_status(master.url)["last_seq"]
+            master_cpu = cpu_seconds(master.proc.pid)
+            joined_at = time.monotonic()
+            new = cluster.start("--join", master.url, "--data-dir", os.path.join(root, "b"))
+            caught = wait_for(lambda: (node_status(new.url, timeout=5) or {}).get("last_seq", 0) >= target, 300)
+            catchups.append(time.monotonic() - joined_at)
+            cpus.append((cpu_seconds(master.proc.pid) - master_cpu, cpu_seconds(new.proc.pid)))
+            if not caught:
+                print("the new node did not catch up; its last log lines:\n" + "".join(new.stderr_lines[-15:]),
+                      file=sys.stderr)
+            print(f"run {run + 1}: {args.keys} keys x {args.value_bytes} B; master restart (to master role) "
+                  f"{restarts[-1]:.2f} s, CPU {restart_cpus[-1]:.2f} s; new node caught up: {bool(caught)} in {catchups[-1]:.2f} s; "
+                  f"CPU during catch-up: master {cpus[-1][0]:.2f} s, new node {cpus[-1][1]:.2f} s "
+                  f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+    print(f"median of {args.repeat}: master restart {statistics.median(restarts):.2f} s "
+          f"(CPU {statistics.median(restart_cpus):.2f} s), "
+          f"catch-up {statistics.median(catchups):.2f} s, CPU master "
+          f"{statistics.median(c[0] for c in cpus):.2f} s + new node {statistics.median(c[1] for c in cpus):.2f} s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=("stall", "join"))
+    parser.add_argument("scenario", choices=("stall", "join", "catchup"))
     parser.add_argument("--keys", type=int, default=30_000)
     parser.add_argument("--value-bytes", type=int, default=10_000)
     parser.add_argument("--loaders", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="catchup: runs (the median is printed)")
     parser.add_argument("--data-dir-root", help="directory for the nodes' data dirs (default: the system temp dir)")
     args = parser.parse_args()
-    (stall if args.scenario == "stall" else join)(args)
+    {"stall": stall, "join": join, "catchup": catchup}[args.scenario](args)
     return 0
 
 

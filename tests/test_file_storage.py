@@ -79,8 +79,11 @@ class Twin:
         elif roll < 0.88:
             # Beyond the log: installed from a master. Below the last one: odd, but allowed.
             seq = rng.randint(max(0, base - 3), last + 3)
-            items = [[rng.choice(KEYS), rng.choice(VALUES), rng.randint(1, seq or 1)]
-                     for _ in range(rng.randint(0, 20))]
+            # A snapshot is a state: one item per key, in key order (the file format keeps
+            # records sorted and refuses a key twice).
+            state = {rng.choice(KEYS): [rng.choice(VALUES), rng.randint(1, seq or 1)]
+                     for _ in range(rng.randint(0, 20))}
+            items = [[key, *state[key]] for key in sorted(state)]
             members = tuple((f"n{i}", f"http://h{i}:7070") for i in range(rng.randint(0, 3)))
             self.call("save_snapshot", StoredSnapshot(seq, self.epoch, members, items))
         elif roll < 0.95:
@@ -151,7 +154,7 @@ def test_truncate_after_spans_segments_and_is_durable(tmp_path):
 
 
 def test_snapshot_round_trips_many_chunks(tmp_path):
-    items = [[f"key{i}", f"value {i} \u00e9", i + 1] for i in range(20_000)]
+    items = sorted([f"key{i}", f"value {i} \u00e9", i + 1] for i in range(20_000))  # a state: key order
     snapshot = StoredSnapshot(20_000, 3, (("n1", "http://a"), ("n2", "http://b")), items)
     with FileStorage(tmp_path, fsync="never") as storage:
         storage.load()

@@ -31,7 +31,7 @@ __all__ = ["Storage", "StoredSnapshot", "Recovered", "CorruptStorage", "Snapshot
            "SnapshotMeta", "SnapshotReader", "SNAPSHOT_READ_CHUNK_BYTES"]
 
 # Default size of one chunk read from a stored snapshot (and of one streamed request).
-SNAPSHOT_READ_CHUNK_BYTES = 1024 * 1024
+SNAPSHOT_READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class CorruptStorage(Exception):

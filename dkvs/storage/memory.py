@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from ..core.log import Entry
+from ..core.recordtable import pack
 from .base import Recovered, SnapshotMeta, SnapshotReader, SnapshotSuperseded, Storage, StoredSnapshot
-from .snapshot_file import SnapshotItems, chunked, encode_snapshot, sorted_item_chunks
+from .snapshot_blocks import RecordItems
+from .snapshot_file import SnapshotItems, encode_snapshot, item_blocks, sorted_item_chunks
 from .snapshot_reader import EncodedSnapshotReader, measure
 
 __all__ = ["MemoryStorage"]
@@ -86,7 +89,8 @@ class MemoryStorage(Storage):
         with self._lock:
             installs = self._installs
         try:
-            items = [[k, v, s] for chunk in sorted_item_chunks(data, should_stop) for k, v, s in chunk]
+            items = RecordItems(chunk if type(chunk[0]) is bytes else [pack(k, v, s) for k, v, s in chunk]
+                                for chunk in sorted_item_chunks(data, should_stop) if chunk)
         except InterruptedError as exc:
             raise SnapshotSuperseded(str(exc)) from None
         snapshot = StoredSnapshot(seq, epoch, tuple(tuple(m) for m in members), items)
@@ -97,7 +101,7 @@ class MemoryStorage(Storage):
             if seq < max(current, self._base_seq):
                 raise SnapshotSuperseded(f"snapshot at {seq} is older than the stored one at {current}")
             self.snapshot = snapshot
-        return sum(len(k) + len(v) + 16 for k, v, _ in items)
+        return sum(map(len, itertools.chain.from_iterable(items.record_blocks())))
 
     def compact(self, seq: int) -> None:
         if seq <= self._base_seq:
@@ -117,7 +121,7 @@ class MemoryStorage(Storage):
             return None
 
         def pieces():
-            return encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, chunked(snapshot.items))
+            return encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, item_blocks(snapshot.items))
 
         measured = self._measured
         if measured is None or measured[0] is not snapshot:

@@ -4,13 +4,19 @@ A snapshot is ``snapshot-<generation, 10 digits>-<seq, 20 digits>.snap``. The ge
 grows by one per snapshot saved in the data dir, so "newest" never depends on the seq (a
 snapshot installed from the master may even carry a lower seq than an older one).
 
-Content: magic ``DKVSSNP1``, then frames (:func:`.records.frame`) whose payload starts with
+Content: magic ``DKVSSNP2``, then frames (:func:`.records.frame`) whose payload starts with
 a kind byte::
 
-    H  {"format": 1, "seq": S, "epoch": E, "members": [[id, url], ...]}   exactly one, first
+    H  {"format": 2, "seq": S, "epoch": E, "members": [[id, url], ...]}   exactly one, first
        (a learner's row is [id, url, "learner"|"replica"]; dkvs.core.membership)
-    C  [[key, value, seq], ...]        zero or more chunks of SNAPSHOT_CHUNK_ITEMS items
+    R  a block of records (:mod:`.snapshot_blocks`)    zero or more, sorted by key across the file
     E  {"items": N, "chunks": K}       exactly one, last; nothing may follow it
+
+A record is the state's own form of one key (:mod:`dkvs.core.recordtable`: key, seq and
+value in one ``bytes``), so writing a snapshot joins the state's records, and loading one
+slices them back out: no JSON and no Python object per key beyond the record. Files of
+format 1 (magic ``DKVSSNP1``, ``C`` frames holding JSON ``[[key, value, seq], ...]``)
+still load; they are converted to records as they are read.
 
 Items are encoded chunk by chunk, so a million keys never become one giant JSON string,
 and the end frame proves the file is whole. Files are written with
@@ -28,6 +34,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import operator
 import os
 import re
 import time
@@ -36,9 +43,11 @@ from typing import BinaryIO
 from zlib import crc32
 
 from ..core.membership import parse_member_rows
+from ..core.recordtable import pack
 from .atomic import write_atomically
 from .base import StoredSnapshot
 from .records import FRAME, FRAME_BYTES, corruption, frame
+from .snapshot_blocks import RecordItems, check_records, decode_block, encode_block, pack_items
 
 __all__ = [
     "SNAPSHOT_MAGIC",
@@ -52,20 +61,22 @@ __all__ = [
     "SnapshotParser",
     "encode_snapshot",
     "chunked",
+    "item_blocks",
     "write_snapshot_to",
     "sorted_item_chunks",
     "SORT_RUN_KEYS",
     "SnapshotItems",
 ]
 
-SNAPSHOT_MAGIC = b"DKVSSNP1"
-SNAPSHOT_FORMAT = 1
-# Items per chunk frame: one frame is one json.dumps call (~1.5 ms at 330-byte items), and a
-# background build lets other threads run between frames.
+SNAPSHOT_MAGIC = b"DKVSSNP2"
+SNAPSHOT_FORMAT = 2
+_V1_MAGIC, _V1_FORMAT = b"DKVSSNP1", 1  # JSON chunks: still read, no longer written
+# Items per block frame when items are packed here (the state's own chunks are used as they
+# are: at most 1,024 records each). A background build lets other threads run between frames.
 SNAPSHOT_CHUNK_ITEMS = 1024
-# Keys sorted by one C call in a background build: ~5 ms at 64-byte keys.
+# Keys sorted by one C call in a background build of a plain dict: ~5 ms at 64-byte keys.
 SORT_RUN_KEYS = 16384
-_HEADER, _CHUNK, _END = b"H", b"C", b"E"
+_HEADER, _CHUNK, _BLOCK, _END = b"H", b"C", b"R", b"E"
 _NAME = re.compile(r"^snapshot-(\d{10})-(\d{20})\.snap$")
 
 
@@ -84,9 +95,10 @@ def _json_frame(kind: bytes, obj: object) -> bytes:
 
 
 def encode_snapshot(seq: int, epoch: int, members, item_chunks: Iterable[list]) -> Iterator[bytes]:
-    """The bytes of a snapshot file, piece by piece: magic, header, one frame per chunk of
-    items (lists or tuples ``(key, value, seq)``; chunks of at most
-    ``SNAPSHOT_CHUNK_ITEMS``), end frame. Deterministic: same input, same bytes."""
+    """The bytes of a snapshot file, piece by piece: magic, header, one block frame per
+    chunk, end frame. A chunk is a sorted list of records (``bytes``, as the state holds
+    them) or of items ``(key, value, seq)``, packed here; chunks follow each other in key
+    order. Deterministic: same input, same bytes."""
     yield SNAPSHOT_MAGIC
     header = {"format": SNAPSHOT_FORMAT, "seq": seq, "epoch": epoch,
               "members": [list(member) for member in members]}
@@ -94,17 +106,33 @@ def encode_snapshot(seq: int, epoch: int, members, item_chunks: Iterable[list]) 
     count = chunks = 0
     for chunk in item_chunks:
         if chunk:
-            yield _json_frame(_CHUNK, chunk)
-            count += len(chunk)
+            records = chunk if type(chunk[0]) is bytes else [pack(k, v, s) for k, v, s in chunk]
+            yield frame(_BLOCK + encode_block(records))
+            count += len(records)
             chunks += 1
     yield _json_frame(_END, {"items": count, "chunks": chunks})
 
 
 def chunked(items: Iterable, size: int = SNAPSHOT_CHUNK_ITEMS) -> Iterator[list]:
-    """``items`` in lists of at most ``size``."""
+    """``items`` in lists of at most ``size`` (loaded items: their blocks of records as they are)."""
+    if isinstance(items, RecordItems):
+        yield from items.record_blocks()
+        return
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def item_blocks(items: Iterable) -> Iterator[list[bytes]]:
+    """A snapshot's ``items`` as sorted blocks of records for :func:`encode_snapshot`:
+    loaded items as they are; ``[key, value, seq]`` items packed and, if they are not in
+    key order already (a file must be), sorted."""
+    if isinstance(items, RecordItems):
+        return iter(items.record_blocks())
+    records = pack_items(items)
+    if not all(map(operator.lt, records, itertools.islice(records, 1, None))):
+        records.sort()
+    return chunked(records)
 
 
 def write_snapshot_to(file: BinaryIO, pieces: Iterable[bytes]) -> tuple[int, int]:
@@ -119,18 +147,21 @@ def write_snapshot_to(file: BinaryIO, pieces: Iterable[bytes]) -> tuple[int, int
 
 def sorted_item_chunks(data: dict, should_stop: Callable[[], bool] | None = None,
                        chunk_items: int = SNAPSHOT_CHUNK_ITEMS) -> Iterator[list]:
-    """The items of ``data`` (key -> ``(value, seq)``) sorted by key, as lists of
-    ``(key, value, seq)`` of at most ``chunk_items``.
+    """The items of ``data`` sorted by key, in chunks for :func:`encode_snapshot`.
 
-    Why not ``sorted(data)``: one sort of a million keys is one C call that holds the GIL
-    for ~0.7 s, stalling the node's thread for all of it. Sorting runs of
-    ``SORT_RUN_KEYS`` keys and merging them (:func:`heapq.merge`) costs ~30% more CPU on
-    the worker but never holds the GIL for more than a few milliseconds. And between
-    pieces (each run sorted, each chunk handed out and written) it yields the GIL on
-    purpose (``time.sleep(0)``): a busy Python thread otherwise keeps it for the whole
-    switch interval (5 ms) whenever the node's thread wants it, which is the median delay
-    a busy worker adds to every write. ``should_stop()`` is polled between pieces; when
-    it turns true, :class:`InterruptedError` is raised.
+    ``data`` is the state's committed view (``KVState.committed_view``: its ``table``
+    already holds sorted chunks of records, handed out as they are) or any dict of
+    key -> ``(value, seq)``, yielded as lists of ``(key, value, seq)`` of at most
+    ``chunk_items``.
+
+    Why a plain dict is not sorted with one ``sorted(data)``: a sort of a million keys is
+    one C call that holds the GIL for ~0.7 s, stalling the node's thread for all of it.
+    Sorting runs of ``SORT_RUN_KEYS`` keys and merging them (:func:`heapq.merge`) never
+    holds the GIL for more than a few milliseconds. And between pieces (each run sorted,
+    each chunk handed out and written) it yields the GIL on purpose (``time.sleep(0)``): a
+    busy Python thread otherwise keeps it for the whole switch interval (5 ms) whenever the
+    node's thread wants it. ``should_stop()`` is polled between pieces; when it turns true,
+    :class:`InterruptedError` is raised.
     """
 
     def pause() -> None:
@@ -138,6 +169,12 @@ def sorted_item_chunks(data: dict, should_stop: Callable[[], bool] | None = None
             raise InterruptedError("snapshot build stopped")
         time.sleep(0)  # let a waiting thread take the GIL now, not at the switch interval
 
+    table = getattr(data, "table", None)
+    if table is not None:  # the state's own view: private sorted chunks of records
+        for block in table.blocks():
+            pause()
+            yield block
+        return
     keys = iter(data)  # the caller's private copy: it does not change while we walk it
     runs = []
     while run := sorted(itertools.islice(keys, SORT_RUN_KEYS)):
@@ -149,10 +186,10 @@ def sorted_item_chunks(data: dict, should_stop: Callable[[], bool] | None = None
         yield [(key, *data[key]) for key in batch]
 
 
-class SnapshotItems(list):
+class SnapshotItems(RecordItems):
     """Items of a snapshot received as a verified file, with that file still attached.
 
-    A list like any other (``KVState.restore`` and every storage take it as is); storing
+    Items like any others (``KVState.restore`` and every storage take them as they are); storing
     it in a data dir reuses the file instead of encoding a million items again
     (:meth:`.snapshot_store.SnapshotStore.install`): a named file in the data dir itself
     (``path``, already fsynced) is renamed into place, any other is copied. ``header`` is
@@ -192,12 +229,14 @@ class SnapshotItems(list):
     def __reduce__(self):
         return list, (list(self),)
 
+    __hash__ = None
+
 
 def write_snapshot(path: str, snapshot: StoredSnapshot) -> int:
     """Write ``snapshot`` to ``path`` atomically and durably; return the fsyncs done."""
 
     def write(file) -> None:
-        pieces = encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, chunked(snapshot.items))
+        pieces = encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, item_blocks(snapshot.items))
         write_snapshot_to(file, pieces)
 
     return write_atomically(path, write)
@@ -226,21 +265,29 @@ _READ_BYTES = 1024 * 1024
 
 class SnapshotParser:
     """Parses the bytes of a snapshot file fed in pieces of any size, checking everything:
-    magic, every frame's CRC and JSON, frame order, the end frame's counts, nothing after it.
+    magic, every frame's CRC and content (:func:`.snapshot_blocks.decode_block`: records
+    well-formed, in order, keys distinct), frame order, the end frame's counts, nothing
+    after it.
 
     Why incremental: a slave parses a snapshot while it is still arriving, so the parse
-    overlaps the transfer instead of following it. Memory: the items parsed so far plus
+    overlaps the transfer instead of following it. Memory: the records parsed so far plus
     at most one frame of pending bytes. :class:`CorruptStorage` (naming ``name`` and the
-    byte offset) as soon as damage is seen.
+    byte offset) as soon as damage is seen. Reads format 2 and format 1 (JSON chunks).
+
+    ``check_frames=False`` skips the frame CRCs: for a caller that checks the crc32 of the
+    whole file before it uses anything parsed (a received stream), which makes them
+    redundant work (~0.2 s per million keys). Structure is checked either way.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, check_frames: bool = True) -> None:
         self.name = name
+        self._check_frames = check_frames
         self._buf = bytearray()
         self._offset = 0  # offset in the file of _buf[0]
+        self._format: int | None = None
         self._header: dict | None = None
-        self._items: list = []
-        self._chunks = 0
+        self._blocks: list[list[bytes]] = []
+        self._count = 0
         self._end: dict | None = None
 
     def feed(self, data: bytes) -> None:
@@ -254,8 +301,10 @@ class SnapshotParser:
         if self._offset == 0:
             if len(buf) < len(SNAPSHOT_MAGIC):
                 return
-            if buf[:len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
+            magic = bytes(buf[:len(SNAPSHOT_MAGIC)])
+            if magic not in (SNAPSHOT_MAGIC, _V1_MAGIC):
                 raise corruption(self.name, 0, "bad snapshot magic")
+            self._format = SNAPSHOT_FORMAT if magic == SNAPSHOT_MAGIC else _V1_FORMAT
             pos = len(SNAPSHOT_MAGIC)
         while len(buf) - pos >= FRAME_BYTES:
             length, crc = FRAME.unpack_from(buf, pos)
@@ -263,7 +312,7 @@ class SnapshotParser:
                 break
             payload = bytes(buf[pos + FRAME_BYTES:pos + FRAME_BYTES + length])
             at = self._offset + pos
-            if crc32(payload) != crc or not payload:
+            if not payload or self._check_frames and crc32(payload) != crc:
                 raise corruption(self.name, at, "snapshot frame is short or fails its CRC")
             pos += FRAME_BYTES + length
             self._frame(payload, at)
@@ -273,27 +322,38 @@ class SnapshotParser:
         self._offset += pos
 
     def _frame(self, payload: bytes, at: int) -> None:
+        kind = payload[:1]
+        previous = self._blocks[-1][-1] if self._blocks else None
         try:
-            kind, body = payload[:1], json.loads(payload[1:])
-        except ValueError as exc:
+            if kind == _BLOCK and self._header is not None and self._format == SNAPSHOT_FORMAT:
+                self._add(decode_block(payload, 1, previous))
+                return
+            body = json.loads(payload[1:])
+            if self._header is None:
+                if kind != _HEADER or not isinstance(body, dict) or body.get("format") != self._format:
+                    raise corruption(self.name, len(SNAPSHOT_MAGIC), "missing or unknown snapshot header")
+                self._header = body
+            elif kind == _CHUNK and self._format == _V1_FORMAT and isinstance(body, list) and body:
+                records = pack_items(body)
+                check_records(records, previous)
+                self._add(records)
+            elif kind == _END and isinstance(body, dict):
+                if body.get("items") != self._count or body.get("chunks") != len(self._blocks):
+                    raise corruption(self.name, at, f"end frame counts {body} but the file holds "
+                                                    f"{self._count} items in {len(self._blocks)} chunks")
+                self._end = body
+            else:
+                raise corruption(self.name, at, f"unexpected snapshot frame kind {kind!r}")
+        except (ValueError, RecursionError) as exc:  # BlockError, JSON and text errors
             raise corruption(self.name, at, f"snapshot frame does not parse ({exc})") from None
-        if self._header is None:
-            if kind != _HEADER or not isinstance(body, dict) or body.get("format") != SNAPSHOT_FORMAT:
-                raise corruption(self.name, len(SNAPSHOT_MAGIC), "missing or unknown snapshot header")
-            self._header = body
-        elif kind == _CHUNK and isinstance(body, list):
-            self._items.extend(body)
-            self._chunks += 1
-        elif kind == _END and isinstance(body, dict):
-            if body.get("items") != len(self._items) or body.get("chunks") != self._chunks:
-                raise corruption(self.name, at, f"end frame counts {body} but the file holds "
-                                                f"{len(self._items)} items in {self._chunks} chunks")
-            self._end = body
-        else:
-            raise corruption(self.name, at, f"unexpected snapshot frame kind {kind!r}")
+
+    def _add(self, records: list[bytes]) -> None:
+        self._blocks.append(records)
+        self._count += len(records)
 
     def finish(self) -> StoredSnapshot:
-        """The whole snapshot; :class:`CorruptStorage` if the bytes stopped before its end."""
+        """The whole snapshot (items: :class:`RecordItems`); :class:`CorruptStorage` if the
+        bytes stopped before its end."""
         if self._end is None:
             if self._offset == 0:  # not even the magic arrived
                 raise corruption(self.name, 0, "bad snapshot magic")
@@ -302,6 +362,10 @@ class SnapshotParser:
         try:
             members = parse_member_rows(header["members"])
             return StoredSnapshot(seq=int(header["seq"]), epoch=int(header["epoch"]), members=members,
-                                  items=self._items)
+                                  items=RecordItems(self._blocks))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise corruption(self.name, len(SNAPSHOT_MAGIC), f"malformed snapshot header ({exc!r})") from None
+
+    def blocks(self) -> list[list[bytes]]:
+        """The record blocks parsed so far (for :class:`SnapshotItems`)."""
+        return self._blocks

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from ..core.membership import parse_member_rows
 from .atomic import TEMP_SUFFIX, fsync_dir, write_atomically
 from .base import CorruptStorage, SnapshotMeta, SnapshotReader, SnapshotSuperseded, StoredSnapshot
-from .snapshot_file import (SnapshotItems, chunked, encode_snapshot, parse_snapshot_name, read_snapshot,
+from .snapshot_file import (SnapshotItems, encode_snapshot, item_blocks, parse_snapshot_name, read_snapshot,
                             read_snapshot_from, snapshot_name, sorted_item_chunks, write_snapshot_to)
 from .snapshot_reader import FileSnapshotReader, file_crc32
 
@@ -107,7 +107,7 @@ class SnapshotStore:
                     sizes.append((snapshot.items.size, snapshot.items.crc32))
                     snapshot.items.release()
                     return
-                pieces = encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, chunked(snapshot.items))
+                pieces = encode_snapshot(snapshot.seq, snapshot.epoch, snapshot.members, item_blocks(snapshot.items))
                 sizes.append(write_snapshot_to(file, pieces))
 
             self._count(write_atomically(path, write))

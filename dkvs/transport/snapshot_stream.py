@@ -205,7 +205,8 @@ class SnapshotAssembler:
         else:  # named, so a data dir can adopt it; ``*.tmp`` is removed at the next start
             self._file = tempfile.NamedTemporaryFile(dir=self.directory, prefix="snapshot-recv-",
                                                      suffix=TEMP_SUFFIX, delete=False)
-        self._parser = SnapshotParser(f"snapshot stream from {meta.sender}")
+        # Frame CRCs are redundant here: the whole file's crc32 is checked before anything parsed is used.
+        self._parser = SnapshotParser(f"snapshot stream from {meta.sender}", check_frames=False)
         self._meta, self._want, self._crc = meta, 0, 0
 
     def _drop(self) -> None:
