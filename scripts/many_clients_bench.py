@@ -259,7 +259,10 @@ def run_phase(cluster: LocalCluster, target, args) -> dict:
             "ok": ok, "503_no_master": stats.pop("503_no_master", 0),
             "other": dict(stats), "connect_failures_at_setup": len(failed),
             "ops_per_s": round(ok / args.duration, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved}
+            "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved,
+            "target_warnings": [line.rstrip()[:300] for line in target.stderr_lines
+                                if ("WARNING" in line or "ERROR" in line)
+                                and "dkvs.rollback:" not in line][-5:]}  # one line per entry
 
 
 def main() -> int:
@@ -322,6 +325,8 @@ def main() -> int:
                   f"epoch/elections changed: {result['epoch_or_elections_changed'] or 'no'}, "
                   f"same master at the end: {result['same_master_at_end']}, "
                   f"load average {result['loadavg']}", flush=True)
+            for line in result["target_warnings"]:
+                print(f"    target's log: {line}", flush=True)
     medians = {role: statistics.median(r["ops_per_s"] for r in results if r["role"] == role)
                for role in set(names)}
     ratio = None

@@ -40,3 +40,35 @@ def test_a_ticker_that_fell_behind_does_not_cut_a_new_writes_timeout_short():
         host.stop()
     assert outcome.error == "acks_timeout"
     assert elapsed >= 0.5, f"answered 'timed out' after {elapsed:.3f} s of a 0.5 s timeout"
+
+
+def test_the_ticker_waits_a_tick_while_another_thread_holds_the_node_lock():
+    # Proves the ticker does not busy-spin: with a tick overdue and the node lock held
+    # elsewhere, it used to retry at once (~48,000 times in 10 s under load). Now each
+    # retry waits a tick, so three attempts take at least two ticks (a lower bound only:
+    # a loaded machine makes it slower, never faster).
+    import threading
+
+    tick_seconds = 0.05
+    host = two_node_master_host(tick_seconds=tick_seconds)
+    attempts, cond = [], threading.Condition()
+    real_combine = host._combine
+
+    def counting_combine(max_bursts, tick=False):
+        ran = real_combine(max_bursts, tick)
+        with cond:
+            attempts.append((time.monotonic(), ran))
+            cond.notify_all()
+        return ran
+
+    try:
+        with host._node_lock:
+            host._combine = counting_combine
+            host._next_tick = time.monotonic() - 1.0  # a tick is overdue
+            with cond:
+                assert cond.wait_for(lambda: sum(not ran for _, ran in attempts) >= 3, 30.0)
+                failed = [at for at, ran in attempts if not ran]
+        assert failed[2] - failed[0] >= 2 * tick_seconds * 0.9, failed
+    finally:
+        host._combine = real_combine
+        host.stop()

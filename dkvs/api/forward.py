@@ -19,25 +19,43 @@ Rules kept here:
   once more; a fresh connection's failure is not retried.
 * Refused connections, timeouts and broken answers become ``NoMaster`` (503 with
   ``Retry-After``): the client should retry once the cluster settles.
+
+Two ways to forward. :meth:`Forwarder.forward` blocks the calling thread for the answer
+(``http.client``, one request per pooled connection at a time). :meth:`Forwarder.forward_async`
+returns at once and calls back with the answer: requests are pipelined over at most
+``max_pipelines_per_target`` persistent connections, each read by one thread
+(:mod:`dkvs.api.pipeline`), so a slave keeps hundreds of client writes in flight to its master
+without a thread per write. HTTPS targets use the blocking path inside ``forward_async``.
 """
 
 from __future__ import annotations
 
 import http.client
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import NoMaster
 from ..transport.tls import peer_context
+from .pipeline import Pending, PipelinedConnection
 from .response import JSON_TYPE, Reply
 
-__all__ = ["Forwarder", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS"]
+__all__ = ["Forwarder", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS",
+           "MAX_PIPELINES_PER_TARGET", "PIPELINE_IDLE_CLOSE_SECONDS"]
 
 FORWARDED_HEADER = "X-Dkvs-Forwarded"
 CONNECT_TIMEOUT_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 1.0
 MAX_IDLE_PER_TARGET = 8
+# Pipelined connections per master. A dkvs node serves one connection's requests one at a
+# time on one worker (32 client workers by default): a few connections give the master
+# writes from many clients at once without taking all its workers.
+MAX_PIPELINES_PER_TARGET = 8
+# Close an idle pipelined connection this long before the server's idle timeout (60 s)
+# could close it under a request being written.
+PIPELINE_IDLE_CLOSE_SECONDS = 15.0
+STOP_JOIN_SECONDS = 2.0
 
 # Request headers worth passing on; X-Dkvs-* (e.g. a cluster secret) are passed too.
 _PASSED_HEADERS = ("Content-Type", "Accept", "Authorization")
@@ -53,12 +71,90 @@ class Forwarder:
     """Sends requests to other nodes and returns their answers as :class:`Reply`."""
 
     def __init__(self, *, max_idle_per_target: int = MAX_IDLE_PER_TARGET,
-                 connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS) -> None:
+                 connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
+                 max_pipelines_per_target: int = MAX_PIPELINES_PER_TARGET,
+                 pipeline_idle_close_seconds: float = PIPELINE_IDLE_CLOSE_SECONDS) -> None:
         self.max_idle_per_target = max_idle_per_target
         self.connect_timeout_seconds = connect_timeout_seconds
+        self.max_pipelines_per_target = max(1, max_pipelines_per_target)
+        self.pipeline_idle_close_seconds = pipeline_idle_close_seconds
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._pipes: dict[tuple, list[PipelinedConnection]] = {}
+        self._pipe_numbers = iter(range(1 << 62))
+        self._turn = 0
+        self._bases: dict[str, tuple[tuple, str]] = {}  # base URL → parsed, for forward_async
         self._lock = threading.Lock()
         self._closed = False
+
+    def forward_async(self, base_url: str, method: str, target: str, body: bytes | None,
+                      headers: Mapping[str, str], timeout_seconds: float,
+                      done: Callable[[Reply | None, NoMaster | None], None]) -> None:
+        """Like :meth:`forward`, but returns at once; ``done(reply, None)`` or
+        ``done(None, NoMaster)`` is called exactly once, on this thread or a reader thread
+        (so ``done`` must be quick: hand the answer on, do not write to a slow client)."""
+        parsed = self._bases.get(base_url)
+        if parsed is None:
+            try:
+                parsed = _parse_base(base_url)
+            except NoMaster as exc:
+                done(None, exc)
+                return
+            if len(self._bases) < 64:  # master URLs: a handful over a node's life
+                self._bases[base_url] = parsed
+        place, prefix = parsed
+        if place[0] != "http":  # TLS: see the module docstring of dkvs.api.pipeline
+            try:
+                reply = self.forward(base_url, method, target, body, headers, timeout_seconds)
+            except NoMaster as exc:
+                done(None, exc)
+                return
+            done(reply, None)
+            return
+
+        def finished(reply: Reply | None, reason: str) -> None:
+            if reply is not None:
+                done(reply, None)
+            else:
+                done(None, NoMaster(f"the master at {base_url} did not answer ({reason}); "
+                                    "retry shortly", retry_after=RETRY_AFTER_SECONDS))
+
+        data = _request_bytes(method, prefix + target, place, body, _outgoing_headers(headers))
+        self._send_pipelined(place, Pending(data, method == "HEAD", time.monotonic() + timeout_seconds,
+                                            finished))
+
+    def _send_pipelined(self, place: tuple, pending: Pending) -> None:
+        for _ in range(2):  # a pooled connection found closing: one more try, on a fresh one
+            conn = self._pick_pipe(place)
+            if conn is None:
+                break
+            if conn.send(pending):
+                return
+        pending.done(None, "the connection was refused" if not self._closed else "the node is stopping")
+
+    def _pick_pipe(self, place: tuple) -> PipelinedConnection | None:
+        """The next live connection to ``place`` in turn; a new one while the one picked is
+        busy and there are fewer than ``max_pipelines_per_target``."""
+        with self._lock:
+            if self._closed:
+                return None
+            pipes = self._pipes.get(place)
+            if pipes is None:
+                pipes = self._pipes[place] = []
+            best = None
+            if pipes:  # round robin: cheaper than a search, as even under steady load
+                self._turn += 1
+                best = pipes[self._turn % len(pipes)]
+                if best.dead:
+                    pipes[:] = [pipe for pipe in pipes if not pipe.dead]
+                    best = None
+            if best is None or (best.inflight and len(pipes) < self.max_pipelines_per_target):
+                best = PipelinedConnection(
+                    place[1], place[2], connect_timeout_seconds=self.connect_timeout_seconds,
+                    idle_close_seconds=self.pipeline_idle_close_seconds,
+                    resend=lambda pending: self._send_pipelined(place, pending),
+                    name=f"dkvs-http-forward-{next(self._pipe_numbers)}")
+                pipes.append(best)
+            return best
 
     def forward(self, base_url: str, method: str, target: str, body: bytes | None,
                 headers: Mapping[str, str], timeout_seconds: float) -> Reply:
@@ -93,12 +189,23 @@ class Forwarder:
         return reply
 
     def close(self) -> None:
-        """Close every idle connection; later forwards still work, on new connections."""
+        """Close every idle connection and every pipelined one (their requests in flight
+        get ``NoMaster``); later blocking forwards still work, on new connections, later
+        ``forward_async`` calls answer ``NoMaster`` at once."""
         with self._lock:
             pools, self._idle = self._idle, {}
+            pipes, self._pipes = self._pipes, {}
+            self._closed = True
         for pool in pools.values():
             for conn in pool:
                 conn.close()
+        deadline = time.monotonic() + STOP_JOIN_SECONDS
+        for group in pipes.values():
+            for pipe in group:
+                pipe.close()
+        for group in pipes.values():
+            for pipe in group:
+                pipe.join(max(0.0, deadline - time.monotonic()))
 
     # --- connections ----------------------------------------------------------------
 
@@ -155,6 +262,19 @@ def _parse_base(base_url: str) -> tuple[tuple, str]:
                        retry_after=RETRY_AFTER_SECONDS)
     default_port = 443 if parts.scheme == "https" else 80
     return (parts.scheme, parts.hostname, port or default_port), parts.path.rstrip("/")
+
+
+def _request_bytes(method: str, path: str, place: tuple, body: bytes | None,
+                   headers: Mapping[str, str]) -> bytes:
+    """The whole request, for one ``sendall``; ``Content-Length`` as ``http.client`` sets it."""
+    _, host, port = place
+    shown = f"[{host}]" if ":" in host else host
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {shown}:{port}"]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    if body is not None or method in ("PUT", "POST", "PATCH"):
+        lines.append(f"Content-Length: {len(body or b'')}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("iso-8859-1", "replace")
+    return head + body if body else head
 
 
 def _outgoing_headers(headers: Mapping[str, str]) -> dict[str, str]:

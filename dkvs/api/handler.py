@@ -23,11 +23,18 @@ until the request's deadline (:mod:`dkvs.api.connection`): a stall is a 400, a m
 deadline a 408. The lingering close is done by the selector, not by the worker. Routes may
 use ``service``, ``server``, ``command``, ``headers``, ``query``, ``args`` and
 :meth:`read_body`.
+
+A request forwarded to the master *detaches* the handler from its worker: the forwarder
+calls back with the master's answer, the change feed calls back once this node applied the
+write (read-your-writes), and only then does a worker :meth:`~DkvsRequestHandler.finish`
+the answer (``server.resume``). Meanwhile no thread waits for this request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import time
 from http import HTTPStatus
 
@@ -75,6 +82,18 @@ def _log_forward_failure(requestline: str, master_url: str, message: str) -> Non
         log.debug("forwarding %s to %s failed: %s", requestline, master_url, message)
 
 
+def _applied_notifier(service):
+    """``call_when_applied(seq, callback, timeout)`` of the service's change feed, if any.
+
+    A service without one (test fakes) makes the forwarder thread wait in ``wait_applied``.
+    """
+    notify = getattr(service, "call_when_applied", None)
+    if notify is None:
+        feed = getattr(getattr(service, "host", None), "feed", None)
+        notify = getattr(feed, "call_when_applied", None)
+    return notify
+
+
 class DkvsRequestHandler:
     """Serves one request of a connection for a :class:`~dkvs.api.server.DkvsHTTPServer`.
 
@@ -91,6 +110,8 @@ class DkvsRequestHandler:
         self.connection = conn.sock
         self.client_address = conn.address
         self.close_connection = True
+        self.detached = False  # a forward took the request: server.resume(...) finishes it
+        self._unsent: bytes | None = None  # the part of the answer finish_now could not send
         self.requestline = ""
         self.request_version = "HTTP/1.1"
         self.command = ""
@@ -189,7 +210,7 @@ class DkvsRequestHandler:
     # --- one request ----------------------------------------------------------------
 
     def _respond(self) -> None:
-        started = time.perf_counter()
+        self._started = time.perf_counter()
         self.route_pattern = "unmatched"
         path, _, query = self.path.partition("?")
         origin = self.headers.get("Origin")
@@ -199,21 +220,62 @@ class DkvsRequestHandler:
             reply = dispatch(self, path, query)
         except NotMaster as exc:
             reply = self._forward(exc)
+            if reply is None:  # detached: finish() runs once the answer is known
+                return
         except DkvsError as exc:
             reply = error_reply(exc)
         except Exception:
             log.exception("unexpected error answering %r", self.requestline)
             reply = error_reply(InternalError("unexpected error in the node; see its log"))
+        self.finish(reply)
+
+    def finish(self, reply: Reply) -> None:
+        """Send ``reply`` (and drop a small unread body); on a worker that holds the connection."""
+        if self._unsent is not None:  # finish_now sent the start of it
+            rest, self._unsent = self._unsent, None
+            try:
+                self.wfile.write(rest)
+            except OSError:
+                self.close_connection, self.linger = True, False
+            self.server.metrics.observe(self.route_pattern, self.command, reply.status,
+                                        time.perf_counter() - self._started)
+            return
         if self.server.stopping:  # this is the connection's last answer: say so
             self.close_connection = True
         drain = self._settle_unread_body()
         self._send(reply)
-        self.server.metrics.observe(self.route_pattern, self.command, reply.status, time.perf_counter() - started)
+        self.server.metrics.observe(self.route_pattern, self.command, reply.status,
+                                    time.perf_counter() - self._started)
         if drain:
             try:
                 discard(self.rfile, drain)
             except DkvsError:
                 self.close_connection = True
+
+    def finish_now(self, reply: Reply) -> bool:
+        """Try to answer a detached request on the calling thread, without waiting.
+
+        True when the whole answer went out with one non-blocking ``send`` (the caller then
+        hands the connection back); False when a worker must :meth:`finish` it: an unread
+        body to drop, a stopping server, or a client whose socket buffer is full (the sent
+        part is remembered). Called by the thread that learned the answer (a forwarder
+        reader, or the change feed's thread): a worker wake-up per forwarded write costs
+        more than the send. Plain sockets only (``server.resume`` checks)."""
+        if self.server.stopping or self._settle_unread_body():
+            return False
+        data = self._render(reply)
+        try:
+            sent = self.connection.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client is gone
+            self.close_connection, self.linger, sent = True, False, len(data)
+        if sent < len(data):
+            self._unsent = data[sent:]
+            return False
+        self.server.metrics.observe(self.route_pattern, self.command, reply.status,
+                                    time.perf_counter() - self._started)
+        return True
 
     def read_body(self, limit: int, *, required: bool, name: str = "body") -> bytes:
         """The request body, at most ``limit`` bytes; read once, then remembered.
@@ -278,7 +340,8 @@ class DkvsRequestHandler:
             return 0
         return length
 
-    def _forward(self, exc: NotMaster) -> Reply:
+    def _forward(self, exc: NotMaster) -> Reply | None:
+        """An error reply, or None once the request is handed to the forwarder (detached)."""
         if exc.master_url is None:
             return error_reply(exc)
         if self.headers.get(FORWARDED_HEADER):
@@ -286,37 +349,52 @@ class DkvsRequestHandler:
                 "this node is not the master and the request was already forwarded once; "
                 "the cluster is changing masters, retry shortly", retry_after=exc.retry_after))
         budget = self.args.get("timeout") or self.service.limits.default_timeout_seconds
-        # Both waits are on the network, not the CPU: this worker lends its place meanwhile.
-        with self.server.blocking(self.conn):
-            try:
-                reply = self.server.forwarder.forward(exc.master_url, self.command, self.path,
-                                                      self.body, self.headers,
-                                                      budget + FORWARD_MARGIN_SECONDS)
-            except NoMaster as failure:
-                _log_forward_failure(self.requestline, exc.master_url, failure.message)
-                return error_reply(failure)
-            seq = next((value for name, value in reply.headers if name == SEQ_HEADER), None)
-            if reply.status == 200 and seq is not None and seq.isdigit():
-                # Read-your-writes through this node: answer once it has applied the write.
-                self.service.wait_applied(int(seq), READ_YOUR_WRITES_WAIT_SECONDS)
-        return reply
+        self._master_url = exc.master_url
+        self.detached = True  # from here on only server.resume touches the connection
+        # Only an HTTPS master is waited for on this thread: it lends its place meanwhile.
+        waits = exc.master_url.startswith("https:")
+        with self.server.blocking(self.conn) if waits else contextlib.nullcontext():
+            self.server.forwarder.forward_async(exc.master_url, self.command, self.path, self.body,
+                                                self.headers, budget + FORWARD_MARGIN_SECONDS,
+                                                self._forwarded)
+        return None
+
+    def _forwarded(self, reply: Reply | None, failure: NoMaster | None) -> None:
+        """The master's answer (or why there is none); on a forwarder thread: be quick."""
+        if failure is not None:
+            _log_forward_failure(self.requestline, self._master_url, failure.message)
+            self.server.resume(self, error_reply(failure))
+            return
+        seq = next((value for name, value in reply.headers if name == SEQ_HEADER), None)
+        if reply.status == 200 and seq is not None and seq.isdigit():
+            # Read-your-writes through this node: answer once it has applied the write.
+            notify = _applied_notifier(self.service)
+            if notify is not None:
+                notify(int(seq), lambda applied: self.server.resume(self, reply),
+                       READ_YOUR_WRITES_WAIT_SECONDS)
+                return
+            self.service.wait_applied(int(seq), READ_YOUR_WRITES_WAIT_SECONDS)
+        self.server.resume(self, reply)
 
     # --- writing --------------------------------------------------------------------
 
     def _send(self, reply: Reply) -> None:
         """Write the whole answer with one ``write``; a vanished client closes quietly."""
-        extra = self.server.server_line + date_line() + self._cors
-        if self.close_connection:
-            extra += "Connection: close\r\n"
-        elif self.request_version == "HTTP/1.0":
-            extra += "Connection: keep-alive\r\n"
         try:
-            self.wfile.write(render(reply, extra))
+            self.wfile.write(self._render(reply))
         except OSError:
             self.close_connection, self.linger = True, False
             return
         if log.isEnabledFor(logging.DEBUG):
             self.log_request(reply.status, len(reply.body))
+
+    def _render(self, reply: Reply) -> bytes:
+        extra = self.server.server_line + date_line() + self._cors
+        if self.close_connection:
+            extra += "Connection: close\r\n"
+        elif self.request_version == "HTTP/1.0":
+            extra += "Connection: keep-alive\r\n"
+        return render(reply, extra)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own parse errors, as JSON in one write; the connection closes."""

@@ -153,8 +153,23 @@ class DkvsHTTPServer:
         """Context manager for a handler about to wait on the network (see WorkerPool)."""
         return self.pools[conn.kind].blocking()
 
-    def _serve(self, conn: Connection) -> None:
-        """Run in a worker: answer requests on ``conn``, then hand the connection back.
+    def resume(self, handler: DkvsRequestHandler, reply) -> None:
+        """A detached (forwarded) request has its answer: a worker of its pool sends it.
+
+        Called from forwarder or change-feed threads, which must not write to a client."""
+        conn = handler.conn
+        if self.tls_context is None and handler.finish_now(reply):
+            self._hand_back(conn, handler)
+            return
+        if not self.pools[conn.kind].submit(_Resumed(conn, handler, reply)):
+            conn.close()  # the pools close only in stop(), after the selector stopped
+
+    def _serve(self, item) -> None:
+        """Run in a worker: answer requests on a connection, then hand it back.
+
+        ``item`` is a connection whose request is buffered, or a :class:`_Resumed`
+        forwarded request whose answer is ready. A handler that detached (it forwarded
+        the request) is left alone: :meth:`resume` brings its connection back here.
 
         A *hot* keep-alive connection — its next request arrives within
         :data:`HOT_WAIT_MAX_SECONDS` while no other request waits for this pool — is served
@@ -165,13 +180,22 @@ class DkvsHTTPServer:
         request waits at most one slice for a worker. Under heavy load the queue is never
         empty and every connection goes back to the selector.
         """
+        resumed = item if type(item) is _Resumed else None
+        conn = item.conn if resumed is not None else item
         kind = conn.kind
         pool = self.pools[kind]
         while True:
             mode = "close"
             try:
-                handler = DkvsRequestHandler(conn, self)
-                handler.handle()
+                if resumed is not None:
+                    handler = resumed.handler
+                    handler.finish(resumed.reply)
+                    resumed = None
+                else:
+                    handler = DkvsRequestHandler(conn, self)
+                    handler.handle()
+                    if handler.detached:
+                        return
                 session = getattr(handler, "upgrade", None)  # set by StreamAcceptor.accept
                 if session is not None and not (handler.close_connection or self.stopping):
                     if self.streams.start(conn, session):
@@ -191,6 +215,14 @@ class DkvsHTTPServer:
                 mode = "close"
             self.connections.give_back(conn, mode)
             return
+
+    def _hand_back(self, conn: Connection, handler: DkvsRequestHandler) -> None:
+        """After an answer sent off a worker: the connection goes back to the selector."""
+        if conn.eof or self.stopping or handler.close_connection:
+            mode = "linger" if handler.linger and not (self.stopping or conn.eof) else "close"
+        else:
+            mode = "keep"
+        self.connections.give_back(conn, mode)
 
     def _next_request_here(self, conn: Connection, pool: WorkerPool) -> bool:
         """Wait a little for the next request on ``conn``; True once this worker can serve it."""
@@ -241,8 +273,8 @@ class DkvsHTTPServer:
         self.socket.close()
         self.streams.close()
         for pool in self.pools.values():
-            for conn in pool.close():
-                conn.close()
+            for item in pool.close():
+                (item.conn if type(item) is _Resumed else item).close()
         for pool in self.pools.values():
             pool.join(deadline)
         self.forwarder.close()
@@ -256,6 +288,15 @@ class DkvsHTTPServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class _Resumed:
+    """A forwarded request's answer, queued for a worker of its connection's pool."""
+
+    __slots__ = ("conn", "handler", "reply")
+
+    def __init__(self, conn: Connection, handler: DkvsRequestHandler, reply) -> None:
+        self.conn, self.handler, self.reply = conn, handler, reply
 
 
 def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0, *,
