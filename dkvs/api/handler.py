@@ -83,15 +83,8 @@ def _log_forward_failure(requestline: str, master_url: str, message: str) -> Non
 
 
 def _applied_notifier(service):
-    """``call_when_applied(seq, callback, timeout)`` of the service's change feed, if any.
-
-    A service without one (test fakes) makes the forwarder thread wait in ``wait_applied``.
-    """
-    notify = getattr(service, "call_when_applied", None)
-    if notify is None:
-        feed = getattr(getattr(service, "host", None), "feed", None)
-        notify = getattr(feed, "call_when_applied", None)
-    return notify
+    """``call_when_applied(seq, callback, timeout)`` of the service (KeyValueService)."""
+    return getattr(service, "call_when_applied", None)
 
 
 class DkvsRequestHandler:

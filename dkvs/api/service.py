@@ -112,6 +112,12 @@ class KeyValueService(abc.ABC):
         """Wait until this node has applied ``seq`` (at most ``timeout`` s); whether it has."""
         return True
 
+    def call_when_applied(self, seq: int, callback, timeout: float) -> None:
+        """Call ``callback(applied)`` once this node has applied ``seq`` or ``timeout`` s passed,
+        without holding the calling thread (a forwarded write's answer waits this way for
+        read-your-writes). This default waits on the calling thread: fine for test doubles."""
+        callback(self.wait_applied(seq, timeout))
+
     def events(self, after: int, wait: float | None) -> dict:
         """Cluster events after index ``after`` (docs/metrics.md), waiting up to ``wait`` s for
         one: ``{"events": [{index, time, node, epoch, kind, level, text, details}], "next",

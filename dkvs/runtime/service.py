@@ -204,6 +204,9 @@ class NodeService(StatusMixin, KeyValueService):
     def wait_applied(self, seq: int, timeout: float) -> bool:
         return self.host.feed.wait_index(seq, timeout)
 
+    def call_when_applied(self, seq: int, callback, timeout: float) -> None:
+        self.host.feed.call_when_applied(seq, callback, timeout)
+
     def watch_key(self, key: str, after_seq: int, wait: float) -> dict:
         host = self.host
         changes = host.feed.wait(after_seq, key.__eq__, wait)
