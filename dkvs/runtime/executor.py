@@ -174,8 +174,9 @@ class Executor:
                     self.rollback_files.append(where)
                     node = self.driver.node
                     notes.append(note(WARNING, "rollback", node.id, node.epoch,
-                                      f"rolled back {len(discarded)} entries after seq {after_seq} that the "
-                                      f"master never had; they are kept in {where}",
+                                      f"rolled back {len(discarded)} uncommitted entries after seq {after_seq} "
+                                      f"to follow the master (those it also holds come back from its "
+                                      f"log or snapshot); they are kept in {where}",
                                       after_seq=after_seq, entries=len(discarded), file=where))
             elif feed is not None:  # reset: a snapshot replaced the state
                 feed.reset(change[1])
