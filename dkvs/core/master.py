@@ -183,16 +183,25 @@ class MasterMixin:
             self._send_append(peer, progress, out, heartbeat)
 
     def _send_append(self, peer: str, p: Progress, out: list[Effect], heartbeat: bool = False) -> None:
+        """Ship what ``peer`` lacks, as many batches as its window has room for (one while
+        it probes); with ``heartbeat`` an empty batch too, if nothing else is in flight."""
+        while self._send_one(peer, p, out, heartbeat) and p.next_seq <= self.log.last_seq:
+            heartbeat = False
+
+    def _send_one(self, peer: str, p: Progress, out: list[Effect], heartbeat: bool) -> bool:
         timeout = self.config.snapshot_timeout if p.snapshot else self.config.append_timeout
-        if not p.idle(self.now, timeout):
-            return
+        if not p.idle(self.now, timeout, self.config.max_inflight_batches):
+            return False
         if p.next_seq <= self.log.snapshot_seq:
             out.append(SendSnapshot(peer))
             p.sent(self.now, p.next_seq, snapshot=True)
-            return
+            return True
         has_entries = p.next_seq <= self.log.last_seq
-        if not (has_entries or heartbeat):
-            return
+        if not has_entries:
+            # Batches in flight already carry a heartbeat; only a new read round is worth
+            # an empty one behind them (its round starts now, not when they are answered).
+            if not heartbeat or (p.in_flight and not (self._read_round_wanted or p.round_sent < self.read_round)):
+                return False
         entries = tuple(self.log.slice(p.next_seq, self.config.max_batch_entries,
                                        self.config.max_batch_bytes)) if has_entries else ()
         prev = p.next_seq - 1
@@ -205,7 +214,9 @@ class MasterMixin:
             self._read_round_wanted = False
         out.append(Send(peer, Append(self.epoch, self.id, prev, self.log.epoch_at(prev), entries,
                                      self.commit_seq, self.read_round, view)))
+        p.round_sent = self.read_round
         p.sent(self.now, p.next_seq + len(entries))
+        return True
 
     def build_view(self) -> tuple[PeerView, ...]:
         """Every member's last seq and liveness as this master sees them."""
@@ -225,13 +236,13 @@ class MasterMixin:
         p.last_heard_tick = self.now
         p.acked_round = max(p.acked_round, msg.round)
         if msg.success:
-            p.confirmed(msg.match_seq)
+            p.confirmed(msg.match_seq, self.now)
             self._maybe_commit(out)
             self._release_writes(out)
             self._maybe_send_timeout_now(out)
-        else:
-            p.in_flight_since, p.snapshot = None, False
-            p.next_seq = self._next_after_refusal(p, msg)
+        elif not p.refused(msg.match_seq, self._next_after_refusal(p, msg)):
+            self._release_reads(out)
+            return  # a stale refusal (of a dropped window): the probe's own answer decides
         self._release_reads(out)
         # A read waiting for a round this slave has not acknowledged: send it the round now
         # (the slave was busy when the read arrived), not at the next heartbeat.
