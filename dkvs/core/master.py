@@ -2,12 +2,14 @@
 
 Replication rules (DESIGN §3):
 
-* Per slave the master keeps a :class:`~dkvs.core.progress.Progress`; at most one
-  request is outstanding per slave. Each carries the consecutive entries from
-  ``next_seq`` (bounded by count and bytes) and continues ``(prev_epoch, prev_seq)``.
-  When a batch is answered the next one leaves at once, so a busy master streams
-  pipelined batches; when idle it sends empty batches (heartbeats) every
-  ``heartbeat_ticks``, carrying the commit point and a read round.
+* Per slave the master keeps a :class:`~dkvs.core.progress.Progress`; up to
+  ``CoreConfig.max_inflight_batches`` requests are outstanding per slave (1 by default;
+  more only while the slave follows, see :mod:`dkvs.core.progress`). Each carries the
+  consecutive entries from ``next_seq`` (bounded by count and bytes) and continues
+  ``(prev_epoch, prev_seq)``. When a batch is answered the next one leaves at once, so a
+  busy master streams pipelined batches; when idle it sends empty batches (heartbeats)
+  every ``heartbeat_ticks``, carrying the commit point and a read round. Only confirmed
+  copies (``match_seq``) count towards the commit point, never batches in flight.
 * A refused batch carries the slave's fork hint: the first seq of its conflicting
   epoch, or its end. ``next_seq`` moves strictly back each time, so the search ends.
   A slave behind the retained log gets the stored snapshot instead.

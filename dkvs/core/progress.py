@@ -10,8 +10,8 @@ entries at once, so the next one continues it without waiting for an answer. Onl
 ``match_seq``, raised by successful answers, ever counts towards a commit: ``next_seq`` is
 a guess. The window is used only while the slave is known to follow (*replicating*):
 
-* after a refusal, at an election (``next_seq`` starts optimistic) and around a snapshot,
-  the progress *probes*: one request at a time, until a success says where the slave is;
+* after a refusal or a loss, at an election (``next_seq`` starts optimistic) and around a
+  snapshot, the progress *probes*: one request at a time, until a success says where the slave is;
 * a refusal or a lost request drops everything in flight and resends from
   ``match_seq + 1`` (or the fork-point search's guess): later batches of the old window
   would be refused anyway, since the slave accepts only batches that continue its log;
@@ -67,10 +67,12 @@ class Progress:
             self.probing = True  # after it, the tail starts with one batch at a time
 
     def lost(self) -> None:
-        """The outstanding requests are presumed lost: resend from where they started."""
+        """The outstanding requests are presumed lost: resend from where they started, one
+        at a time until the slave answers again (it may be down, or behind)."""
         if self.in_flight_since is not None:
             self.next_seq = max(self.match_seq + 1, self.resend_from)
         self._drop_in_flight()
+        self.probing = True
 
     def confirmed(self, match_seq: int, now: int = 0) -> None:
         """A success: the slave holds the master's log up to ``match_seq``."""
