@@ -298,8 +298,8 @@ MUTANTS += (
        "a success confirms only what the slave said it holds: batches still in flight (the "
        "optimistic next_seq) never count towards the commit point"),
     _m("refusal_drops_the_window", "progress.py",
-       "        self._drop_in_flight()\n        self.probing = True\n",
-       "        self.probing = True\n",
+       "        self._drop_in_flight()\n        self.probing = True\n        return True\n",
+       "        self.probing = True\n        return True\n",
        "a refusal drops every batch in flight and resends at once from the fork-point search's "
        "guess, instead of waiting for the dropped window to time out"),
 )
