@@ -74,6 +74,15 @@ def _count(raw: str) -> int:
     return int(raw)
 
 
+MAX_REPLICATION_WINDOW = 64
+
+
+def _window(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_REPLICATION_WINDOW):
+        raise ValueError(f"must be a whole number of batches from 1 to {MAX_REPLICATION_WINDOW}")
+    return int(raw)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw.lower() not in options:
@@ -156,6 +165,8 @@ FLAGS: tuple[Flag, ...] = (
          "(randomized ±50%%); at least twice --heartbeat-interval", metavar="S"),
     Flag("--default-acks", _choice(ACKS_LEVELS), "1", "durability of writes that give no ?acks= "
          f"({', '.join(ACKS_LEVELS)})", metavar="{" + ",".join(ACKS_LEVELS) + "}"),
+    Flag("--replication-window", _window, 1, "replication batches in flight per slave before the master "
+         "waits for an answer (1 = one at a time)", metavar="N"),
     Flag("--max-key-bytes", _count, 1024, "largest key, in UTF-8 bytes", metavar="BYTES"),
     Flag("--max-value-bytes", _count, 1024 * 1024, "largest value, in UTF-8 bytes", metavar="BYTES"),
     Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
@@ -272,7 +283,7 @@ def settings_from_values(v: dict):
                     max_connections=v["max_connections"], request_timeout=v["request_timeout"],
                     idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
                     tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"],
-                    learner=v["learner"])
+                    learner=v["learner"], replication_window=v["replication_window"])
 
 
 def _fail(message: str) -> int:

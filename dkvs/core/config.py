@@ -29,10 +29,15 @@ class CoreConfig:
     max_batch_bytes: int = 1 << 20
     append_timeout_ticks: int = 0  # 0 = derive: 2 heartbeats
     snapshot_timeout_ticks: int = 0  # 0 = derive: 10 T
+    # Replication batches in flight per slave (pipelining, :mod:`dkvs.core.progress`). The
+    # host must let as many through per peer (the driver's ``inflight_window``).
+    max_inflight_batches: int = 1
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks < 2 * self.heartbeat_ticks:
             raise ValueError("need heartbeat_ticks >= 1 and election_ticks >= 2 * heartbeat_ticks")
+        if self.max_inflight_batches < 1:
+            raise ValueError("need max_inflight_batches >= 1")
 
     @property
     def min_election_ticks(self) -> int:

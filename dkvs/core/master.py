@@ -2,12 +2,14 @@
 
 Replication rules (DESIGN §3):
 
-* Per slave the master keeps a :class:`~dkvs.core.progress.Progress`; at most one
-  request is outstanding per slave. Each carries the consecutive entries from
-  ``next_seq`` (bounded by count and bytes) and continues ``(prev_epoch, prev_seq)``.
-  When a batch is answered the next one leaves at once, so a busy master streams
-  pipelined batches; when idle it sends empty batches (heartbeats) every
-  ``heartbeat_ticks``, carrying the commit point and a read round.
+* Per slave the master keeps a :class:`~dkvs.core.progress.Progress`; up to
+  ``CoreConfig.max_inflight_batches`` requests are outstanding per slave (1 by default;
+  more only while the slave follows, see :mod:`dkvs.core.progress`). Each carries the
+  consecutive entries from ``next_seq`` (bounded by count and bytes) and continues
+  ``(prev_epoch, prev_seq)``. When a batch is answered the next one leaves at once, so a
+  busy master streams pipelined batches; when idle it sends empty batches (heartbeats)
+  every ``heartbeat_ticks``, carrying the commit point and a read round. Only confirmed
+  copies (``match_seq``) count towards the commit point, never batches in flight.
 * A refused batch carries the slave's fork hint: the first seq of its conflicting
   epoch, or its end. ``next_seq`` moves strictly back each time, so the search ends.
   A slave behind the retained log gets the stored snapshot instead.
@@ -183,16 +185,25 @@ class MasterMixin:
             self._send_append(peer, progress, out, heartbeat)
 
     def _send_append(self, peer: str, p: Progress, out: list[Effect], heartbeat: bool = False) -> None:
+        """Ship what ``peer`` lacks, as many batches as its window has room for (one while
+        it probes); with ``heartbeat`` an empty batch too, if nothing else is in flight."""
+        while self._send_one(peer, p, out, heartbeat) and p.next_seq <= self.log.last_seq:
+            heartbeat = False
+
+    def _send_one(self, peer: str, p: Progress, out: list[Effect], heartbeat: bool) -> bool:
         timeout = self.config.snapshot_timeout if p.snapshot else self.config.append_timeout
-        if not p.idle(self.now, timeout):
-            return
+        if not p.idle(self.now, timeout, self.config.max_inflight_batches):
+            return False
         if p.next_seq <= self.log.snapshot_seq:
             out.append(SendSnapshot(peer))
             p.sent(self.now, p.next_seq, snapshot=True)
-            return
+            return True
         has_entries = p.next_seq <= self.log.last_seq
-        if not (has_entries or heartbeat):
-            return
+        if not has_entries:
+            # Batches in flight already carry a heartbeat; only a new read round is worth
+            # an empty one behind them (its round starts now, not when they are answered).
+            if not heartbeat or (p.in_flight and not (self._read_round_wanted or p.round_sent < self.read_round)):
+                return False
         entries = tuple(self.log.slice(p.next_seq, self.config.max_batch_entries,
                                        self.config.max_batch_bytes)) if has_entries else ()
         prev = p.next_seq - 1
@@ -205,7 +216,9 @@ class MasterMixin:
             self._read_round_wanted = False
         out.append(Send(peer, Append(self.epoch, self.id, prev, self.log.epoch_at(prev), entries,
                                      self.commit_seq, self.read_round, view)))
+        p.round_sent = self.read_round
         p.sent(self.now, p.next_seq + len(entries))
+        return True
 
     def build_view(self) -> tuple[PeerView, ...]:
         """Every member's last seq and liveness as this master sees them."""
@@ -225,13 +238,13 @@ class MasterMixin:
         p.last_heard_tick = self.now
         p.acked_round = max(p.acked_round, msg.round)
         if msg.success:
-            p.confirmed(msg.match_seq)
+            p.confirmed(msg.match_seq, self.now)
             self._maybe_commit(out)
             self._release_writes(out)
             self._maybe_send_timeout_now(out)
-        else:
-            p.in_flight_since, p.snapshot = None, False
-            p.next_seq = self._next_after_refusal(p, msg)
+        elif not p.refused(msg.match_seq, self._next_after_refusal(p, msg)):
+            self._release_reads(out)
+            return  # a stale refusal (of a dropped window): the probe's own answer decides
         self._release_reads(out)
         # A read waiting for a round this slave has not acknowledged: send it the round now
         # (the slave was busy when the read arrived), not at the next heartbeat.

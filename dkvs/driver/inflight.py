@@ -18,10 +18,10 @@ None of this is a safety rule: the core takes any answer, late or duplicated, sa
 acknowledgement only ever raises what it knows a slave holds, to what that slave said it
 persisted). It keeps resends from piling up behind a slow peer.
 
-``window`` is 1 unless the host asks for more: the core keeps one batch outstanding per
-slave, so a larger window today only lets a resend travel behind a slow request instead of
-being suppressed. It is the bound a pipelining core (several batches per slave) would
-run under; the simulator runs both.
+``window`` is 1 unless the host asks for more. The host gives it the core's
+``CoreConfig.max_inflight_batches`` (``--replication-window``): a pipelining core keeps
+up to that many batches outstanding per slave, and each must reach the wire, or the
+core would wait for it to time out. The simulator runs windows of 1 and 4.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ class Settings:
     tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
     tls_client_auth: str = "none"  # none | optional | required
     learner: bool = False  # --learner: join as a non-voting replica that is never promoted
+    replication_window: int = 1  # --replication-window: batches in flight per slave (dkvs.core.progress)
     rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)
 
 
@@ -154,7 +155,8 @@ class DkvsNode:
         self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
         self.signer.url = self.url
-        config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout)
+        config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout,
+                                                       max_inflight_batches=s.replication_window)
         rng = random.Random(secrets.randbits(64))
         initial = []
         if has_state or s.join:  # a restart, or a new member: a slave until a master reaches it
@@ -170,7 +172,7 @@ class DkvsNode:
         self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection,
                                        request_timeout=max(s.election_timeout, 2 * s.heartbeat_interval))
         driver = NodeDriver(node, state, snapshot_threshold_bytes=s.snapshot_threshold,
-                            log_bytes=self.storage.log_bytes())
+                            log_bytes=self.storage.log_bytes(), inflight_window=config.max_inflight_batches)
         self.host = NodeHost(driver, self.storage, self.transport, tick_seconds, work_factory=SnapshotWorker)
         service.attach(self.host, self.url)
         self.host.start(initial)

@@ -290,6 +290,20 @@ MUTANTS += (
        "leadership is handed only to a voter, never to a learner that cannot win"),
 )
 
+MUTANTS += (
+    # -- pipelined replication (dkvs/core/progress.py; tests/test_core_pipeline.py) --------------
+    _m("pipelined_commit_counts_confirmed_only", "progress.py",
+       "        self.match_seq = max(self.match_seq, match_seq)\n",
+       "        self.match_seq = max(self.match_seq, self.next_seq - 1)\n",
+       "a success confirms only what the slave said it holds: batches still in flight (the "
+       "optimistic next_seq) never count towards the commit point"),
+    _m("refusal_drops_the_window", "progress.py",
+       "        self._drop_in_flight()\n        self.probing = True\n        return True\n",
+       "        self.probing = True\n        return True\n",
+       "a refusal drops every batch in flight and resends at once from the fork-point search's "
+       "guess, instead of waiting for the dropped window to time out"),
+)
+
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
 QUICK = ("commit_current_epoch_only", "read_index_majority_round", "one_vote_per_epoch",
          "epoch_fencing", "log_matching")
