@@ -2,7 +2,7 @@
 
 Runs ``scripts/mutation_test.py --quick``: five protocol mutants (the figure-8 commit rule,
 the read-index round, one vote per epoch, epoch fencing, log matching) must each be killed
-by the core and simulator tests. The full run (30 mutants, a few minutes) is
+by the core and simulator tests. The full run (all of tests/sim/mutants.py, about ten minutes with -j 2) is
 ``python3 scripts/mutation_test.py``; see docs/simulation.md.
 """
 

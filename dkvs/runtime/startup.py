@@ -214,6 +214,9 @@ def validate_settings(s) -> None:
         raise StartupError(f"--default-acks {s.limits.default_acks!r} must be one of {', '.join(ACKS_LEVELS)}")
     if s.fsync not in FSYNC_MODES:
         raise StartupError(f"--fsync {s.fsync!r} must be one of {', '.join(FSYNC_MODES)}")
+    window = getattr(s, "replication_window", 1)
+    if not (isinstance(window, int) and not isinstance(window, bool) and 1 <= window <= 64):
+        raise StartupError(f"--replication-window {window!r} must be a whole number of batches from 1 to 64")
     if s.join:
         parse_join_urls(s.join)
     if getattr(s, "rebuild", False) and (not (s.data_dir and s.join) or s.node_id):
