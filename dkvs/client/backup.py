@@ -13,10 +13,10 @@ started again, a bounded number of times.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 
+from ..storage.atomic import write_atomically
 from ..errors import DkvsError, NotFound
 from .admin import NodeAdmin
 from .errors import error_from_answer
@@ -66,38 +66,25 @@ def _download_once(admin: NodeAdmin, path: str, deadline: float) -> BackupInfo:
         time.sleep(BUILD_POLL_SECONDS)
         first = _get(admin, f"/snapshot?id={export_id}&offset=0", deadline)
     facts = _facts(first)
-    temp = f"{path}.tmp-{os.getpid()}"
     digest = hashlib.sha256()
-    try:
-        with open(temp, "wb") as file:
-            answer, offset = first, 0
-            while True:
-                _check_same(answer, facts, offset)
-                file.write(answer.body)
-                digest.update(answer.body)
-                offset += len(answer.body)
-                if offset >= facts["size"] or not answer.body:
-                    break
-                answer = _get(admin, f"/snapshot?id={export_id}&offset={offset}", deadline)
-            if offset != facts["size"]:
-                raise BackupFailed(f"the backup ended at {offset} bytes, the node announced {facts['size']}")
-            if digest.hexdigest() != facts["sha256"]:
-                raise BackupFailed(f"checksum mismatch: the node announced sha256={facts['sha256']}, "
-                                   f"the bytes received hash to {digest.hexdigest()}")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-        raise
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+
+    def write(file) -> None:  # into a temp file: write_atomically renames it only once it is whole
+        answer, offset = first, 0
+        while True:
+            _check_same(answer, facts, offset)
+            file.write(answer.body)
+            digest.update(answer.body)
+            offset += len(answer.body)
+            if offset >= facts["size"] or not answer.body:
+                break
+            answer = _get(admin, f"/snapshot?id={export_id}&offset={offset}", deadline)
+        if offset != facts["size"]:
+            raise BackupFailed(f"the backup ended at {offset} bytes, the node announced {facts['size']}")
+        if digest.hexdigest() != facts["sha256"]:
+            raise BackupFailed(f"checksum mismatch: the node announced sha256={facts['sha256']}, "
+                               f"the bytes received hash to {digest.hexdigest()}")
+
+    write_atomically(path, write)
     return BackupInfo(path, facts["seq"], facts["epoch"], facts["keys"], facts["size"], facts["sha256"],
                       facts["node"], facts["role"])
 
