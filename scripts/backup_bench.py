@@ -18,15 +18,11 @@ Every process started is stopped at the end. Example::
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,37 +31,8 @@ from dkvs.client.admin import NodeAdmin  # noqa: E402
 from dkvs.client.backup import download_backup  # noqa: E402
 from dkvs.storage.snapshot_file import encode_snapshot  # noqa: E402
 from dkvs.tools.backup import restore_backup  # noqa: E402
+from dkvs.tools.bench.harness import PacedWriter, free_port  # noqa: E402
 from dkvs.tools.local_cluster import LocalCluster, node_status, wait_for  # noqa: E402
-
-
-class PacedWriter(threading.Thread):
-    """200 writes/s on one connection; records (start time, latency) of each write."""
-
-    def __init__(self, url: str, rate: float = 200.0) -> None:
-        super().__init__(daemon=True)
-        parts = urllib.parse.urlsplit(url)
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        self.interval = 1.0 / rate
-        self.samples: list[tuple[float, float]] = []
-        self.errors = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        due = time.monotonic()
-        i = 0
-        while not self.stop.is_set():
-            due += self.interval
-            sent = time.monotonic()
-            self.conn.request("PUT", f"/kv/paced{i % 100}?acks=1", body=b"p" * 100)
-            response = self.conn.getresponse()
-            response.read()
-            self.errors += response.status != 200
-            self.samples.append((sent, time.monotonic() - sent))
-            i += 1
-            self.stop.wait(max(0.0, due - time.monotonic()))
-
-    def between(self, start: float, end: float) -> list[float]:
-        return sorted(lat for sent, lat in list(self.samples) if start <= sent < end)
 
 
 def seed_file(path: str, keys: int, key_bytes: int, value_bytes: int) -> None:
@@ -79,12 +46,6 @@ def seed_file(path: str, keys: int, key_bytes: int, value_bytes: int) -> None:
     with open(path, "wb") as file:
         for piece in encode_snapshot(keys, 1, [("seed", "http://127.0.0.1:1")], chunks()):
             file.write(piece)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def describe(latencies: list[float]) -> str:
@@ -119,7 +80,7 @@ def main() -> int:
         print(f"{args.keys} keys x {args.key_bytes}+{args.value_bytes} B: seed file "
               f"{os.path.getsize(seed) / 1e6:.0f} MB made in {made:.1f} s, restored in {restore_took:.1f} s, "
               f"node master {start_took:.1f} s after start")
-        writer = PacedWriter(node.url)
+        writer = PacedWriter(node.url, acks="1")
         writer.start()
         quiet, busy = [], []
         with NodeAdmin([node.url], timeout=120) as admin:

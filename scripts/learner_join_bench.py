@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import multiprocessing
 import os
 import statistics
 import sys
@@ -40,35 +39,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dkvs.tools.bench.harness import bulk_load  # noqa: E402
 from dkvs.tools.local_cluster import LocalCluster, http_call, node_status, wait_for  # noqa: E402
 
 CATCH_UP_TIMEOUT_SECONDS = 300.0
 AFTER_SECONDS = 1.0  # keep writing this long after the joiner is a caught-up voter
 CONTROL_SECONDS = 3.0  # steady writes before the join: the longest gap the machine causes alone
-
-
-def _load(url: str, first: int, count: int, value_bytes: int) -> int:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    value = (b"%08d" % first) * (value_bytes // 8 + 1)
-    errors = 0
-    for i in range(first, first + count):
-        conn.request("PUT", f"/kv/key-{i:010d}?acks=1", body=value[:value_bytes])
-        response = conn.getresponse()
-        response.read()
-        errors += response.status != 200
-    conn.close()
-    return errors
-
-
-def load(url: str, keys: int, value_bytes: int, loaders: int) -> float:
-    per = keys // loaders
-    started = time.monotonic()
-    with multiprocessing.Pool(loaders) as pool:
-        errors = sum(pool.starmap(_load, [(url, i * per, per, value_bytes) for i in range(loaders)]))
-    if errors:
-        raise SystemExit(f"{errors} load writes failed")
-    return time.monotonic() - started
 
 
 class MajorityWriter(threading.Thread):
@@ -108,7 +84,7 @@ def _is_caught_up_voter(master_url: str, new_url: str, new_id: str | None, targe
 def one_run(args, run: int) -> dict:
     with tempfile.TemporaryDirectory(dir=args.data_dir_root) as root, LocalCluster() as cluster:
         first = cluster.start("--data-dir", os.path.join(root, "a"))
-        took = load(first.url, args.keys, args.value_bytes, args.loaders)
+        took = bulk_load(first.url, args.keys, args.value_bytes, args.loaders)
         wait_for(lambda: (node_status(first.url) or {}).get("snapshot_seq", 0) > 0, 60)
         target = node_status(first.url)["last_seq"]
         writer = MajorityWriter(first.url)

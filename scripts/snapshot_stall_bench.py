@@ -30,70 +30,18 @@ started is stopped at the end. Examples::
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dkvs.tools.bench.harness import PacedWriter, bulk_load, free_port  # noqa: E402
 from dkvs.tools.local_cluster import LocalCluster, node_status, wait_for  # noqa: E402
-
-
-def _load(url: str, first: int, count: int, value_bytes: int) -> int:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    value = (b"%08d" % first) * (value_bytes // 8 + 1)
-    errors = 0
-    for i in range(first, first + count):
-        conn.request("PUT", f"/kv/key-{i:012d}-{'x' * 44}?acks=1", body=value[:value_bytes])
-        response = conn.getresponse()
-        response.read()
-        errors += response.status != 200
-    conn.close()
-    return errors
-
-
-def load(url: str, keys: int, value_bytes: int, loaders: int) -> float:
-    per = keys // loaders
-    started = time.monotonic()
-    with multiprocessing.Pool(loaders) as pool:
-        errors = sum(pool.starmap(_load, [(url, i * per, per, value_bytes) for i in range(loaders)]))
-    if errors:
-        raise SystemExit(f"{errors} load writes failed")
-    return time.monotonic() - started
-
-
-class PacedWriter(threading.Thread):
-    """200 writes/s on one connection; records each write's latency."""
-
-    def __init__(self, url: str, rate: float = 200.0) -> None:
-        super().__init__(daemon=True)
-        parts = urllib.parse.urlsplit(url)
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        self.interval = 1.0 / rate
-        self.latencies: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        due = time.monotonic()
-        i = 0
-        while not self.stop.is_set():
-            due += self.interval
-            sent = time.monotonic()
-            self.conn.request("PUT", f"/kv/paced{i % 100}", body=b"p" * 100)
-            response = self.conn.getresponse()
-            response.read()
-            self.latencies.append(time.monotonic() - sent)
-            i += 1
-            self.stop.wait(max(0.0, due - time.monotonic()))
 
 
 def rss_kb(pid: int) -> int:
@@ -109,7 +57,7 @@ def stall(args) -> None:
         node = cluster.start("--data-dir", os.path.join(root, "a"))
         paced = PacedWriter(node.url)
         paced.start()
-        took = load(node.url, args.keys, args.value_bytes, args.loaders)
+        took = bulk_load(node.url, args.keys, args.value_bytes, args.loaders)
         time.sleep(1.0)  # let a snapshot that started at the end of the load finish under the paced writer
         paced.stop.set()
         paced.join()
@@ -128,7 +76,7 @@ def join(args) -> None:
         nodes = [cluster.start("--data-dir", os.path.join(root, "a"))]  # log level: warning
         for name in "bc":
             nodes.append(cluster.start("--join", nodes[0].url, "--data-dir", os.path.join(root, name)))
-        took = load(nodes[0].url, args.keys, args.value_bytes, args.loaders)
+        took = bulk_load(nodes[0].url, args.keys, args.value_bytes, args.loaders)
         master = cluster.master()
         wait_for(lambda: (node_status(master.url) or {}).get("snapshot_seq", 0) > 0, 120)
         time.sleep(2.0)
@@ -168,13 +116,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    """A port free right now on 127.0.0.1 (the data dir must name the master's URL)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def build_data_dir(path: str, keys: int, value_bytes: int, url: str) -> None:
     """A 1-node data dir ("bench" at ``url``) holding ``keys`` keys in a snapshot."""
     from dkvs.core.log import OP_MEMBER_ADD, Entry
@@ -197,7 +138,7 @@ def catchup(args) -> None:
     restarts, restart_cpus, catchups, cpus = [], [], [], []
     for run in range(args.repeat):
         with tempfile.TemporaryDirectory(dir=args.data_dir_root) as root, LocalCluster() as cluster:
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             build_data_dir(os.path.join(root, "a"), args.keys, args.value_bytes, url)
             started = time.monotonic()

@@ -15,7 +15,8 @@ the figures. The modules, bottom-up:
 * :mod:`.profile_node` — a node with every thread profiled by CPU time (for hot spots);
 * :mod:`.etcd` — etcd as a peer: find or unpack Debian's binary, a local 3-member cluster;
 * :mod:`.peers` — cases side by side: dkvs vs etcd, and the master's CPU per majority write;
-* :mod:`.peers_cli` — the ``scripts/bench_peers.py`` command line.
+* :mod:`.peers_cli` — the ``scripts/bench_peers.py`` command line;
+* :mod:`.harness` — a bulk loader, a paced writer and a free port for the stand-alone scripts.
 """
 
 from .report import percentile
