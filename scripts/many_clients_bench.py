@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import selectors
 import statistics
 import socket
@@ -39,6 +38,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dkvs.tools.bench.runner import process_cpu_seconds  # noqa: E402
 from dkvs.tools.local_cluster import LocalCluster, node_status, wait_for  # noqa: E402
 
 SETUP_TIMEOUT_SECONDS = 60.0
@@ -184,16 +184,6 @@ def _threads_of(pid: int) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def _elections(cluster: LocalCluster) -> dict:
     out = {}
     for node in cluster.nodes:
@@ -299,10 +289,10 @@ def main() -> int:
                 return 1
             slave = next(n for n in cluster.nodes if n is not master)
             wait_for(lambda: (node_status(slave.url) or {}).get("master"), 15)
-            cpu_before = {n.id: _cpu_seconds(n.proc.pid) for n in cluster.nodes}
+            cpu_before = {n.id: (process_cpu_seconds(n.proc.pid) or 0.0) for n in cluster.nodes}
             result = run_phase(cluster, slave if name == "slave" else master, args)
             result["role"] = name
-            result["cpu_s_per_node"] = {n.id: round(_cpu_seconds(n.proc.pid) - cpu_before[n.id], 1)
+            result["cpu_s_per_node"] = {n.id: round((process_cpu_seconds(n.proc.pid) or 0.0) - cpu_before[n.id], 1)
                                         for n in cluster.nodes}
             # CPU per answered write: steadier than ops/s on a machine shared with other work
             # (includes the idle cost of the phase's set-up and wind-down: an upper bound).

@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dkvs.tools.bench.harness import PacedWriter, bulk_load, free_port  # noqa: E402
+from dkvs.tools.bench.runner import process_cpu_seconds  # noqa: E402
 from dkvs.tools.local_cluster import LocalCluster, node_status, wait_for  # noqa: E402
 
 
@@ -109,13 +110,6 @@ def join(args) -> None:
           f"(load average {os.getloadavg()[0]:.2f})")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def build_data_dir(path: str, keys: int, value_bytes: int, url: str) -> None:
     """A 1-node data dir ("bench" at ``url``) holding ``keys`` keys in a snapshot."""
     from dkvs.core.log import OP_MEMBER_ADD, Entry
@@ -145,14 +139,14 @@ def catchup(args) -> None:
             master = cluster.start("--data-dir", os.path.join(root, "a"), port=port)
             wait_for(lambda: (node_status(master.url) or {}).get("role") == "master", 120)
             restarts.append(time.monotonic() - started)
-            restart_cpus.append(cpu_seconds(master.proc.pid))
+            restart_cpus.append(process_cpu_seconds(master.proc.pid))
             target = node_status(master.url)["last_seq"]
-            master_cpu = cpu_seconds(master.proc.pid)
+            master_cpu = process_cpu_seconds(master.proc.pid)
             joined_at = time.monotonic()
             new = cluster.start("--join", master.url, "--data-dir", os.path.join(root, "b"))
             caught = wait_for(lambda: (node_status(new.url, timeout=5) or {}).get("last_seq", 0) >= target, 300)
             catchups.append(time.monotonic() - joined_at)
-            cpus.append((cpu_seconds(master.proc.pid) - master_cpu, cpu_seconds(new.proc.pid)))
+            cpus.append((process_cpu_seconds(master.proc.pid) - master_cpu, process_cpu_seconds(new.proc.pid)))
             if not caught:
                 print("the new node did not catch up; its last log lines:\n" + "".join(new.stderr_lines[-15:]),
                       file=sys.stderr)
