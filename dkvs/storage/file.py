@@ -47,9 +47,9 @@ from .cluster_file import read_cluster_id, write_cluster_id
 from .datadir import (ROLLBACK_DIR_NAME, STATE_FILE_NAME, DataDirLocked, lock_data_dir, read_state,
                       write_rollback, write_state)
 from .manifest import Manifest, check_recovered, check_state_file, read_manifest, write_manifest
-from .records import corruption, encode_entries
-from .segments import (SEGMENT_HEADER_BYTES, Segment, SegmentRead, create_segment, parse_segment_name,
-                       read_segment)
+from .records import encode_entries
+from .log_scan import scan_log, truncate_torn_tail
+from .segments import SEGMENT_HEADER_BYTES, Segment, SegmentRead, create_segment, parse_segment_name
 from .snapshot_store import SnapshotStore
 
 __all__ = ["FileStorage", "DataDirLocked", "FSYNC_POLICIES", "DEFAULT_FSYNC_INTERVAL_SECONDS"]
@@ -159,47 +159,16 @@ class FileStorage(Storage):
                          read_cluster_id(self.path))
 
     def _recover_log(self, torn: list[SegmentRead]) -> list[Entry]:
-        base = self._base_seq
-        found = sorted((first, os.path.join(self.path, name)) for name in os.listdir(self.path)
-                       if (first := parse_segment_name(name)) is not None)
-        # Segments wholly covered by the snapshot (leftovers of an interrupted compaction).
-        covered = 0
-        while covered + 1 < len(found) and found[covered + 1][0] - 1 <= base:
-            covered += 1
-        doomed = [path for _, path in found[:covered]]
-        segments: list[Segment] = []
-        entries: list[Entry] = []
-        for i, (first, path) in enumerate(found[covered:], start=covered):
-            if segments and first != segments[-1].last_seq + 1:
-                raise corruption(path, 0, f"gap in seqs: the previous segment ends at seq "
-                                          f"{segments[-1].last_seq}, this one starts at {first}")
-            read = read_segment(path, first, is_last=i == len(found) - 1)
-            if read.torn_offset is not None:
-                torn.append(read)  # truncated by the caller once the manifest agrees
-            segments.append(read.segment)
-            entries.extend(entry for entry in read.entries if entry.seq > base)
-        if not segments or segments[-1].last_seq <= base:
-            doomed += [segment.path for segment in segments]  # the snapshot covers all
-            segments, entries = [], []
-        elif segments[0].first_seq > base + 1:
-            raise corruption(segments[0].path, SEGMENT_HEADER_BYTES,
-                             f"gap in seqs: the snapshot ends at seq {base}, the log starts at "
-                             f"seq {segments[0].first_seq}")
+        segments, entries, doomed = scan_log(self.path, self._base_seq, torn)
         self._remove(doomed)
         self._segments = segments
-        self._last_seq = segments[-1].last_seq if segments else base
+        self._last_seq = segments[-1].last_seq if segments else self._base_seq
         if segments:
             self._set_fd(os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND))
         return entries
 
     def _truncate_torn_tail(self, read: SegmentRead) -> None:
-        log.warning("%s: %s at offset %d; truncating the torn tail (%d bytes), the log now ends "
-                    "at seq %d", read.segment.path, read.torn_problem, read.torn_offset,
-                    read.torn_bytes, read.segment.last_seq)
-        with open(read.segment.path, "r+b") as file:
-            file.truncate(read.torn_offset)
-            file.flush()
-            os.fsync(file.fileno())
+        truncate_torn_tail(read)
         self._count(1)
 
     # -- election state --------------------------------------------------------------------
