@@ -47,6 +47,7 @@ class NodeService(StatusMixin, KeyValueService):
     def __init__(self, limits: Limits, signer: Signer, assembler: SnapshotAssembler | None = None) -> None:
         self.host: NodeHost | None = None
         self.assembler = assembler or SnapshotAssembler()  # incoming streamed snapshots
+        self._refusals_logged: set[tuple] = set()  # (sender, kind of problem) already warned of
         self.url = ""
         self.limits = limits
         self.signer = signer
@@ -285,7 +286,7 @@ class NodeService(StatusMixin, KeyValueService):
     def _log_refusal(self, method: str, path: str, problem: str, headers) -> None:
         """A warning once per (sender, kind of problem), then debug: a member that keeps
         sending heartbeats to a wrong address must not write 20 lines a second."""
-        seen = self.__dict__.setdefault("_refusals_logged", set())
+        seen = self._refusals_logged
         kind = (self.signer.sender(headers), problem.split(":")[0][:60])
         if kind in seen or len(seen) > 1024:
             log.debug("refused internal request %s %s: %s", method, path[:100], problem)
