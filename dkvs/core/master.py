@@ -47,7 +47,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .effects import Apply, Effect, Reply, Send, SendSnapshot
-from .log import MEMBERSHIP_OPS, OP_MEMBER_PROMOTE, OP_NOOP, Entry
+from .log import MEMBERSHIP_OPS, OP_MEMBER_ADD, OP_MEMBER_PROMOTE, OP_NOOP, Entry
 from .membership import LEARNER
 from .messages import Append, AppendReply, PeerView
 from .progress import Progress
@@ -100,12 +100,25 @@ class MasterMixin:
         self.elections_won += 1
         self.progress = {}
         self._heartbeat_elapsed = 0
-        entry = first_entry or Entry(self.epoch, self.log.last_seq + 1, OP_NOOP)
+        entry = first_entry or self._opening_entry()
         self._append_to_log([entry])
         self._sync_progress()
         self._maybe_commit(out, emit=False)
         self._emit_appended((entry,), out)
         self._broadcast(out, heartbeat=True)
+
+    def _opening_entry(self) -> Entry:
+        """The entry that opens a new epoch: a no-op, or — when this node now serves at
+        another URL than its row in the member list says (a restart on a new port or
+        host) — that row corrected. A member corrects other members' rows when they
+        rejoin through it, but a master's own row has no one else to fix it: a lone node
+        would go on announcing its dead address, and slaves would forward to it. Only the
+        URL changes; the voters stay the same, so it is no membership change to wait for."""
+        seq = self.log.last_seq + 1
+        listed = self.members.get(self.id)
+        if self.own_url and listed is not None and listed != self.own_url:
+            return Entry(self.epoch, seq, OP_MEMBER_ADD, self.id, self.own_url)
+        return Entry(self.epoch, seq, OP_NOOP)
 
     def _sync_progress(self, joined: bool = False) -> None:
         """One Progress per current peer (membership may have changed).

@@ -57,6 +57,10 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         self.role = SLAVE
         self.master_id: str | None = None
         self.last_master_contact: int | None = None
+        # Where this node serves now, when its host knows it (None in most tests): a node
+        # restarted at another address corrects its own row when it becomes master, since
+        # no one else can (see ``become_master``).
+        self.own_url: str | None = None
         self.election_deadline = self.now + self.random_election_timeout()
         if self.voters() == [node_id]:
             self.election_deadline = 1  # sole voter after a restart: no one to wait for

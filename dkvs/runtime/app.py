@@ -167,6 +167,7 @@ class DkvsNode:
             node, initial = Node.bootstrap(self.node_id, self.url, config, rng)
             state = KVState()
             self.identity.create()
+        node.own_url = self.url  # a master restarted at a new address corrects its row
         # A request to a peer is given up after one election timeout: the driver's in-flight
         # table waits exactly that long before it lets the core's resend through.
         self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection,

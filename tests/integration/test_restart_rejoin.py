@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .procs import put, status, wait_until
+from .procs import get, put, status, wait_until
 
 
 def _first_node_as_slave(procs, tmp_path):
@@ -50,3 +50,21 @@ def test_restarted_first_node_forwards_writes_once_it_hears_the_master(procs, tm
     assert again.alive()
     members = {m["id"] for m in status(others[0].url)["members"]}
     assert members == {again.id, *(n.id for n in others)}  # its place back, no extra member
+
+
+def test_a_lone_node_restarted_on_another_port_announces_its_new_url(procs, tmp_path):
+    """Its member row and ``master.url`` follow it; its data is still there."""
+    data_dir = str(tmp_path / "lone")
+    node = procs.start("--data-dir", data_dir)
+    wait_until(lambda: put(node.url, "k", "v")[0] == 200, what="the first write")
+    old_url = node.url
+    assert node.terminate() == 0
+    again = procs.start("--data-dir", data_dir)  # port 0: another port
+    assert again.url != old_url
+
+    def announced():
+        now = status(again.url)
+        return now.get("role") == "master" and now["master"]["url"] == again.url and now
+    now = wait_until(announced, what="the new url in /status")
+    assert [m["url"] for m in now["members"]] == [again.url]
+    assert get(again.url, "k")[1]["value"] == "v"

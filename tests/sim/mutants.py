@@ -304,6 +304,15 @@ MUTANTS += (
        "guess, instead of waiting for the dropped window to time out"),
 )
 
+MUTANTS += (
+    # -- a master's own address (dkvs/core/master.py; tests/test_core_own_url.py) ----------------
+    _m("master_keeps_a_stale_own_url", "master.py",
+       "if self.own_url and listed is not None and listed != self.own_url:",
+       "if False:",
+       "a master serving at another URL than its member row opens its epoch by correcting that "
+       "row, so clients and slaves are not sent to a dead address"),
+)
+
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
 QUICK = ("commit_current_epoch_only", "read_index_majority_round", "one_vote_per_epoch",
          "epoch_fencing", "log_matching")
