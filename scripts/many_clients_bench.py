@@ -78,6 +78,7 @@ def _parse(buf: bytearray) -> tuple[int, bytes, bool, int] | None:
 def load_process(proc_id: int, address, n_clients: int, value: bytes, duration: float, ready, go, results) -> None:
     """Open ``n_clients`` connections, wait for the common start, PUT until the end."""
     stats = Counter()
+    examples: dict[str, str] = {}  # the first answer body of each kind of error
     latencies: list[float] = []
     sel = selectors.DefaultSelector()
     clients = []
@@ -153,8 +154,10 @@ def load_process(proc_id: int, address, n_clients: int, value: bytes, duration: 
                     latencies.append(now - client.sent_at)
                 elif status == 503 and b"no_master" in body:
                     stats["503_no_master"] += 1
+                    examples.setdefault("503_no_master", body[:300].decode("utf-8", "replace"))
                 else:
                     stats[f"status_{status}"] += 1
+                    examples.setdefault(f"status_{status}", body[:300].decode("utf-8", "replace"))
             if close:
                 reconnect(client)
             elif now < end_at:
@@ -167,7 +170,7 @@ def load_process(proc_id: int, address, n_clients: int, value: bytes, duration: 
         client.sock.close()
     latencies.sort()
     sample = latencies[::max(1, len(latencies) // 2000)]  # enough for percentiles, small to pass back
-    results.put((proc_id, dict(stats), sample))
+    results.put((proc_id, dict(stats), sample, examples))
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -234,9 +237,12 @@ def run_phase(cluster: LocalCluster, target, args) -> dict:
     after = _elections(cluster)
     stats = Counter()
     latencies: list[float] = []
-    for _, part, sample_ in gathered:
+    examples: dict[str, str] = {}
+    for _, part, sample_, seen in gathered:
         stats.update(part)
         latencies.extend(sample_)
+        for kind, body in seen.items():
+            examples.setdefault(kind, body)
     latencies.sort()
 
     def pct(q: float) -> float | None:
@@ -249,7 +255,7 @@ def run_phase(cluster: LocalCluster, target, args) -> dict:
             "ok": ok, "503_no_master": stats.pop("503_no_master", 0),
             "other": dict(stats), "connect_failures_at_setup": len(failed),
             "ops_per_s": round(ok / args.duration, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved,
+            "error_examples": examples, "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved,
             "target_warnings": [line.rstrip()[:300] for line in target.stderr_lines
                                 if ("WARNING" in line or "ERROR" in line)
                                 and "dkvs.rollback:" not in line][-5:]}  # one line per entry
@@ -315,6 +321,8 @@ def main() -> int:
                   f"epoch/elections changed: {result['epoch_or_elections_changed'] or 'no'}, "
                   f"same master at the end: {result['same_master_at_end']}, "
                   f"load average {result['loadavg']}", flush=True)
+            for kind, body in result["error_examples"].items():
+                print(f"    first {kind} answer: {body}", flush=True)
             for line in result["target_warnings"]:
                 print(f"    target's log: {line}", flush=True)
     medians = {role: statistics.median(r["ops_per_s"] for r in results if r["role"] == role)

@@ -58,7 +58,7 @@ MAX_PIPELINES_PER_TARGET = 8
 # could close it under a request being written.
 PIPELINE_IDLE_CLOSE_SECONDS = 15.0
 STOP_JOIN_SECONDS = 2.0
-MAX_BATCHERS = 16  # (master, durability class) pairs batched at once; others go singly
+MAX_BATCHERS = 4  # (master, durability class) pairs batched at once; others go singly
 MAX_BATCHED_BODY_BYTES = 64 * 1024  # bigger values go as single requests
 _BATCHED_QUERY = frozenset({"acks", "timeout", "if_seq"})
 

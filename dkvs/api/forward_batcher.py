@@ -92,18 +92,19 @@ class WriteBatcher:
 
     def close(self) -> None:
         with self._lock:
-            self.closed = True
-            conns, self._conns = self._conns, [None] * len(self._busy)
+            self.closed = True  # no new connection from here on: _connection checks it
+            conns = [conn for conn in self._conns if conn is not None]
             queued, self._queue = list(self._queue), deque()
         for conn in conns:
-            if conn is not None:
-                conn.close()
+            conn.close()
         _fail(queued, "the forwarder was closed")
 
     def join(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for the connections' reader threads to end."""
+        deadline = time.monotonic() + timeout
         for conn in list(self._conns):
             if conn is not None:
-                conn.join(timeout)
+                conn.join(max(0.0, deadline - time.monotonic()))
 
     # --- sending --------------------------------------------------------------------
 
