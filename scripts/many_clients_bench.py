@@ -17,6 +17,9 @@ throughput ratio. Every process it starts is stopped at the end.
 
 Issue 10's bar: through a slave of a healthy cluster, zero ``503 no_master`` and no election.
 Issue 15's bar: through a slave, no errors at ≥ 0.7× the master's rate under the same load.
+The summary also gives the master's CPU µs per write, through the slave (forwarded writes,
+batched by the slave: ``POST /internal/forward``) and direct; the first answer body of each
+kind of error is printed with its run.
 With ``--repeat K`` the targets run K times round-robin (master, slave, master, ...) and the
 ratio is that of the medians; the load average is printed with every run.
 """
@@ -330,8 +333,14 @@ def main() -> int:
     ratio = None
     if "slave" in medians and "master" in medians and medians["master"]:
         ratio = round(medians["slave"] / medians["master"], 3)
+    # The master's CPU per answered write, by target: through a slave it is the cost of a
+    # forwarded write (batched: docs/architecture.md), against the master that of a direct one.
+    master_cpu = {role: statistics.median(r["cpu_us_per_ok"]["master"] for r in results
+                                          if r["role"] == role and r["cpu_us_per_ok"].get("master") is not None)
+                  for role in set(names)
+                  if any(r["role"] == role and r["cpu_us_per_ok"].get("master") is not None for r in results)}
     summary = {"results": results, "median_ops_per_s": medians, "slave_over_master": ratio,
-               "loadavg": _loadavg()}
+               "master_cpu_us_per_write": master_cpu, "loadavg": _loadavg()}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -339,6 +348,9 @@ def main() -> int:
         print(f"medians of {args.repeat}: " + ", ".join(f"{role} {ops:,.0f} ops/s" for role, ops in medians.items())
               + f"; errors {errors}")
         print(f"slave/master ops ratio: {ratio}; loadavg {summary['loadavg']}")
+        for role, what in (("slave", "forwarded write (through the slave)"), ("master", "direct write")):
+            if summary["master_cpu_us_per_write"].get(role) is not None:
+                print(f"master CPU µs per {what}: {summary['master_cpu_us_per_write'][role]} (median)")
     return 0
 
 
