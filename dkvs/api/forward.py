@@ -26,6 +26,11 @@ returns at once and calls back with the answer: requests are pipelined over at m
 ``max_pipelines_per_target`` persistent connections, each read by one thread
 (:mod:`dkvs.api.pipeline`), so a slave keeps hundreds of client writes in flight to its master
 without a thread per write. HTTPS targets use the blocking path inside ``forward_async``.
+
+Plain writes (:func:`batchable`: ``PUT``/``DELETE /kv/{key}``, small values, no lease)
+are not sent one request each once a node sets :attr:`Forwarder.sign_batch`: they are
+gathered into signed ``POST /internal/forward`` batches (:mod:`dkvs.api.forward_batcher`),
+which the master proposes together, so it spends one HTTP request on many writes.
 """
 
 from __future__ import annotations
@@ -154,6 +159,12 @@ class Forwarder:
             if self._closed:
                 return None
             batcher = self._batchers.get(key)
+            if batcher is None and len(self._batchers) >= MAX_BATCHERS:
+                # Batchers of an earlier master (a failover) are dropped once idle.
+                for old_key, old in list(self._batchers.items()):
+                    if old.base_url != base_url and old.idle:
+                        del self._batchers[old_key]
+                        old.close()
             if batcher is None and len(self._batchers) < MAX_BATCHERS:
                 batcher = self._batchers[key] = WriteBatcher(
                     place, prefix, base_url, sign=self.sign_batch,

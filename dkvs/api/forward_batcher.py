@@ -82,6 +82,11 @@ class WriteBatcher:
         self.batches = 0  # batches sent (for tests and benchmarks)
         self.writes = 0
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight."""
+        return not self._queue and not any(self._busy)
+
     def submit(self, write: BatchWrite, deadline: float, done: Done, fallback: Callable[[], None]) -> None:
         """Queue ``write``; it leaves now if a slot is free, else with the next batch."""
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from api_clients import ApiClient
@@ -176,10 +177,17 @@ def batching_pair(start_server):
     return slave, master, master_fake
 
 
-def _batch_count(server) -> int:
-    text = server.metrics.render([])
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("dkvs_http_requests_total") and 'route="/internal/forward"' in line)
+def _batch_count(server, at_least: int = 1) -> int:
+    """Batches the master answered, once at least ``at_least`` are counted (bounded wait:
+    the server counts an answer just after sending it)."""
+    deadline = time.monotonic() + BOUND_SECONDS
+    while True:
+        text = server.metrics.render([])
+        count = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                    if line.startswith("dkvs_http_requests_total") and 'route="/internal/forward"' in line)
+        if count >= at_least or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.005)
 
 
 def test_concurrent_writes_through_a_slave_travel_in_batches_and_each_gets_its_answer(batching_pair):
@@ -217,7 +225,7 @@ def test_errors_inside_a_forwarded_batch_are_the_clients_own(batching_pair):
     master_fake.raise_no_master = True
     answer = api.request("PUT", "/kv/k", b"2")
     assert answer.status == 503 and answer.headers["retry-after"] == "3"
-    assert _batch_count(master) == 4
+    assert _batch_count(master, 4) == 4
 
 
 class _OldMaster(FakeService):
@@ -242,3 +250,16 @@ def _table_without_batches():
     from dkvs.api.routes import ROUTES, RouteTable
 
     return RouteTable(tuple(route for route in ROUTES if route.pattern != "/internal/forward"))
+
+
+def test_batching_follows_the_master_through_failovers(start_server):
+    """Batchers of earlier masters are dropped once idle: the fifth master still gets batches."""
+    slave_fake = FakeService(node_id="slave")
+    slave = start_server(slave_fake)
+    slave.forwarder.sign_batch = lambda base_url, target, body: {}
+    for turn in range(6):
+        master_fake = FakeService(node_id=f"master{turn}")
+        master = start_server(master_fake)
+        slave_fake.raise_not_master = master.url
+        assert ApiClient(slave.url).request("PUT", f"/kv/t{turn}", b"v").status == 200
+        assert _batch_count(master) == 1, turn

@@ -93,7 +93,7 @@ def test_concurrent_forwarded_writes_are_batched_acknowledged_and_read_back_from
     failures = _concurrently(CLIENTS, client)
     assert failures == [], failures[:5]
     assert status(slave.url)["role"] == "slave"  # the writes really went through a slave
-    assert _batches_answered(master.url) > before  # ... and in batches
+    wait_until(lambda: _batches_answered(master.url) > before, what="batches counted")  # ... and in batches
 
 
 def test_conditional_writes_fail_inside_a_batch_as_they_would_alone(shared_cluster):
@@ -137,4 +137,4 @@ def test_with_a_cluster_secret_an_unsigned_batch_is_refused_and_applies_nothing(
     failures = _concurrently(10, lambda i, failures: failures.extend(
         [(i, code)] if (code := request("PUT", f"{slave.url}/kv/signed-{i}", b"v")[0]) != 200 else []))
     assert failures == []
-    assert _batches_answered(master.url) > 0
+    wait_until(lambda: _batches_answered(master.url) > 0, what="batches counted")
