@@ -263,3 +263,20 @@ def test_batching_follows_the_master_through_failovers(start_server):
         slave_fake.raise_not_master = master.url
         assert ApiClient(slave.url).request("PUT", f"/kv/t{turn}", b"v").status == 200
         assert _batch_count(master) == 1, turn
+
+
+class _SignedOnly(FakeService):
+    """A node with a cluster secret: internal requests without the (fake) signature are refused."""
+
+    def internal_head(self, method, target, headers, *, token_checked=False):
+        return None if headers.get("X-Dkvs-Signature") == "good" else "unsigned internal request"
+
+
+def test_an_unsigned_batch_is_refused_whole_and_applies_nothing(start_server):
+    fake = _SignedOnly()
+    master = start_server(fake)
+    writes = [BatchWrite("PUT", "/kv/forged", None, None, b"x")]
+    answer = _post_batch(master.url, writes)
+    assert answer.status == 401 and answer.json()["error"] == "unauthorized"
+    assert fake.snapshot() == ({}, 0)
+    assert _answers(_post_batch(master.url, writes, headers={"X-Dkvs-Signature": "good"}))[0][0] == 200
