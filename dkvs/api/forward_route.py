@@ -19,11 +19,14 @@ Every write is answered exactly as if it had been forwarded alone:
    service without it) and each answer becomes the reply the handlers would have built
    (``written_reply`` / ``error_reply``). A node that is not the master answers each write
    as a forwarded request is answered there (503 with ``Retry-After``, never a second hop).
+   Each write is counted in the node's request metrics under its own route, as if it
+   had come alone (the dashboard's writes/s is the master's ``/kv/{key}`` answers).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from ..errors import DkvsError, InternalError, NoMaster, PayloadTooLarge, Unauthorized
 from .forward_batch import BatchWrite, decode_writes, encode_answers, MAX_BATCH_BODY_BYTES
@@ -54,14 +57,18 @@ def answer_batch(server, service, writes: list[BatchWrite]) -> list[Reply]:
     """Each write's reply, in order (see the module docstring); never raises."""
     from .routes import dispatch  # the route table lists this module's handler
 
+    started = time.perf_counter()
     replies: list[Reply | None] = [None] * len(writes)
     collected: list[tuple] = []
     places: list[int] = []
+    patterns: list[str] = []
     collector = _CollectingService(service)
     for number, write in enumerate(writes):
         path, _, query = write.target.partition("?")
+        exchange = _BatchedExchange(server, collector, write)
+        patterns.append(exchange.route_pattern)
         try:
-            replies[number] = dispatch(_BatchedExchange(server, collector, write), path, query)
+            replies[number] = dispatch(exchange, path, query)
         except _Collected as found:
             collected.append(found.write)
             places.append(number)
@@ -70,9 +77,15 @@ def answer_batch(server, service, writes: list[BatchWrite]) -> list[Reply]:
         except Exception:  # noqa: BLE001 - one write's bug must not fail its neighbours
             log.exception("unexpected error checking a forwarded %s %r", write.method, write.target[:100])
             replies[number] = error_reply(InternalError("unexpected error in the node; see its log"))
+        patterns[number] = exchange.route_pattern
     if collected:
         for number, answer in zip(places, _run(service, collected)):
             replies[number] = written_reply(answer) if isinstance(answer, dict) else _error(answer)
+    metrics = getattr(server, "metrics", None)
+    if metrics is not None:  # each write counted as if it came alone (the dashboard's writes/s)
+        seconds = time.perf_counter() - started
+        for write, pattern, reply in zip(writes, patterns, replies):
+            metrics.observe(pattern, write.method, reply.status, seconds)
     return replies
 
 

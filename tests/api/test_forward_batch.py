@@ -130,6 +130,9 @@ def test_each_write_of_a_batch_gets_its_own_answer(start_server):
     assert answers[4][1]["error"] == "conflict"
     data, _ = fake.snapshot()
     assert set(data) == {"a", "taken", "bin"}
+    counted = master.metrics.render([])  # each write counted under its own route, as if alone
+    assert 'dkvs_http_requests_total{route="/kv/{key}",method="PUT",status="200"} 2' in counted
+    assert 'dkvs_http_requests_total{route="/kv/{key}",method="DELETE",status="409"} 1' in counted
 
 
 def test_a_malformed_batch_applies_nothing(start_server):
