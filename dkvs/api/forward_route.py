@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import DkvsError, InternalError, NoMaster, PayloadTooLarge, Unauthorized
+from ..errors import BadRequest, DkvsError, InternalError, NoMaster, PayloadTooLarge, Unauthorized
 from .forward_batch import BatchWrite, decode_writes, encode_answers, MAX_BATCH_BODY_BYTES
 from .headers import Headers
 from .response import Reply, error_reply, written_reply
@@ -130,7 +130,8 @@ class _Collected(Exception):
 class _CollectingService:
     """The real service, except that a plain put or delete is collected, not run.
 
-    A leased put (``lease=``/``ttl=``, never batched by a slave) runs for real, alone."""
+    A leased put (``lease=``/``ttl=``) is refused: a slave never batches one, and run here
+    it would overtake the writes collected before it."""
 
     def __init__(self, service) -> None:
         self._service = service
@@ -138,7 +139,7 @@ class _CollectingService:
 
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None, **extra):
         if extra:
-            return self._service.put(key, value, acks=acks, timeout=timeout, if_seq=if_seq, **extra)
+            raise BadRequest("a leased write (lease=, ttl=) cannot travel in a batch", parameter=next(iter(extra)))
         raise _Collected(("put", key, value, acks, timeout, if_seq))
 
     def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None):

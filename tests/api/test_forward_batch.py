@@ -123,9 +123,10 @@ def test_each_write_of_a_batch_gets_its_own_answer(start_server):
         BatchWrite("DELETE", "/kv/taken?if_seq=99", None, None, None),          # the condition fails
         BatchWrite("PUT", "/kv/c?nope=1", None, None, b"4"),                    # strict query
         BatchWrite("PUT", "/kv/bin", "application/octet-stream", None, b"\xff"),
+        BatchWrite("PUT", "/kv/leased?ttl=5", None, None, b"5"),                # leases go alone
     ]))
     statuses = [status for status, _, _ in answers]
-    assert statuses == [200, 413, 400, 404, 409, 400, 200]
+    assert statuses == [200, 413, 400, 404, 409, 400, 200, 400]
     assert answers[0][1]["key"] == "a" and answers[0][2] == {"X-Dkvs-Seq": str(answers[0][1]["seq"])}
     assert answers[4][1]["error"] == "conflict"
     data, _ = fake.snapshot()
