@@ -17,6 +17,9 @@ throughput ratio. Every process it starts is stopped at the end.
 
 Issue 10's bar: through a slave of a healthy cluster, zero ``503 no_master`` and no election.
 Issue 15's bar: through a slave, no errors at ≥ 0.7× the master's rate under the same load.
+The summary also gives the master's CPU µs per write, through the slave (forwarded writes,
+batched by the slave: ``POST /internal/forward``) and direct; the first answer body of each
+kind of error is printed with its run.
 With ``--repeat K`` the targets run K times round-robin (master, slave, master, ...) and the
 ratio is that of the medians; the load average is printed with every run.
 """
@@ -78,6 +81,7 @@ def _parse(buf: bytearray) -> tuple[int, bytes, bool, int] | None:
 def load_process(proc_id: int, address, n_clients: int, value: bytes, duration: float, ready, go, results) -> None:
     """Open ``n_clients`` connections, wait for the common start, PUT until the end."""
     stats = Counter()
+    examples: dict[str, str] = {}  # the first answer body of each kind of error
     latencies: list[float] = []
     sel = selectors.DefaultSelector()
     clients = []
@@ -153,8 +157,10 @@ def load_process(proc_id: int, address, n_clients: int, value: bytes, duration: 
                     latencies.append(now - client.sent_at)
                 elif status == 503 and b"no_master" in body:
                     stats["503_no_master"] += 1
+                    examples.setdefault("503_no_master", body[:300].decode("utf-8", "replace"))
                 else:
                     stats[f"status_{status}"] += 1
+                    examples.setdefault(f"status_{status}", body[:300].decode("utf-8", "replace"))
             if close:
                 reconnect(client)
             elif now < end_at:
@@ -167,7 +173,7 @@ def load_process(proc_id: int, address, n_clients: int, value: bytes, duration: 
         client.sock.close()
     latencies.sort()
     sample = latencies[::max(1, len(latencies) // 2000)]  # enough for percentiles, small to pass back
-    results.put((proc_id, dict(stats), sample))
+    results.put((proc_id, dict(stats), sample, examples))
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -234,9 +240,12 @@ def run_phase(cluster: LocalCluster, target, args) -> dict:
     after = _elections(cluster)
     stats = Counter()
     latencies: list[float] = []
-    for _, part, sample_ in gathered:
+    examples: dict[str, str] = {}
+    for _, part, sample_, seen in gathered:
         stats.update(part)
         latencies.extend(sample_)
+        for kind, body in seen.items():
+            examples.setdefault(kind, body)
     latencies.sort()
 
     def pct(q: float) -> float | None:
@@ -249,7 +258,7 @@ def run_phase(cluster: LocalCluster, target, args) -> dict:
             "ok": ok, "503_no_master": stats.pop("503_no_master", 0),
             "other": dict(stats), "connect_failures_at_setup": len(failed),
             "ops_per_s": round(ok / args.duration, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved,
+            "error_examples": examples, "max_threads_on_target": max_threads[0], "epoch_or_elections_changed": moved,
             "target_warnings": [line.rstrip()[:300] for line in target.stderr_lines
                                 if ("WARNING" in line or "ERROR" in line)
                                 and "dkvs.rollback:" not in line][-5:]}  # one line per entry
@@ -315,6 +324,8 @@ def main() -> int:
                   f"epoch/elections changed: {result['epoch_or_elections_changed'] or 'no'}, "
                   f"same master at the end: {result['same_master_at_end']}, "
                   f"load average {result['loadavg']}", flush=True)
+            for kind, body in result["error_examples"].items():
+                print(f"    first {kind} answer: {body}", flush=True)
             for line in result["target_warnings"]:
                 print(f"    target's log: {line}", flush=True)
     medians = {role: statistics.median(r["ops_per_s"] for r in results if r["role"] == role)
@@ -322,8 +333,14 @@ def main() -> int:
     ratio = None
     if "slave" in medians and "master" in medians and medians["master"]:
         ratio = round(medians["slave"] / medians["master"], 3)
+    # The master's CPU per answered write, by target: through a slave it is the cost of a
+    # forwarded write (batched: docs/architecture.md), against the master that of a direct one.
+    master_cpu = {role: statistics.median(r["cpu_us_per_ok"]["master"] for r in results
+                                          if r["role"] == role and r["cpu_us_per_ok"].get("master") is not None)
+                  for role in set(names)
+                  if any(r["role"] == role and r["cpu_us_per_ok"].get("master") is not None for r in results)}
     summary = {"results": results, "median_ops_per_s": medians, "slave_over_master": ratio,
-               "loadavg": _loadavg()}
+               "master_cpu_us_per_write": master_cpu, "loadavg": _loadavg()}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -331,6 +348,9 @@ def main() -> int:
         print(f"medians of {args.repeat}: " + ", ".join(f"{role} {ops:,.0f} ops/s" for role, ops in medians.items())
               + f"; errors {errors}")
         print(f"slave/master ops ratio: {ratio}; loadavg {summary['loadavg']}")
+        for role, what in (("slave", "forwarded write (through the slave)"), ("master", "direct write")):
+            if summary["master_cpu_us_per_write"].get(role) is not None:
+                print(f"master CPU µs per {what}: {summary['master_cpu_us_per_write'][role]} (median)")
     return 0
 
 

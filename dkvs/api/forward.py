@@ -26,6 +26,11 @@ returns at once and calls back with the answer: requests are pipelined over at m
 ``max_pipelines_per_target`` persistent connections, each read by one thread
 (:mod:`dkvs.api.pipeline`), so a slave keeps hundreds of client writes in flight to its master
 without a thread per write. HTTPS targets use the blocking path inside ``forward_async``.
+
+Plain writes (:func:`batchable`: ``PUT``/``DELETE /kv/{key}``, small values, no lease)
+are not sent one request each once a node sets :attr:`Forwarder.sign_batch`: they are
+gathered into signed ``POST /internal/forward`` batches (:mod:`dkvs.api.forward_batcher`),
+which the master proposes together, so it spends one HTTP request on many writes.
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ from urllib.parse import urlsplit
 
 from ..errors import NoMaster
 from ..transport.tls import peer_context
+from .forward_batch import BATCH_METHODS, BatchWrite
+from .forward_batcher import WriteBatcher
 from .pipeline import Pending, PipelinedConnection
 from .response import JSON_TYPE, Reply
 
-__all__ = ["Forwarder", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS",
+__all__ = ["Forwarder", "batchable", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS",
            "MAX_PIPELINES_PER_TARGET", "PIPELINE_IDLE_CLOSE_SECONDS"]
 
 FORWARDED_HEADER = "X-Dkvs-Forwarded"
@@ -56,6 +63,9 @@ MAX_PIPELINES_PER_TARGET = 8
 # could close it under a request being written.
 PIPELINE_IDLE_CLOSE_SECONDS = 15.0
 STOP_JOIN_SECONDS = 2.0
+MAX_BATCHERS = 4  # (master, durability class) pairs batched at once; others go singly
+MAX_BATCHED_BODY_BYTES = 64 * 1024  # bigger values go as single requests
+_BATCHED_QUERY = frozenset({"acks", "timeout", "if_seq"})
 
 # Request headers worth passing on; X-Dkvs-* (e.g. a cluster secret) are passed too.
 _PASSED_HEADERS = ("Content-Type", "Accept", "Authorization")
@@ -85,6 +95,10 @@ class Forwarder:
         self._bases: dict[str, tuple[tuple, str]] = {}  # base URL → parsed, for forward_async
         self._lock = threading.Lock()
         self._closed = False
+        # Batched forwarding (dkvs.api.forward_batcher): on once a node sets this to
+        # ``sign(base_url, target, body) -> headers or None`` (dkvs.runtime.forward_writes).
+        self.sign_batch: Callable[[str, str, bytes], dict | None] | None = None
+        self._batchers: dict[tuple, WriteBatcher] = {}
 
     def forward_async(self, base_url: str, method: str, target: str, body: bytes | None,
                       headers: Mapping[str, str], timeout_seconds: float,
@@ -118,9 +132,46 @@ class Forwarder:
                 done(None, NoMaster(f"the master at {base_url} did not answer ({reason}); "
                                     "retry shortly", retry_after=RETRY_AFTER_SECONDS))
 
-        data = _request_bytes(method, prefix + target, place, body, _outgoing_headers(headers))
-        self._send_pipelined(place, Pending(data, method == "HEAD", time.monotonic() + timeout_seconds,
-                                            finished))
+        def single() -> None:
+            data = _request_bytes(method, prefix + target, place, body, _outgoing_headers(headers))
+            self._send_pipelined(place, Pending(data, method == "HEAD", time.monotonic() + timeout_seconds,
+                                                finished))
+
+        if self.sign_batch is not None:
+            write = batchable(method, target, body, headers)
+            if write is not None:
+                batcher = self._batcher(place, prefix, base_url, write.target)
+                if batcher is not None:
+                    batcher.submit(write, time.monotonic() + timeout_seconds, done, single)
+                    return
+        single()
+
+    def _batcher(self, place: tuple, prefix: str, base_url: str, target: str) -> WriteBatcher | None:
+        """The batcher for this master and this write's durability class (its query
+        without ``if_seq``), made on first use; None past :data:`MAX_BATCHERS`."""
+        query = target.partition("?")[2]
+        group = "&".join(part for part in query.split("&") if not part.startswith("if_seq=")) if query else ""
+        key = (place, prefix, base_url, group)
+        batcher = self._batchers.get(key)
+        if batcher is not None:
+            return batcher
+        with self._lock:
+            if self._closed:
+                return None
+            batcher = self._batchers.get(key)
+            if batcher is None and len(self._batchers) >= MAX_BATCHERS:
+                # Batchers of an earlier master (a failover) are dropped once idle.
+                for old_key, old in list(self._batchers.items()):
+                    if old.base_url != base_url and old.idle:
+                        del self._batchers[old_key]
+                        old.close()
+            if batcher is None and len(self._batchers) < MAX_BATCHERS:
+                batcher = self._batchers[key] = WriteBatcher(
+                    place, prefix, base_url, sign=self.sign_batch,
+                    connect_timeout_seconds=self.connect_timeout_seconds,
+                    idle_close_seconds=self.pipeline_idle_close_seconds,
+                    name=f"dkvs-http-batch-{next(self._pipe_numbers)}")
+            return batcher
 
     def _send_pipelined(self, place: tuple, pending: Pending) -> None:
         for _ in range(2):  # a pooled connection found closing: one more try, on a fresh one
@@ -195,6 +246,7 @@ class Forwarder:
         with self._lock:
             pools, self._idle = self._idle, {}
             pipes, self._pipes = self._pipes, {}
+            batchers, self._batchers = list(self._batchers.values()), {}
             self._closed = True
         for pool in pools.values():
             for conn in pool:
@@ -203,9 +255,13 @@ class Forwarder:
         for group in pipes.values():
             for pipe in group:
                 pipe.close()
+        for batcher in batchers:
+            batcher.close()
         for group in pipes.values():
             for pipe in group:
                 pipe.join(max(0.0, deadline - time.monotonic()))
+        for batcher in batchers:
+            batcher.join(max(0.0, deadline - time.monotonic()))
 
     # --- connections ----------------------------------------------------------------
 
@@ -288,6 +344,27 @@ def _outgoing_headers(headers: Mapping[str, str]) -> dict[str, str]:
         if lowered.startswith("x-dkvs-") and lowered != "x-dkvs-forwarded" and _clean(value):
             out[name] = value
     return out
+
+
+def batchable(method: str, target: str, body: bytes | None, headers: Mapping[str, str]) -> BatchWrite | None:
+    """The write as a batch member, or None when it must go alone: not a plain PUT/DELETE
+    of ``/kv/{key}``, a query beyond ``acks``/``timeout``/``if_seq`` (a lease, a ttl), a big
+    body, or ``X-Dkvs-*`` headers the batch would not carry."""
+    if method not in BATCH_METHODS or not target.startswith("/kv/"):
+        return None
+    if method == "PUT":
+        if body is None or len(body) > MAX_BATCHED_BODY_BYTES:
+            return None
+    elif body:
+        return None
+    query = target.partition("?")[2]
+    if query and any(part.partition("=")[0] not in _BATCHED_QUERY for part in query.split("&")):
+        return None
+    for name, value in headers.items():
+        if name[:7].lower() == "x-dkvs-" or not _clean(value):
+            return None
+    return BatchWrite(method, target, headers.get("Content-Type"), headers.get("Authorization"),
+                      body if method == "PUT" else None)
 
 
 def _clean(value: str) -> bool:

@@ -43,6 +43,7 @@ from __future__ import annotations
 from .. import __version__
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from .admin_routes import ADMIN_ROUTE_SPECS
+from .forward_route import post_forward_batch
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
@@ -237,6 +238,9 @@ ROUTES: tuple[Route, ...] = (
             strict_query=False, feature=NKVD_FEATURE, role=role, scope=_NAMESPACE + KEY_NAMESPACE)
       for path, handler, summary, params, role in ((*h, WRITE if h[0] in _NKVD_WRITES else READ)
                                                    for h in NKVD_HANDLERS)),
+    # A slave's batch of forwarded writes (dkvs.api.forward_route): signed like every internal route.
+    Route("POST", INTERNAL_PREFIX + "forward", post_forward_batch, "Forwarded writes, batched (not public)",
+          (), public=False, strict_query=False, role=PEER),
     Route("GET", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",
           (INTERNAL_PATH,), public=False, strict_query=False, role=PEER),
     Route("POST", INTERNAL_PREFIX + "{path}", internal, "Node-to-node (not public)",

@@ -38,6 +38,7 @@ from ..transport.snapshot_stream import SnapshotAssembler
 from .handover import transfer_leader
 from .host import NodeHost
 from .fresh_rejoin import FreshRejoin
+from .forward_writes import batch_signer
 from .identity import ClusterIdentity, UrlSigner
 from .snapshots import SnapshotWorker
 from .recovery import former_id, move_damaged_aside, restore_node, warn_if_left_behind
@@ -152,6 +153,7 @@ class DkvsNode:
             raise listen_error(s.host, s.port, exc) from None
         self.server.route_table = route_table(nkvd=s.nkvd)
         self.server.auth = self.auth
+        self.server.forwarder.sign_batch = batch_signer(service)  # batched forwarding (issue 15)
         self.server.cors = CorsPolicy(s.cors_origins, member_urls=self._member_urls)
         self.url = s.advertise_url or self.server.url
         self.signer.url = self.url

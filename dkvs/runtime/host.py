@@ -159,6 +159,21 @@ class NodeHost:
         self._combine(MAX_COMBINE_BURSTS)
         return self._wait(outcome, timeout)
 
+    def propose_many(self, requests: list[tuple]) -> list[Outcome]:
+        """:meth:`propose` for several writes ``(op, key, value, acks, timeout, cond)`` with one
+        drain of the queue (a forwarded batch, dkvs.runtime.forward_writes: group commit);
+        waits for each within its own timeout."""
+        outcomes = []
+        for op, key, value, acks, timeout, cond in requests:
+            outcome = Outcome(next(self._ids))
+            outcomes.append(outcome)
+            self._inbox.append((_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), outcome))
+        self._combine(MAX_COMBINE_BURSTS)
+        start = time.monotonic()
+        for request, outcome in zip(requests, outcomes):
+            self._wait(outcome, max(0.0, start + request[4] - time.monotonic()))
+        return outcomes
+
     def read_barrier(self, timeout: float) -> Outcome:
         """The read index: answered once a consistent read may read the committed state."""
         outcome = Outcome(next(self._ids))

@@ -29,6 +29,7 @@ from .admin import ClusterAdmin
 from .backups import BACKUPS_LOCK, EXPORT_IDLE_SECONDS, BackupExports
 from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
+from .forward_writes import write_batch
 from .handover import propose_through_handover, transfer_route
 from .host import NodeHost
 from .node_status import StatusMixin
@@ -178,6 +179,10 @@ class NodeService(StatusMixin, KeyValueService):
         # The master's URL only matters to an error (where the front end forwards to).
         return write_answer(op, key, outcome, acks, timeout, cond,
                             self.master_url() if outcome.error is not None else None)
+
+    def write_batch(self, writes: list[tuple]) -> list:
+        """A forwarded batch, proposed as one burst (dkvs.runtime.forward_writes)."""
+        return write_batch(self, writes)
 
     def get(self, key: str, *, consistent: bool) -> dict:
         state = self.host.state
