@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CoreConfig"]
+__all__ = ["CoreConfig", "LEASE_DRIFT_PERCENT", "LEASE_GRANULARITY_TICKS"]
 
 TICKS_PER_HEARTBEAT = 5
+# Lease reads (:mod:`dkvs.core.read_lease`): how much faster one node's clock may run than
+# another's over one election timeout, in percent of ``min_election_ticks``, and the ticks
+# lost to counting time in whole ticks at both ends (a send and a check each happen
+# somewhere inside their tick). Both are taken off the lease, never added.
+LEASE_DRIFT_PERCENT = 10
+LEASE_GRANULARITY_TICKS = 2
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class CoreConfig:
     # Replication batches in flight per slave (pipelining, :mod:`dkvs.core.progress`). The
     # host must let as many through per peer (the driver's ``inflight_window``).
     max_inflight_batches: int = 1
+    # Lease-based consistent reads (``--lease-reads``, :mod:`dkvs.core.read_lease`). Off: every
+    # consistent read costs a read-index round. On, on *every* node: voters also hold their
+    # votes after a restart, which is what makes the master's lease safe.
+    lease_reads: bool = False
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks < 2 * self.heartbeat_ticks:
@@ -42,6 +52,18 @@ class CoreConfig:
     @property
     def min_election_ticks(self) -> int:
         return max(1, self.election_ticks // 2)
+
+    @property
+    def lease_margin_ticks(self) -> int:
+        """Ticks taken off a lease: tick granularity plus the clock-drift allowance."""
+        drift = -(-self.min_election_ticks * LEASE_DRIFT_PERCENT // 100)  # rounded up
+        return LEASE_GRANULARITY_TICKS + drift
+
+    @property
+    def lease_ticks(self) -> int:
+        """How long after a send a majority acknowledged the master may answer reads alone:
+        ``min_election_ticks - lease_margin_ticks`` (0 or less: never; the read index serves)."""
+        return self.min_election_ticks - self.lease_margin_ticks
 
     @property
     def append_timeout(self) -> int:

@@ -16,6 +16,12 @@ Rules this module implements (DESIGN §3):
   least its own, and ignores vote requests while it still hears a live master. A majority
   of votes makes the candidate master; an entry held by a majority is therefore in the log
   of every future master.
+* **Lease reads** (``CoreConfig.lease_reads``, :mod:`dkvs.core.read_lease`): a master's
+  lease rests on its voters holding their votes, so with lease reads on a node grants no
+  real vote and starts no election of its own within ``min_election_ticks`` of its last
+  contact with a master *whatever its role*, nor within ``min_election_ticks`` of its own
+  start (a restart forgets the last contact; nothing new is persisted for it). Only a
+  ``transfer`` request passes (its master handed over, and gave up its lease first).
 * **Voters only** (:mod:`dkvs.core.membership`): "a majority" is of the voters in the
   candidate's own log. A learner never campaigns and never claims to be fresher; it does
   answer vote requests (a candidate whose log holds its promotion counts it), but a
@@ -59,6 +65,15 @@ class ElectionMixin:
                 and self.last_master_contact is not None
                 and self.now - self.last_master_contact < self.config.min_election_ticks)
 
+    def vote_held(self) -> bool:
+        """Lease reads only: True within ``min_election_ticks`` of the last contact with a
+        master or of this node's start, whatever the role (:mod:`dkvs.core.read_lease`)."""
+        if not self.config.lease_reads:
+            return False
+        if self.last_master_contact is None:  # since the start: a restart forgot the last contact
+            return self.now < self.config.min_election_ticks
+        return self.now - self.last_master_contact < self.config.min_election_ticks
+
     def rank(self) -> tuple[int, int, str]:
         return (self.log.last_epoch, self.log.last_seq, self.id)
 
@@ -100,6 +115,8 @@ class ElectionMixin:
         if granted < majority(len(self.voters())):
             return False
         if self.pre_voting:
+            if self.vote_held():  # our own vote is held too: retry at the next timeout
+                return False
             self._start_election(out)
         else:
             self.become_master(out)
@@ -127,6 +144,9 @@ class ElectionMixin:
         # guard is for liveness only; the epoch and freshness rules below keep it safe
         # (dkvs.core.transfer).
         if self.hears_master() and not msg.transfer:
+            out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))
+            return
+        if not msg.transfer and self.vote_held():  # a master may hold a read lease on our vote
             out.append(Send(msg.sender, VoteReply(self.epoch, self.id, False)))
             return
         if msg.epoch > self.epoch:

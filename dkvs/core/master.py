@@ -100,6 +100,7 @@ class MasterMixin:
         self.elections_won += 1
         self.progress = {}
         self._heartbeat_elapsed = 0
+        self.drop_read_lease()  # a new tenure earns its own lease (dkvs.core.read_lease)
         entry = first_entry or self._opening_entry()
         self._append_to_log([entry])
         self._sync_progress()
@@ -167,9 +168,16 @@ class MasterMixin:
     def propose_read(self, request_id: int, timeout_ticks: int) -> list[Effect]:
         """Linearizable read barrier (read index): answered once a majority confirmed this
         node is still master *after* the request arrived, and everything it had applied
-        is committed. The host then reads its local state."""
+        is committed. The host then reads its local state.
+
+        With a valid read lease (:mod:`dkvs.core.read_lease`) no round is needed: answered
+        at once when everything it had appended is committed. Otherwise it takes the read
+        index's path, and is answered by its round or by the lease, whichever comes first."""
         if self.role != MASTER:
             return self._reply_not_master(request_id)
+        leased = self.read_lease_valid()
+        if leased and self.commit_seq >= self.log.last_seq:
+            return [Reply(request_id, {"seq": self.log.last_seq, "epoch": self.epoch})]
         out: list[Effect] = []
         self.pending_reads.append(_PendingRead(self.read_round + 1, self.log.last_seq, request_id,
                                                self.now + timeout_ticks))
@@ -227,6 +235,7 @@ class MasterMixin:
         if self._read_round_wanted:  # the first message of a new read round
             self.read_round += 1
             self._read_round_wanted = False
+            self._round_started()
         out.append(Send(peer, Append(self.epoch, self.id, prev, self.log.epoch_at(prev), entries,
                                      self.commit_seq, self.read_round, view)))
         p.round_sent = self.read_round
@@ -309,10 +318,11 @@ class MasterMixin:
         if not self.pending_reads:
             return
         need = majority(len(self.voters()))
+        leased = self.read_lease_valid()  # no round needed (dkvs.core.read_lease)
         still = []
         for read in self.pending_reads:
-            acks = 1 + sum(1 for peer, p in self.progress.items()
-                           if p.acked_round >= read.round and peer not in self.learners)
+            acks = need if leased else 1 + sum(1 for peer, p in self.progress.items()
+                                               if p.acked_round >= read.round and peer not in self.learners)
             if acks >= need and self.commit_seq >= read.read_seq:
                 out.append(Reply(read.request_id, {"seq": read.read_seq, "epoch": self.epoch}))
             else:
@@ -328,6 +338,8 @@ class MasterMixin:
         heartbeat = self._heartbeat_elapsed >= self.config.heartbeat_ticks
         if heartbeat:
             self._heartbeat_elapsed = 0
+            if self.config.lease_reads:  # every heartbeat renews the lease: a round of its own
+                self._read_round_wanted = True
             self._broadcast(out, heartbeat=True)
             self._maybe_promote(out)
         self._tick_transfer(out, heartbeat)

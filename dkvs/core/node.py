@@ -29,13 +29,14 @@ from .log import MEMBERSHIP_OPS, OP_MEMBER_ADD, Entry, Log
 from .master import MasterMixin
 from .membership import LEARNER, Membership, apply_membership, fold_members
 from .messages import Append, AppendReply, Message, Snapshot, TimeoutNow, VoteReply, VoteRequest
+from .read_lease import ReadLeaseMixin
 from .slave import SlaveMixin
 from .transfer import TransferMixin
 
 __all__ = ["Node", "MASTER", "SLAVE", "CANDIDATE"]
 
 
-class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
+class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin, ReadLeaseMixin):
     """One cluster member. Not thread safe: exactly one thread may call into it."""
 
     def __init__(self, node_id: str, config: CoreConfig, rng, *, epoch: int = 0,
@@ -70,6 +71,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         self._init_election_state()
         self._init_master_state()
         self._init_transfer_state()
+        self._init_read_lease()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -274,6 +276,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin):
         self.learners: dict[str, str] = membership.learners
 
     def _members_changed(self) -> None:
+        self.drop_read_lease()  # a majority of the new list is another set of voters
         if self.role == MASTER:
             self._sync_progress(joined=True)
 

@@ -22,6 +22,9 @@ Modelled on Raft §3.10 (etcd's ``MsgTransferLeader`` / ``MsgTimeoutNow``). Rule
   master per epoch and "a committed entry is in every later master's log" both hold. The
   only cost of a stray ``transfer`` request is a needless election, exactly as with a
   timeout.
+* With lease reads on, the master gives up its read lease for the rest of its epoch before
+  the first ``TimeoutNow`` leaves: the target's ``transfer`` requests pass the voters' vote
+  hold that the lease rests on (:mod:`dkvs.core.read_lease`).
 * The transfer ends when the master sees a newer epoch (it steps down: success), or at its
   deadline in ticks (default one election timeout): it then resumes taking writes, still
   master of its epoch — the target may have crashed or been cut off.
@@ -67,6 +70,7 @@ class TransferMixin:
         target = to if to is not None else self.transfer_candidate()
         if target is None or target == self.id or target not in self.progress or target in self.learners:
             return [Reply(request_id, {"to": target}, error=NO_TRANSFER_TARGET)]
+        self.end_read_lease_for_epoch()  # before any TimeoutNow leaves (dkvs.core.read_lease)
         self.transfer_target = target
         self.transfer_deadline = self.now + (timeout_ticks or self.config.election_ticks)
         self.transfer_request = request_id

@@ -153,8 +153,14 @@ class NodeDriver:
         self._take(effects, CALL)
 
     def read(self, request_id: int, timeout_ticks: int) -> None:
-        """A linearizable read barrier (read index); answered once it is safe to read."""
+        """A linearizable read barrier (read index, or the read lease when it is on and
+        valid); answered once it is safe to read."""
         self._take(self.node.propose_read(request_id, timeout_ticks), CALL)
+
+    def clock_jumped(self) -> None:
+        """The host dropped ticks after a long stall: logical time ran slow, so a read lease
+        measured across the gap would be too long. The node drops it (dkvs.core.read_lease)."""
+        self.node.clock_jumped()
 
     def transfer(self, request_id: int, to: str | None, timeout_ticks: int | None) -> None:
         """Hand leadership over to ``to`` (None: the most up-to-date slave); answered when

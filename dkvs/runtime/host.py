@@ -292,6 +292,8 @@ class NodeHost:
             behind = int((now - self._next_tick) / self.tick_seconds) + 1
             for _ in range(min(behind, MAX_CATCH_UP_TICKS)):
                 driver.tick()
+            if behind > MAX_CATCH_UP_TICKS:  # ticks dropped: logical time ran slow (read lease)
+                driver.clock_jumped()
             self._next_tick += behind * self.tick_seconds
         waiters = self._waiters
         for kind, payload, outcome in items:
