@@ -313,6 +313,55 @@ MUTANTS += (
        "row, so clients and slaves are not sent to a dead address"),
 )
 
+MUTANTS += (
+    # -- read leases (dkvs/core/read_lease.py; tests/test_core_read_lease.py,
+    #    tests/sim/test_scenarios_read_lease.py, tests/sim/test_scenarios_read_lease_seeds.py) -------
+    _m("lease_dropped_at_transfer", "transfer.py",
+       "        self.end_read_lease_for_epoch()  # before any TimeoutNow leaves (dkvs.core.read_lease)\n",
+       "",
+       "a master gives up its read lease before TimeoutNow leaves: transfer votes pass the voters' hold"),
+    _m("restarted_voter_holds_vote", "election.py",
+       "            return self.now < self.config.min_election_ticks\n",
+       "            return False\n",
+       "with lease reads a restarted voter (which forgot its last contact) grants no real vote for "
+       "min_election_ticks after it starts"),
+    _m("voter_holds_vote_whatever_its_role", "election.py",
+       "        if not msg.transfer and self.vote_held():",
+       "        if False:",
+       "with lease reads a voter grants no real vote within min_election_ticks of its last master "
+       "contact, even once it forgot that master (a newer epoch) or campaigns"),
+    _m("own_election_held", "election.py",
+       "            if self.vote_held():  # our own vote is held too: retry at the next timeout\n"
+       "                return False\n",
+       "",
+       "with lease reads a node starts no election (a vote for itself) while its vote is held"),
+    _m("lease_measured_from_the_send", "read_lease.py",
+       "sent = sorted((ticks[p.acked_round] for peer, p in self.progress.items()",
+       "sent = sorted((p.last_heard_tick for peer, p in self.progress.items()",
+       "a lease runs from the tick the acknowledged round was sent, not from the answer's arrival"),
+    _m("lease_has_a_margin", "config.py",
+       "        return self.min_election_ticks - self.lease_margin_ticks\n",
+       "        return self.min_election_ticks\n",
+       "a lease is shorter than the voters' hold by the tick granularity and the drift allowance"),
+    _m("lease_needs_a_majority", "read_lease.py",
+       "        need = majority(len(voters)) - 1  # this master counts itself\n",
+       "        need = 1\n",
+       "a lease needs answers from voters that make a majority with the master"),
+    _m("leased_read_waits_for_commit", "master.py",
+       "if leased and self.commit_seq >= self.log.last_seq:",
+       "if leased:",
+       "a leased read is answered only once everything the master appended is committed"),
+    _m("lease_dropped_on_membership_change", "node.py",
+       "        self.drop_read_lease()  # a majority of the new list is another set of voters\n",
+       "",
+       "a membership change drops the read lease (a majority of the new list is other voters)"),
+    _m("lease_dropped_on_clock_jump", "read_lease.py",
+       "        slow, so time measured across the jump is too short. Drop the lease.\"\"\"\n"
+       "        self.drop_read_lease()\n",
+       "        slow, so time measured across the jump is too short. Drop the lease.\"\"\"\n",
+       "ticks dropped by the host (a long stall) drop the read lease"),
+)
+
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
 QUICK = ("commit_current_epoch_only", "read_index_majority_round", "one_vote_per_epoch",
          "epoch_fencing", "log_matching")
