@@ -167,6 +167,10 @@ FLAGS: tuple[Flag, ...] = (
          f"({', '.join(ACKS_LEVELS)})", metavar="{" + ",".join(ACKS_LEVELS) + "}"),
     Flag("--replication-window", _window, 1, "replication batches in flight per slave before the master "
          "waits for an answer (1 = one at a time)", metavar="N"),
+    Flag("--lease-reads", _boolean, False, "answer consistent GETs on the master from a leader lease, with "
+         "no round trip, while a majority confirmed it within the election timeout minus a margin; "
+         "assumes bounded clock drift (docs/protocol.md, 'Reads: the lease'); set it on every node",
+         switch=True),
     Flag("--max-key-bytes", _count, 1024, "largest key, in UTF-8 bytes", metavar="BYTES"),
     Flag("--max-value-bytes", _count, 1024 * 1024, "largest value, in UTF-8 bytes", metavar="BYTES"),
     Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
@@ -283,7 +287,8 @@ def settings_from_values(v: dict):
                     max_connections=v["max_connections"], request_timeout=v["request_timeout"],
                     idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
                     tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"],
-                    learner=v["learner"], replication_window=v["replication_window"])
+                    learner=v["learner"], replication_window=v["replication_window"],
+                    lease_reads=v["lease_reads"])
 
 
 def _fail(message: str) -> int:

@@ -180,7 +180,7 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin, ReadLeaseMixin
             if member_id in self.learners:
                 entry["auto_promote"] = self.learners[member_id] == LEARNER
             members.append(entry)
-        return {
+        answer = {
             "id": self.id,
             "role": self.role,
             "voter": self.is_voter(),
@@ -195,6 +195,9 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin, ReadLeaseMixin
             "elections_started": self.elections_started,
             "elections_won": self.elections_won,
         }
+        if self.config.lease_reads:  # --lease-reads: whether a consistent read needs no round now
+            answer["read_lease"] = self.read_lease_valid()
+        return answer
 
     # -- role transitions ----------------------------------------------------------------------
     def become_slave(self, epoch: int, master_id: str | None, out: list[Effect]) -> None:

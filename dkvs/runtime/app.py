@@ -85,6 +85,7 @@ class Settings:
     tls_client_auth: str = "none"  # none | optional | required
     learner: bool = False  # --learner: join as a non-voting replica that is never promoted
     replication_window: int = 1  # --replication-window: batches in flight per slave (dkvs.core.progress)
+    lease_reads: bool = False  # --lease-reads: consistent reads from a leader lease (dkvs.core.read_lease)
     rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)
 
 
@@ -93,6 +94,8 @@ class DkvsNode:
 
     def __init__(self, settings: Settings) -> None:
         validate_settings(settings)
+        if not isinstance(settings.lease_reads, bool):
+            raise StartupError(f"--lease-reads {settings.lease_reads!r} must be true or false")
         self.settings = settings
         self.signer: Signer = UrlSigner(settings.cluster_secret)
         self.rejoin = FreshRejoin(self)  # a fresh node at its old cluster's address rejoins it
@@ -158,7 +161,8 @@ class DkvsNode:
         self.url = s.advertise_url or self.server.url
         self.signer.url = self.url
         config, tick_seconds = CoreConfig.from_seconds(s.heartbeat_interval, s.election_timeout,
-                                                       max_inflight_batches=s.replication_window)
+                                                       max_inflight_batches=s.replication_window,
+                                                       lease_reads=s.lease_reads)
         rng = random.Random(secrets.randbits(64))
         initial = []
         if has_state or s.join:  # a restart, or a new member: a slave until a master reaches it
