@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Consistent GETs (read index) on a local cluster: throughput and latency per client count.
+"""Consistent GETs (read index, or lease) on a local cluster: throughput and latency per client count.
 
 A consistent read is answered by the master once a majority confirmed a read round that
 started after the read arrived (docs/protocol.md, "Reads"). This starts a fresh cluster
@@ -10,8 +10,13 @@ connection, and prints ops/s with p50/p99/max latency per client count (medians 
 ``--repeat`` runs; every run is printed too). The load average is printed with the
 figures: on a shared machine they are rough.
 
+``--modes index,lease`` starts two clusters, one of them with ``--lease-reads`` (the read
+lease, docs/protocol.md "Reads: the lease"), and interleaves their runs: for each repeat
+and client count, one run on each, so a drift of a shared machine hits both alike.
+
     python3 scripts/read_index_bench.py                      # 1 and 16 clients, 3 runs of 5 s
     python3 scripts/read_index_bench.py --clients 1,16,64 --duration 10 --nodes 3
+    python3 scripts/read_index_bench.py --modes index,lease  # read index beside --lease-reads
     python3 scripts/read_index_bench.py --smoke              # CI: 1-second runs, exit 1 on errors
 
 Bad arguments: one line on stderr, exit 2.
@@ -20,6 +25,7 @@ Bad arguments: one line on stderr, exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -36,6 +42,7 @@ from dkvs.tools.local_cluster import LocalCluster, http_call  # noqa: E402
 
 WARMUP_SECONDS = 1.0
 LIVENESS_SECONDS = 60.0
+MODES = {"index": (), "lease": ("--lease-reads",)}  # mode -> extra node flags
 
 
 def _client(url: str, keys: int, index: int, start: float, end: float, out: list, errors: list) -> None:
@@ -115,6 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also print the share of reads at least this slow (default 50: half the "
                              "default heartbeat interval, which reads used to wait for)")
     parser.add_argument("--node-arg", action="append", default=[], help="extra flag for every node (repeatable)")
+    parser.add_argument("--modes", default="index",
+                        help="comma-separated: index (read index), lease (--lease-reads); several run "
+                             "interleaved on one cluster each (default index)")
     parser.add_argument("--smoke", action="store_true", help="CI: 1-second runs, one repeat; exit 1 on errors")
     args = parser.parse_args(argv)
     try:
@@ -124,33 +134,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(c < 1 for c in args.client_counts) or args.duration <= 0 or args.repeat < 1 or args.nodes < 1 \
             or args.keys < 1 or args.slow_ms <= 0:
         parser.error("client counts, --duration, --repeat, --nodes, --keys and --slow-ms must be positive")
+    args.mode_list = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = args.mode_list
+    if not modes or any(m not in MODES for m in modes) or len(set(modes)) < len(modes):
+        parser.error(f"--modes takes index and/or lease, each once; got {args.modes!r}")
     if args.smoke:
         args.duration, args.repeat = 1.0, 1
     return args
 
 
+def _start(stack: contextlib.ExitStack, args, mode: str) -> str:
+    cluster = stack.enter_context(LocalCluster(*args.node_arg, *MODES[mode]))
+    cluster.start_cluster(args.nodes)
+    master = cluster.master()
+    for k in range(args.keys):
+        http_call(master.url, "PUT", f"/kv/k{k}?acks=majority", b"v" * 100, timeout=LIVENESS_SECONDS)
+    return master.url
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"# {args.nodes}-node cluster, consistent GETs on {args.keys} keys, {args.duration:g} s per run, "
-          f"medians of {args.repeat}; load before: {open('/proc/loadavg').read().split()[:3]}")
+          f"medians of {args.repeat}, modes {','.join(args.mode_list)} (interleaved); "
+          f"load before: {open('/proc/loadavg').read().split()[:3]}")
     failed = False
-    with LocalCluster(*args.node_arg) as cluster:
-        cluster.start_cluster(args.nodes)
-        master = cluster.master()
-        for k in range(args.keys):
-            http_call(master.url, "PUT", f"/kv/k{k}?acks=majority", b"v" * 100, timeout=LIVENESS_SECONDS)
+    with contextlib.ExitStack() as stack:
+        urls = {mode: _start(stack, args, mode) for mode in args.mode_list}
+        runs: dict[tuple[str, int], list[dict]] = {(m, c): [] for m in args.mode_list for c in args.client_counts}
+        for _ in range(args.repeat):
+            for clients in args.client_counts:
+                for mode in args.mode_list:
+                    runs[(mode, clients)].append(run_once(urls[mode], args.keys, clients, args.duration,
+                                                          args.slow_ms / 1000))
         slow_head = f">={args.slow_ms:g}ms"
-        print(f"{'clients':>7}  {'ops/s':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}  {slow_head:>8}  errors  "
-              "runs (ops/s, max ms)")
+        print(f"{'clients':>7}  {'ops/s':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}  "
+              f"{slow_head:>8}  errors  mode   runs (ops/s, max ms)")
         for clients in args.client_counts:
-            runs = [run_once(master.url, args.keys, clients, args.duration, args.slow_ms / 1000)
-                    for _ in range(args.repeat)]
-            med = {k: statistics.median(r[k] for r in runs) for k in ("ops", "p50", "p99", "max", "slow")}
-            errors = sum(r["errors"] for r in runs)
-            failed |= errors > 0
-            every = ", ".join(f"{r['ops']:.0f}/{r['max']:.1f}" for r in runs)
-            print(f"{clients:>7}  {med['ops']:>7.0f}  {med['p50']:>7.2f}  {med['p99']:>7.2f}  {med['max']:>7.1f}  "
-                  f"{med['slow']:>7.2f}%  {errors:>6}  {every}")
+            for mode in args.mode_list:
+                done = runs[(mode, clients)]
+                med = {k: statistics.median(r[k] for r in done) for k in ("ops", "p50", "p99", "max", "slow")}
+                errors = sum(r["errors"] for r in done)
+                failed |= errors > 0
+                every = ", ".join(f"{r['ops']:.0f}/{r['max']:.1f}" for r in done)
+                print(f"{clients:>7}  {med['ops']:>7.0f}  {med['p50']:>7.2f}  {med['p99']:>7.2f}  "
+                      f"{med['max']:>7.1f}  {med['slow']:>7.2f}%  {errors:>6}  {mode:<5}  {every}")
     print(f"# load after: {open('/proc/loadavg').read().split()[:3]}")
     return 1 if args.smoke and failed else 0
 

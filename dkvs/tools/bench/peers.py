@@ -6,6 +6,7 @@ clients, acks, consistent reads) against one *system*:
 ==============  =============================================================
 ``dkvs-fsync``  3 dkvs nodes, each with a data dir and ``--fsync always``
 ``dkvs-mem``    3 dkvs nodes in memory
+``dkvs-lease``  ``dkvs-fsync`` with ``--lease-reads`` (consistent GET rows only)
 ``dkvs-single`` 1 dkvs node in memory
 ``baseline``    the bare ``http.server`` of :mod:`.baseline` (the stack's ceiling)
 ``etcd``        3 etcd members (:mod:`.etcd`), which always fsync their WAL
@@ -34,15 +35,16 @@ from .load import LoadSpec
 from .runner import run_once
 from .targets import StartedCluster, Target, baseline_target, settle
 
-__all__ = ["Case", "SYSTEMS", "peer_cases", "cost_cases", "run_cases", "PEER_GOALS", "COST_GOALS",
+__all__ = ["Case", "SYSTEMS", "WORKLOADS", "peer_cases", "cost_cases", "run_cases", "PEER_GOALS", "COST_GOALS",
            "peer_rows", "peer_table", "peer_markdown", "cost_rows", "cost_table", "cost_markdown"]
 
-SYSTEMS = ("dkvs-fsync", "dkvs-mem", "dkvs-single", "baseline", "etcd")
+SYSTEMS = ("dkvs-fsync", "dkvs-mem", "dkvs-lease", "dkvs-single", "baseline", "etcd")
+WORKLOADS = ("put", "get", "cget")
 
 # Issue 15's bars for dkvs / etcd, per workload: (system over etcd, goal)
 PEER_GOALS = {"put": (("dkvs-fsync", 1.0), ("dkvs-mem", 1.5)),
               "get": (("dkvs-fsync", 2.0),),
-              "cget": (("dkvs-fsync", 1.0),)}
+              "cget": (("dkvs-fsync", 1.0), ("dkvs-lease", 1.0))}
 PEER_ROWS = {"put": "PUT, majority", "get": "GET (etcd serializable)",
              "cget": "consistent GET (etcd linearizable)"}
 # (label, numerator case id, denominator case id or None for an absolute figure, goal, op)
@@ -68,15 +70,17 @@ class Case:
         return "put" if self.kind == "put" else "get"
 
 
-def peer_cases(put_clients, get_clients, systems) -> list[Case]:
-    """The dkvs-vs-etcd cases, each row's systems next to each other."""
+def peer_cases(put_clients, get_clients, systems, workloads=WORKLOADS) -> list[Case]:
+    """The dkvs-vs-etcd cases, each row's systems next to each other. Consistent GETs run
+    twice on dkvs: with the read index (``dkvs-fsync``) and with ``--lease-reads``."""
     cases = []
     for clients in put_clients:
         cases += [Case(f"put-{clients}-{s}", "put", s, clients) for s in ("dkvs-fsync", "dkvs-mem", "etcd")]
     for kind in ("get", "cget"):
+        dkvs = ("dkvs-fsync", "dkvs-lease") if kind == "cget" else ("dkvs-fsync",)
         for clients in get_clients:
-            cases += [Case(f"{kind}-{clients}-{s}", kind, s, clients) for s in ("dkvs-fsync", "etcd")]
-    return [c for c in cases if c.system in systems]
+            cases += [Case(f"{kind}-{clients}-{s}", kind, s, clients) for s in (*dkvs, "etcd")]
+    return [c for c in cases if c.system in systems and c.kind in workloads]
 
 
 def cost_cases(clients: int = 16, many: int = 64) -> list[Case]:
@@ -125,10 +129,11 @@ class _Systems:
             urls, pids = cluster.leader_first()
             return Target("etcd", urls[0], (urls[0],), None, 3, tuple(pids))
         size = 1 if system == "dkvs-single" else 3
-        on_disk = system == "dkvs-fsync"
+        on_disk = system in ("dkvs-fsync", "dkvs-lease")
+        extra = ("--lease-reads",) if system == "dkvs-lease" else ()
         cluster = self.stack.enter_context(StartedCluster(
             size, data_dir_root=(o.data_dir_root or _tmp()) if on_disk else None,
-            fsync="always" if on_disk else None, node_args=tuple(o.node_arg)))
+            fsync="always" if on_disk else None, node_args=tuple(o.node_arg) + extra))
         return cluster.target("master")
 
 
@@ -217,13 +222,13 @@ def peer_table(rows: list[dict]) -> str:
         return "  ".join(parts)
 
     body = [[row["workload"], str(row["clients"]), ops(row, "dkvs-fsync"), ops(row, "dkvs-mem"),
-             ops(row, "etcd"), ratios(row),
+             ops(row, "dkvs-lease"), ops(row, "etcd"), ratios(row),
              " / ".join(report.fmt_number(row["master_us_per_op"].get(s))
                         for s in ("dkvs-fsync", "dkvs-mem", "etcd")),
              " / ".join(report.fmt_ms(row["p99_ms"].get(s)) for s in ("dkvs-fsync", "dkvs-mem", "etcd")),
              f"{row['errors']:g}"] for row in rows]
     return report.format_table(
-        ["workload", "clients", "dkvs fsync ops/s", "dkvs mem ops/s", "etcd ops/s",
+        ["workload", "clients", "dkvs fsync ops/s", "dkvs mem ops/s", "dkvs lease ops/s", "etcd ops/s",
          "dkvs / etcd (goal met)", "master µs/op fsync/mem/etcd", "p99 ms fsync/mem/etcd", "errors"],
         body, left=(0, 5))
 
@@ -262,6 +267,7 @@ def peer_markdown(rows: list[dict]) -> str:
              "| dkvs fsync / etcd (goal) | dkvs mem / etcd (goal) | master/leader µs CPU per op: "
              "fsync / mem / etcd | p99 ms: fsync / mem / etcd | errors |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    leased = [row for row in rows if row["ops"].get("dkvs-lease") is not None]
     for row in rows:
         ratios = {r["system"]: r for r in row["ratios"]}
 
@@ -277,6 +283,16 @@ def peer_markdown(rows: list[dict]) -> str:
         p99 = " / ".join(report.fmt_ms(row["p99_ms"].get(s)) for s in systems)
         lines.append(f"| {row['workload']} | {row['clients']} | {ops} | {ratio('dkvs-fsync')} | "
                      f"{ratio('dkvs-mem')} | {cpu} | {p99} | {row['errors']:g} |")
+    if leased:  # consistent GETs with --lease-reads: a table of their own
+        lines += ["", "| workload | clients | dkvs `--lease-reads` ops/s | etcd ops/s | lease / etcd (goal) "
+                  "| p99 ms: lease / etcd |", "|---|---|---|---|---|---|"]
+        for row in leased:
+            r = next(r for r in row["ratios"] if r["system"] == "dkvs-lease")
+            value = "-" if r["value"] is None else f"{r['value']:.3f}"
+            lines.append(f"| {row['workload']}, lease | {row['clients']} | "
+                         f"{report.fmt_number(row['ops'].get('dkvs-lease'))} | {report.fmt_number(row['ops'].get('etcd'))} "
+                         f"| {value} (≥ {r['goal']:g}, {_met(r['met'])}) | "
+                         f"{report.fmt_ms(row['p99_ms'].get('dkvs-lease'))} / {report.fmt_ms(row['p99_ms'].get('etcd'))} |")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import signal
 import sys
 
 from . import report
-from .peers import (SYSTEMS, cost_cases, cost_markdown, cost_rows, cost_table, peer_cases, peer_markdown,
+from .peers import (SYSTEMS, WORKLOADS, cost_cases, cost_markdown, cost_rows, cost_table, peer_cases, peer_markdown,
                     peer_rows, peer_table, run_cases)
 from .targets import BenchError
 
@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: master µs of CPU per acks=majority write at 16 and 64 connections, "
              "3-node majority / 1-node PUT, 1-node GET and PUT / bare http.server")
     add("--quick", action="store_true", help="smoke test: 1-second runs, once, small client counts")
-    add("--systems", default="dkvs-fsync,dkvs-mem,etcd",
-        help="peer mode: which of dkvs-fsync, dkvs-mem, etcd to run (default all three)")
+    add("--systems", default="dkvs-fsync,dkvs-mem,dkvs-lease,etcd",
+        help="peer mode: which of dkvs-fsync, dkvs-mem, dkvs-lease (--lease-reads, consistent GETs "
+             "only), etcd to run (default all four)")
+    add("--workloads", default=",".join(WORKLOADS),
+        help="peer mode: which rows to run, of put, get, cget (consistent GET); default all")
     add("--put-clients", help="PUT client counts (default 1,16,64)")
     add("--get-clients", help="GET and consistent GET client counts (default 1,16)")
     add("--etcd", metavar="PATH",
@@ -75,11 +78,14 @@ def _finish(parser, o):
             setattr(o, name, defaults[mode])
     o.put_clients, o.get_clients = _clients(o.put_clients, parser), _clients(o.get_clients, parser)
     o.systems = [s.strip() for s in o.systems.split(",") if s.strip()]
+    o.workloads = [w.strip() for w in o.workloads.split(",") if w.strip()]
+    if not o.workloads or any(w not in WORKLOADS for w in o.workloads):
+        parser.error(f"--workloads takes some of {', '.join(WORKLOADS)}; got {','.join(o.workloads)!r}")
     if o.processes is None:
         o.processes = os.cpu_count() or 1
     bad = [s for s in o.systems if s not in SYSTEMS]
     if bad:
-        parser.error(f"unknown system(s) {', '.join(bad)}; choose among dkvs-fsync, dkvs-mem, etcd")
+        parser.error(f"unknown system(s) {', '.join(bad)}; choose among dkvs-fsync, dkvs-mem, dkvs-lease, etcd")
     if not (o.repeat >= 1 and o.duration > 0 and o.warmup >= 0 and o.keys >= 1 and o.value_size >= 0
             and o.processes >= 1):
         parser.error("need --repeat ≥ 1, --duration > 0, --warmup ≥ 0, --keys ≥ 1, --processes ≥ 1")
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     machine = report.machine_info()
-    cases = cost_cases() if o.cost else peer_cases(o.put_clients, o.get_clients, o.systems)
+    cases = cost_cases() if o.cost else peer_cases(o.put_clients, o.get_clients, o.systems, o.workloads)
     try:
         doc = run_cases(cases, o, progress)
     except (BenchError, RuntimeError, OSError) as exc:  # RuntimeError: a node did not start
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     doc.update(mode="cost" if o.cost else "peers", machine=machine, loadavg_after=_loadavg(),
                config={k: getattr(o, k) for k in ("repeat", "duration", "warmup", "keys", "value_size",
-                                                   "processes", "put_clients", "get_clients", "systems",
+                                                   "processes", "put_clients", "get_clients", "systems", "workloads",
                                                    "quick", "seed")})
     doc["rows"] = cost_rows(doc["medians"]) if o.cost else peer_rows(cases, doc["medians"])
     problems = _problems(doc) if o.quick else []
