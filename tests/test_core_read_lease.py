@@ -10,7 +10,7 @@ import random
 
 from dkvs.core.config import CoreConfig
 from dkvs.core.effects import Reply, Send
-from dkvs.core.log import OP_MEMBER_ADD, OP_PUT, Entry
+from dkvs.core.log import OP_MEMBER_ADD, OP_MEMBER_REMOVE, OP_PUT, Entry
 from dkvs.core.messages import Append, AppendReply, VoteReply, VoteRequest
 from dkvs.core.node import CANDIDATE, MASTER, SLAVE, Node
 
@@ -145,6 +145,16 @@ def test_starting_a_transfer_drops_the_lease_for_the_rest_of_the_epoch():
     assert not node.read_lease_valid()  # a delayed TimeoutNow could still make b campaign
     out = node.propose_read(1, 100)
     assert not answered(out) and sends(out)
+
+
+def test_a_membership_change_drops_the_lease_even_when_the_answers_would_still_count():
+    # Removing c leaves {a, b}: b's answer alone would make a majority of the new list. The
+    # lease is dropped all the same (conservative: a new list earns its own lease).
+    node, _ = leased_master()
+    node.propose(7, OP_MEMBER_REMOVE, "c", None, "1")
+    assert node.voters() == ["a", "b"] and not node.read_lease_valid()
+    ack(node, "b", heartbeat(node))
+    assert node.read_lease_valid()
 
 
 def test_a_membership_change_and_a_clock_jump_drop_the_lease():
