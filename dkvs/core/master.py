@@ -168,15 +168,11 @@ class MasterMixin:
     def propose_read(self, request_id: int, timeout_ticks: int) -> list[Effect]:
         """Linearizable read barrier (read index): answered once a majority confirmed this
         node is still master *after* the request arrived, and everything it had applied
-        is committed. The host then reads its local state.
-
-        With a valid read lease (:mod:`dkvs.core.read_lease`) no round is needed: answered
-        at once when everything it had appended is committed. Otherwise it takes the read
-        index's path, and is answered by its round or by the lease, whichever comes first."""
+        is committed. The host then reads its local state. With a read lease (dkvs.core.read_lease)
+        and everything committed: at once, no round; else by its round or the lease, first wins."""
         if self.role != MASTER:
             return self._reply_not_master(request_id)
-        leased = self.read_lease_valid()
-        if leased and self.commit_seq >= self.log.last_seq:
+        if self.read_lease_valid() and self.commit_seq >= self.log.last_seq:
             return [Reply(request_id, {"seq": self.log.last_seq, "epoch": self.epoch})]
         out: list[Effect] = []
         self.pending_reads.append(_PendingRead(self.read_round + 1, self.log.last_seq, request_id,
