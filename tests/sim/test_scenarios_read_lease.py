@@ -147,3 +147,22 @@ def test_a_transfer_drops_the_lease_and_the_handover_leaves_no_stale_read():
     wait_done(c, late)
     assert not late.ok  # n1 is a slave now
     c.settle()
+
+
+def test_a_timeout_now_delivered_after_the_transfer_was_given_up_meets_no_lease():
+    # Why a transfer ends the lease for the rest of the epoch: n1's TimeoutNow to n2 is held
+    # on the wire until the transfer's deadline passed and n1 took writes (and, without the
+    # rule, leased reads on n3's answers) again. When it arrives, n2 campaigns with transfer
+    # votes, which n3 grants although it still hears n1: a new master while n1's lease runs.
+    c = lease_cluster(36)
+    c.net.hold("n1", "n2")
+    handover = transfer(c, to="n2", timeout=2 * HB)
+    wait_for(c, lambda: handover.done, 4 * HB, "the transfer to give up")
+    assert handover.error == "transfer_timeout" and node(c, "n1").role == "master"
+    c.run(HB)  # n3 answered fresh heartbeat rounds: n1 would hold a lease again
+    assert not node(c, "n1").read_lease_valid()
+    c.net.hold("n2", "n1")  # n1 will not hear n2's vote request itself (a slow link)
+    c.net.release("n1", "n2")  # the TimeoutNow arrives: n2 takes over with n3's vote
+    wait_for(c, lambda: node(c, "n2").role == "master", 2 * T, "n2 to take over")
+    c.net.release("n2", "n1")
+    c.settle()
