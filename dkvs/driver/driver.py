@@ -176,9 +176,17 @@ class NodeDriver:
         """Effects the node produced before the driver existed (:meth:`Node.bootstrap`)."""
         self._take(effects, CALL)
 
-    def persisted(self, log_bytes: int) -> None:
-        """Storage holds ``log_bytes`` of log now (after appends or a compaction)."""
+    def persisted(self, log_bytes: int, flushed: bool = False) -> bool:
+        """Storage holds ``log_bytes`` of log now (after appends or a compaction). With
+        ``flushed`` every persist effect handed out so far is on disk: the node's log is
+        durable to its end, and a master may commit now. Returns whether that produced
+        effects (the host runs :meth:`ready` again at once)."""
         self.log_bytes = log_bytes
+        if not flushed:
+            return False
+        before = len(self._ready.apply) + len(self._ready.replies)
+        self._take(self.node.persisted(self.node.log.last_seq), CALL)
+        return len(self._ready.apply) + len(self._ready.replies) > before
 
     def persist_failed(self, reason: str) -> list[ClientReply]:
         """Storage could not persist a batch (disk full, read-only, vanished): refuse new

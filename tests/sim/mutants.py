@@ -185,8 +185,8 @@ MUTANTS += (
           "answered 404/409, bound to the request that created that entry"),
     _node("peers_before_sends", "dkvs/runtime/executor.py",
           "        if ready.peers is not None:\n            self.transport.set_peers(ready.peers)\n"
-          "        if ready.persist:",
-          "        if ready.persist:",
+          "        early = ",
+          "        early = ",
           "the transport learns a new member's address before anything is sent to it",
           ("        for told in notes:",
            "        if ready.peers is not None:\n            self.transport.set_peers(ready.peers)\n"
@@ -302,6 +302,16 @@ MUTANTS += (
        "        self.probing = True\n        return True\n",
        "a refusal drops every batch in flight and resends at once from the fork-point search's "
        "guess, instead of waiting for the dropped window to time out"),
+)
+
+MUTANTS += (
+    # -- the master replicates while it writes its own disk (tests/sim/test_scenarios_durable_master.py)
+    _m("master_counts_durable_seq_only", "master.py",
+       "matches[self.id] = self._own_durable_seq()",
+       "matches[self.id] = self.log.last_seq",
+       "a master's batch leaves before its own fsync, so its copy counts in a commit only up to "
+       "what its disk holds: an entry it failed to persist commits only through a majority of "
+       "other durable copies"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
