@@ -146,9 +146,10 @@ class MasterMixin:
         return out
 
     def _append_own(self, entry: Entry, out: list[Effect]) -> Entry:
-        """Append an entry this master wrote; with no other voter it is committed at once."""
+        """Append an entry this master wrote; with no other voter it is committed at once
+        (once it is on disk, where the host reports persists: :meth:`persisted` commits it)."""
         self._append_to_log([entry])
-        if len(self.voters()) <= 1:
+        if not self.durable_reported and len(self.voters()) <= 1:
             self._maybe_commit(out, emit=False)
         self._emit_appended((entry,), out)
         return entry
@@ -288,8 +289,11 @@ class MasterMixin:
         """The host's storage holds this node's log up to ``seq`` (everything it was handed
         so far: so this also moves back after a truncation). On a master the commit point
         may move now: slaves' answers that arrived before the fsync ended count at last."""
-        self.durable_seq = min(seq, self.log.last_seq)
+        seq = min(seq, self.log.last_seq)
         out: list[Effect] = []
+        if seq == self.durable_seq:
+            return out
+        self.durable_seq = seq
         if self.role == MASTER:
             self._maybe_commit(out)
             self._release_writes(out)

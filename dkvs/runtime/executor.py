@@ -15,7 +15,7 @@ majority of *other* durable copies holds it. Everything else waits for the persi
 before: answers to an incoming message, applies and replies, and every send of a batch
 that persists an epoch, a vote, a truncation or a snapshot (those must be on disk before
 any message leaves). After a successful persist the driver learns that the log is
-durable; if the commit point moved, its follow-up batch runs at once.
+durable; if the commit point moved, that commit is applied and answered in the same batch.
 
 Both hosts use this class — the threaded runtime and the simulator — so the simulator
 runs the same persist → send → apply → reply path as production.
@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from contextlib import nullcontext
 
-from ..core.effects import InstallSnapshot, PersistEntries, PersistState, PersistTruncate
+from ..core.effects import Apply, InstallSnapshot, PersistEntries, PersistState, PersistTruncate
 from ..core.election import MASTER
 from ..core.log import DATA_OPS
 from ..driver import INFO, WARNING, BuildSnapshot, CompactStorage, Ready, StreamSnapshot, note
@@ -80,7 +80,7 @@ class Executor:
         # more (its acks=1 reply in the same batch, or a commit, timeout or step-down later):
         # that second answer is dropped here, so each client request is answered once.
         self._answered_early: set[int] = set()
-        self._more = False  # the driver has a follow-up batch (a persist moved the commit point)
+        self._committed: list = []  # what the last persist let the master commit (Apply, Reply)
         driver.node.durable_reported = True  # this host reports each persist (persisted(flushed=True))
 
     def run(self, ready: Ready) -> None:
@@ -95,6 +95,8 @@ class Executor:
         if ready.persist:
             self.backlog.extend(ready.persist)
         failed = self._flush() if self.backlog else []
+        if self._committed:  # the persist moved the commit point: apply and answer it in this batch
+            self._add_committed(ready)
         for reply in failed:  # the writes waiting when the persist failed: answered once, now
             self._answered_early.add(reply.request_id)
             self._complete(reply)
@@ -132,9 +134,20 @@ class Executor:
             narration.log(logging.INFO if told.level == INFO else logging.WARNING, "%s", told.text)
             if self._on_note is not None:
                 self._on_note(told)
-        if self._more:  # the persist moved the commit point: its applies and replies, now
-            self._more = False
-            self.run(driver.ready())
+
+    def _add_committed(self, ready: Ready) -> None:
+        """Add what the persist let the master commit to this batch. A bare commit point
+        (``Apply((), seq)``) right after the batch's own entries is folded into their
+        Apply: the same state, without undo records for entries committed as they apply."""
+        applies, replies = ready.apply, ready.replies
+        for effect in self._committed:
+            if type(effect) is not Apply:
+                replies.append(effect)
+            elif not effect.entries and applies and type(applies[-1]) is Apply:
+                applies[-1] = Apply(applies[-1].entries, max(applies[-1].commit_seq, effect.commit_seq))
+            else:
+                applies.append(effect)
+        self._committed = []
 
     def sends_first(self, ready: Ready) -> bool:
         """Whether this batch's sends may leave before its persist: the node is master and
@@ -166,7 +179,7 @@ class Executor:
             log.error("cannot persist: %s; writes are refused until it works again (retried every %d ticks)",
                       reason, RETRY_TICKS)
             return driver.persist_failed(reason)
-        self._more = driver.persisted(self.storage.log_bytes(), flushed=True)
+        self._committed = driver.persisted(self.storage.log_bytes(), flushed=True)
         if self._failing:
             self._failing = False
             log.warning("storage accepts writes again (%d sends were dropped meanwhile)", self.dropped_sends)
