@@ -274,13 +274,10 @@ class MasterMixin:
                 out.append(Apply((), candidate))
 
     def _own_durable_seq(self) -> int:
-        """How far this master's own copy counts in a quorum: up to what its disk holds.
-
-        The runtime sends a master's batch before it persists it (Raft thesis §10.2.1), so
-        an entry may sit on slaves while the master's fsync is still running or has failed.
-        Counting the master's in-memory log would let such an entry commit with a majority
-        of which one copy is not on any disk. Without ``durable_reported`` (a host that
-        persists before anything leaves, as the core tests drive it) the log is the disk."""
+        """How far this master's own copy counts in a quorum: what its disk holds. Its
+        batch leaves before its own fsync (Raft thesis §10.2.1), so its in-memory log may
+        hold what no disk of its does. Without ``durable_reported`` (a host that persists
+        before anything leaves, as the core tests drive it) the log is the disk."""
         if not self.durable_reported:
             return self.log.last_seq
         return min(self.durable_seq, self.log.last_seq)
