@@ -14,7 +14,9 @@ Replication rules (DESIGN §3):
   epoch, or its end. ``next_seq`` moves strictly back each time, so the search ends.
   A slave behind the retained log gets the stored snapshot instead.
 * ``commit_seq`` is the highest seq held by a majority *and written in this epoch*
-  (an older-epoch entry becomes committed only under a newer one, as in Raft).
+  (an older-epoch entry becomes committed only under a newer one, as in Raft). The
+  master's own copy counts only once it is on its disk (``durable_seq``): its batches
+  leave before its own fsync.
 * Durability levels: ``1`` is answered on append; ``majority`` when committed; ``all``
   when committed and held by every live member.
 * Read index (Raft §6.4): a consistent read is registered for the *next* read round, and
@@ -158,9 +160,10 @@ class MasterMixin:
         return out
 
     def _append_own(self, entry: Entry, out: list[Effect]) -> Entry:
-        """Append an entry this master wrote; with no other voter it is committed at once."""
+        """Append an entry this master wrote; with no other voter it is committed at once
+        (once it is on disk, where the host reports persists: :meth:`persisted` commits it)."""
         self._append_to_log([entry])
-        if len(self.voters()) <= 1:
+        if not self.durable_reported and len(self.voters()) <= 1:
             self._maybe_commit(out, emit=False)
         self._emit_appended((entry,), out)
         return entry
@@ -281,17 +284,41 @@ class MasterMixin:
     def _maybe_commit(self, out: list[Effect], emit: bool = True) -> None:
         """Advance the commit point; ``emit=False`` when an Apply that carries it follows."""
         matches = {peer: p.match_seq for peer, p in self.progress.items()}
-        matches[self.id] = self.log.last_seq  # ignored once this master removed itself (no voter)
+        matches[self.id] = self._own_durable_seq()  # ignored once this master removed itself (no voter)
         candidate = quorum_seq(matches, self.voters())
         if candidate > self.commit_seq and self.log.epoch_at(candidate) == self.epoch:
             self.commit_seq = candidate
             if emit:
                 out.append(Apply((), candidate))
 
+    def _own_durable_seq(self) -> int:
+        """How far this master's own copy counts in a quorum: what its disk holds. Its
+        batch leaves before its own fsync (Raft thesis §10.2.1), so its in-memory log may
+        hold what no disk of its does. Without ``durable_reported`` (a host that persists
+        before anything leaves, as the core tests drive it) the log is the disk."""
+        if not self.durable_reported:
+            return self.log.last_seq
+        return min(self.durable_seq, self.log.last_seq)
+
+    def persisted(self, seq: int) -> list[Effect]:
+        """The host's storage holds this node's log up to ``seq`` (everything it was handed
+        so far: so this also moves back after a truncation). On a master the commit point
+        may move now: slaves' answers that arrived before the fsync ended count at last."""
+        seq = min(seq, self.log.last_seq)
+        out: list[Effect] = []
+        if seq == self.durable_seq:
+            return out
+        self.durable_seq = seq
+        if self.role == MASTER:
+            self._maybe_commit(out)
+            self._release_writes(out)
+            self._release_reads(out)
+        return out
+
     def _all_live_seq(self) -> int:
         """Highest seq held by every live voter (and committed). Learners do not count: a
         catching-up learner would hold every ``acks=all`` write for its whole catch-up."""
-        held = [self.log.last_seq]
+        held = [self._own_durable_seq()]
         for peer, p in self.progress.items():
             if peer in self.learners:
                 continue

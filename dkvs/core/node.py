@@ -54,6 +54,12 @@ class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin, ReadLeaseMixin
         self._set_membership(fold_members(self._base_members, self.log.entries))
         # Entries up to the snapshot are committed; later ones are not known to be.
         self.commit_seq = snapshot_seq
+        # How far this node's own disk holds its log. Entries read back from storage are on
+        # it; a host that persists after it sends (the runtime's executor, for a master)
+        # sets ``durable_reported`` and reports each persist (:meth:`persisted`), and a
+        # master then counts its own copy in a quorum only this far (see master.py).
+        self.durable_seq = self.log.last_seq
+        self.durable_reported = False
         self.now = 0
         self.role = SLAVE
         self.master_id: str | None = None

@@ -182,9 +182,16 @@ class NodeDriver:
         """Effects the node produced before the driver existed (:meth:`Node.bootstrap`)."""
         self._take(effects, CALL)
 
-    def persisted(self, log_bytes: int) -> None:
-        """Storage holds ``log_bytes`` of log now (after appends or a compaction)."""
+    def persisted(self, log_bytes: int, flushed: bool = False) -> list:
+        """Storage holds ``log_bytes`` of log now (after appends or a compaction). With
+        ``flushed`` every persist effect handed out so far is on disk: the node's log is
+        durable to its end, and a master may commit now. Returns what that commit does —
+        ``Apply`` and ``Reply`` effects only, which the host runs with the batch it is
+        executing (after its persist, as every apply and reply), not a batch later."""
         self.log_bytes = log_bytes
+        if not flushed:
+            return []
+        return self.node.persisted(self.node.log.last_seq)
 
     def persist_failed(self, reason: str) -> list[ClientReply]:
         """Storage could not persist a batch (disk full, read-only, vanished): refuse new

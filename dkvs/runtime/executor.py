@@ -5,6 +5,18 @@ apply (under the state lock, by the driver), replies, work, notes. Consecutive e
 appends are merged into one ``Storage.append`` call: the group commit, so under
 ``--fsync always`` a burst of writes shares one fsync.
 
+One exception (Raft thesis §10.2.1, what etcd's leader does): a *master* whose batch
+persists only log entries sends first, then persists, so its slaves write their copies
+while it writes its own and a write costs one fsync of latency, not two in series. That
+is safe because the core counts the master's own copy in a commit only once the host
+reports it durable (:meth:`NodeDriver.persisted` with ``flushed``; see
+``MasterMixin._own_durable_seq``): an entry whose master fsync fails commits only if a
+majority of *other* durable copies holds it. Everything else waits for the persist as
+before: answers to an incoming message, applies and replies, and every send of a batch
+that persists an epoch, a vote, a truncation or a snapshot (those must be on disk before
+any message leaves). After a successful persist the driver learns that the log is
+durable; if the commit point moved, that commit is applied and answered in the same batch.
+
 Both hosts use this class — the threaded runtime and the simulator — so the simulator
 runs the same persist → send → apply → reply path as production.
 
@@ -29,7 +41,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from contextlib import nullcontext
 
-from ..core.effects import InstallSnapshot, PersistEntries, PersistState, PersistTruncate
+from ..core.effects import Apply, InstallSnapshot, PersistEntries, PersistState, PersistTruncate
+from ..core.election import MASTER
 from ..core.log import DATA_OPS
 from ..driver import INFO, WARNING, BuildSnapshot, CompactStorage, Ready, StreamSnapshot, note
 from ..storage.base import StoredSnapshot
@@ -63,6 +76,12 @@ class Executor:
         self.dropped_sends = 0  # sends dropped while the backlog was not empty
         self._retry_at = 0
         self._failing = False
+        # Requests answered disk_full when a persist failed; the core still answers each once
+        # more (its acks=1 reply in the same batch, or a commit, timeout or step-down later):
+        # that second answer is dropped here, so each client request is answered once.
+        self._answered_early: set[int] = set()
+        self._committed: list = []  # what the last persist let the master commit (Apply, Reply)
+        driver.node.durable_reported = True  # this host reports each persist (persisted(flushed=True))
 
     def run(self, ready: Ready) -> None:
         if not ready and not self.backlog:  # an idle tick still retries a failed persist
@@ -70,15 +89,22 @@ class Executor:
         driver = self.driver
         if ready.peers is not None:
             self.transport.set_peers(ready.peers)
+        early = ready.sends and not self.backlog and self.sends_first(ready)
+        if early:
+            self._send(ready.sends)
         if ready.persist:
             self.backlog.extend(ready.persist)
         failed = self._flush() if self.backlog else []
+        if self._committed:  # the persist moved the commit point: apply and answer it in this batch
+            self._add_committed(ready)
+        for reply in failed:  # the writes waiting when the persist failed: answered once, now
+            self._answered_early.add(reply.request_id)
+            self._complete(reply)
         if self.backlog:
-            self.dropped_sends += len(ready.sends) + len(ready.responses)
+            self.dropped_sends += (0 if early else len(ready.sends)) + len(ready.responses)
         else:
-            send = self.transport.send
-            for out in ready.sends:
-                send(out.to, out.message, out.send_id)
+            if not early:
+                self._send(ready.sends)
             for token, messages in ready.responses.items():
                 token.messages.extend(messages)
         notes = ready.notes
@@ -94,18 +120,46 @@ class Executor:
             with self._lock:
                 applied = driver.apply(ready)
             self._record(applied.changes, notes)
+            answered = self._answered_early
             for reply in applied.replies:
+                if answered and reply.request_id in answered:  # told disk_full already
+                    answered.discard(reply.request_id)
+                    continue
                 if self.backlog and reply.error is None:  # it may rest on what is not on disk
                     reply = replace(reply, error="disk_full", rejected=None)
                 self._complete(reply)
-        for reply in failed:
-            self._complete(reply)
         for job in ready.work:
             self._start(job)
         for told in notes:
             narration.log(logging.INFO if told.level == INFO else logging.WARNING, "%s", told.text)
             if self._on_note is not None:
                 self._on_note(told)
+
+    def _add_committed(self, ready: Ready) -> None:
+        """Add what the persist let the master commit to this batch. A bare commit point
+        (``Apply((), seq)``) right after the batch's own entries is folded into their
+        Apply: the same state, without undo records for entries committed as they apply."""
+        applies, replies = ready.apply, ready.replies
+        for effect in self._committed:
+            if type(effect) is not Apply:
+                replies.append(effect)
+            elif not effect.entries and applies and type(applies[-1]) is Apply:
+                applies[-1] = Apply(applies[-1].entries, max(applies[-1].commit_seq, effect.commit_seq))
+            else:
+                applies.append(effect)
+        self._committed = []
+
+    def sends_first(self, ready: Ready) -> bool:
+        """Whether this batch's sends may leave before its persist: the node is master and
+        the batch persists log entries only (see the module docstring)."""
+        if self.driver.node.role != MASTER:
+            return False
+        return all(type(effect) is PersistEntries for effect in ready.persist)
+
+    def _send(self, sends: list) -> None:
+        send = self.transport.send
+        for out in sends:
+            send(out.to, out.message, out.send_id)
 
     def _flush(self) -> list:
         """Persist the backlog (this batch's effects, after any left by a failure). On an
@@ -125,7 +179,7 @@ class Executor:
             log.error("cannot persist: %s; writes are refused until it works again (retried every %d ticks)",
                       reason, RETRY_TICKS)
             return driver.persist_failed(reason)
-        driver.persisted(self.storage.log_bytes())
+        self._committed = driver.persisted(self.storage.log_bytes(), flushed=True)
         if self._failing:
             self._failing = False
             log.warning("storage accepts writes again (%d sends were dropped meanwhile)", self.dropped_sends)

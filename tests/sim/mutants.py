@@ -185,8 +185,8 @@ MUTANTS += (
           "answered 404/409, bound to the request that created that entry"),
     _node("peers_before_sends", "dkvs/runtime/executor.py",
           "        if ready.peers is not None:\n            self.transport.set_peers(ready.peers)\n"
-          "        if ready.persist:",
-          "        if ready.persist:",
+          "        early = ",
+          "        early = ",
           "the transport learns a new member's address before anything is sent to it",
           ("        for told in notes:",
            "        if ready.peers is not None:\n            self.transport.set_peers(ready.peers)\n"
@@ -360,6 +360,13 @@ MUTANTS += (
        "        self.drop_read_lease()\n",
        "        slow, so time measured across the jump is too short. Drop the lease.\"\"\"\n",
        "ticks dropped by the host (a long stall) drop the read lease"),
+    # -- the master replicates while it writes its own disk (tests/sim/test_scenarios_durable_master.py)
+    _m("master_counts_durable_seq_only", "master.py",
+       "matches[self.id] = self._own_durable_seq()",
+       "matches[self.id] = self.log.last_seq",
+       "a master's batch leaves before its own fsync, so its copy counts in a commit only up to "
+       "what its disk holds: an entry it failed to persist commits only through a majority of "
+       "other durable copies"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).

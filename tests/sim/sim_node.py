@@ -8,6 +8,7 @@ request as the cluster sends it and, once answered, what the client was told.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from dkvs.core.kvstate import KVState
@@ -23,15 +24,20 @@ __all__ = ["SimDisk", "ClientOp", "SimNode"]
 
 
 class SimDisk(MemoryStorage):
-    """Memory storage that reports what is written to it (and survives crashes)."""
+    """Memory storage that reports what is written to it (and survives crashes). While
+    ``full`` is set every append fails as a full disk does (``ENOSPC``): a master's batch
+    then is on the wire (its sends leave before its persist) but not on its disk."""
 
     def __init__(self, node_id: str, invariants: Invariants) -> None:
         super().__init__()
         self._id = node_id
         self._inv = invariants
         self.rollbacks: list[list] = []
+        self.full = False
 
     def append(self, entries) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
         self._inv.on_persist(self._id, entries)
         super().append(entries)
 
