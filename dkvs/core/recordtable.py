@@ -72,7 +72,8 @@ def pack(key: str, value: str, seq: int) -> bytes:
 
 def pack_with_probe(key: str, value: str, seq: int) -> tuple[bytes, bytes]:
     """``(probe(key), pack(key, value, seq))`` with one encoding of the key (the apply path)."""
-    head = probe(key)
+    data = key.encode("utf-8", "surrogatepass")  # probe(key), inline: once per write
+    head = (data.replace(b"\x00", b"\x00\x01") if b"\x00" in data else data) + END
     return head, head + b"%016x" % seq + value.encode("utf-8", "surrogatepass")
 
 

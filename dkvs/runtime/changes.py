@@ -129,7 +129,8 @@ class ChangeFeed:
                     changes.append((entry.seq, entry.key, entry.value if entry.op == OP_PUT else None))
                 if entry.seq > self.index:
                     self.index = entry.seq
-            self._notify()
+            if self._waiting:  # _notify, inline: this runs for every applied batch
+                self._cond.notify_all()
             if self._parked:
                 self._hand_over_applied()
 
