@@ -346,7 +346,8 @@ class DkvsRequestHandler:
         if self.body is not None:
             return 0
         headers = self.headers
-        if headers.get("Content-Length") is None and headers.get("Transfer-Encoding") is None:
+        by_name = headers.by_name
+        if "content-length" not in by_name and "transfer-encoding" not in by_name:
             return 0
         try:
             length = declared_length(headers)
