@@ -108,6 +108,7 @@ class DkvsRequestHandler:
         self.requestline = ""
         self.request_version = "HTTP/1.1"
         self.command = ""
+        self.setup()
 
     # --- one request ------------------------------------------------------------------
 
@@ -122,19 +123,15 @@ class DkvsRequestHandler:
         self.wfile = conn.writer
         self.service = self.server.service
         self.linger = False
-        self._reset()
-
-    def handle(self) -> None:
-        """Answer the request whose head is buffered on the connection (or arriving)."""
-        self.setup()
-        self.handle_one_request()
-
-    def _reset(self) -> None:
         self.body = None  # bytes once read; None while unread
         self.query = {}
         self.args = {}
         self._cors = ""
         self._expect_continue = False
+
+    def handle(self) -> None:
+        """Answer the request whose head is buffered on the connection (or arriving)."""
+        self.handle_one_request()
 
     def handle_one_request(self) -> None:
         conn = self.conn
@@ -319,6 +316,10 @@ class DkvsRequestHandler:
         if length > limit:  # refused unread: _settle_unread_body decides drain or close
             raise PayloadTooLarge(f"the {name} is {length} bytes; the limit is {limit}",
                                   parameter=name)
+        conn = self.conn
+        if length != CHUNKED and not self._expect_continue and length <= len(conn.buf) - conn.pos:
+            self.body = self.rfile.read(length)  # prefetched: no socket read, nothing can fail
+            return self.body
         try:
             if self._expect_continue:
                 self._expect_continue = False
