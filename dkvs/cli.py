@@ -35,10 +35,12 @@ and --data-dir DIR to keep data across restarts."""
 
 EXIT_USAGE = 2
 # The interpreter's thread switch interval in a node process (Python's default: 0.005 s).
-# A node's threads mostly give the GIL up in their own socket calls; a forced switch every
-# 5 ms only adds hand-overs between request threads in the middle of a request. Set by
-# main() when it runs a node, never on import (tests and tools keep the default).
-NODE_SWITCH_INTERVAL_SECONDS = float(os.environ.get("DKVS_TEST_SWITCH", "0.05"))
+# A node's threads give the GIL up in their own socket calls; a forced switch every 5 ms
+# only adds hand-overs between request threads in the middle of a request (fewer context
+# switches per write with 0.05: docs/benchmarks.md). Still far below the heartbeat
+# interval, so a busy thread cannot starve the ticker. Set by main() when it runs a node,
+# never on import (tests and tools that import dkvs keep the default).
+NODE_SWITCH_INTERVAL_SECONDS = 0.05
 # A first argument naming one of these runs the command-line client (dkvs.client.cli.COMMANDS).
 CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status", "members", "leader", "backup", "restore")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
