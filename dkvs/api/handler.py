@@ -44,7 +44,7 @@ from .body import CHUNKED, IncompleteBody, declared_length, discard, read_chunke
 from .forward import FORWARDED_HEADER
 from .params import LengthRequired
 from .response import Reply, date_line, encode_json, error_reply, render
-from .headers import HeadError, parse_fields, read_headers
+from .headers import HeadError, parse_fields, parse_request_line, read_headers
 from .routes import INTERNAL_PREFIX, dispatch
 from .service import NotMaster
 
@@ -180,27 +180,11 @@ class DkvsRequestHandler:
         """
         self.close_connection = True
         self.request_version = "HTTP/1.1"
-        requestline = line.rstrip("\r\n")
-        self.requestline = requestline
-        words = requestline.split()
-        if len(words) != 3:
-            self.send_error(HTTPStatus.BAD_REQUEST, f"bad request line {requestline[:60]!r}")
-            return False
-        command, path, version = words
-        if version == "HTTP/1.1":
-            self.close_connection = False
-        elif version != "HTTP/1.0":
-            major = version[5:].split(".", 1)[0] if version.startswith("HTTP/") else ""
-            if not (major.isdigit() and len(version) <= 16):
-                self.send_error(HTTPStatus.BAD_REQUEST, f"bad request version {version[:20]!r}")
-                return False
-            if int(major) >= 2:
-                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"{version} is not supported")
-                return False
-            self.close_connection = False
-        self.command, self.request_version = command, version
-        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        self.requestline = line.rstrip("\r\n")
         try:
+            command, path, version = parse_request_line(self.requestline)
+            self.close_connection = version == "HTTP/1.0"  # until its headers say otherwise
+            self.command, self.request_version, self.path = command, version, path
             self.headers = headers = read_headers(self.rfile) if lines is None else parse_fields(lines)
         except HeadError as exc:
             self.send_error(exc.status, str(exc))

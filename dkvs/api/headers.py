@@ -15,7 +15,7 @@ worker starts), which saves a ``readline`` and a decode per line.
 
 from __future__ import annotations
 
-__all__ = ["Headers", "read_headers", "parse_fields", "HeadError", "MAX_HEADER_LINE_BYTES", "MAX_HEADERS"]
+__all__ = ["Headers", "read_headers", "parse_fields", "parse_request_line", "HeadError", "MAX_HEADER_LINE_BYTES", "MAX_HEADERS"]
 
 MAX_HEADER_LINE_BYTES = 65536
 MAX_HEADERS = 100
@@ -97,6 +97,23 @@ class Headers:
 
     def __str__(self) -> str:
         return "".join(f"{n}: {v}\r\n" for n, v in self._fields) + "\r\n"
+
+
+def parse_request_line(requestline: str) -> tuple[str, str, str]:
+    """``(command, path, version)`` of a request line without its line end (RFC 9112 §3);
+    HeadError 400 when malformed, 505 for HTTP/2 and later. A path starting with ``//``
+    is reduced to one slash (as ``http.server`` does)."""
+    words = requestline.split()
+    if len(words) != 3:
+        raise HeadError(400, f"bad request line {requestline[:60]!r}")
+    command, path, version = words
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
+        major = version[5:].split(".", 1)[0] if version.startswith("HTTP/") else ""
+        if not (major.isdigit() and len(version) <= 16):
+            raise HeadError(400, f"bad request version {version[:20]!r}")
+        if int(major) >= 2:
+            raise HeadError(505, f"{version} is not supported")
+    return command, "/" + path.lstrip("/") if path.startswith("//") else path, version
 
 
 def read_headers(rfile) -> Headers:
