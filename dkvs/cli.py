@@ -34,6 +34,13 @@ http://127.0.0.1:7070. Add --join URL (any node of a cluster) to join an existin
 and --data-dir DIR to keep data across restarts."""
 
 EXIT_USAGE = 2
+# The interpreter's thread switch interval in a node process (Python's default: 0.005 s).
+# A node's threads give the GIL up in their own socket calls; a forced switch every 5 ms
+# only adds hand-overs between request threads in the middle of a request (fewer context
+# switches per write with 0.05: docs/benchmarks.md). Still far below the heartbeat
+# interval, so a busy thread cannot starve the ticker. Set by main() when it runs a node,
+# never on import (tests and tools that import dkvs keep the default).
+NODE_SWITCH_INTERVAL_SECONDS = 0.05
 # A first argument naming one of these runs the command-line client (dkvs.client.cli.COMMANDS).
 CLIENT_COMMANDS = ("get", "put", "del", "ls", "watch", "txn", "lease", "status", "members", "leader", "backup", "restore")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -311,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime.app import DkvsNode
     from .runtime.startup import StartupError
 
+    sys.setswitchinterval(NODE_SWITCH_INTERVAL_SECONDS)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

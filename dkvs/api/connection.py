@@ -54,7 +54,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "address", "buf", "pos", "state", "deadline", "request_started",
                  "request_bytes", "last_read", "head_end", "need", "reserved", "expired", "eof",
-                 "linger_left", "kind", "over_cap", "hot")
+                 "linger_left", "kind", "over_cap", "hot", "reader", "writer")
 
     def __init__(self, sock: socket.socket, address, now: float) -> None:
         self.sock = sock
@@ -76,6 +76,8 @@ class Connection:
         self.kind = "client"
         self.over_cap = False
         self.hot = False
+        self.reader: ConnectionReader | None = None  # made by the first handler, then reused
+        self.writer: ConnectionWriter | None = None
 
     @property
     def buffered(self) -> int:
@@ -195,7 +197,7 @@ class ConnectionReader:
 
     def read(self, size: int) -> bytes:
         conn = self.conn
-        while conn.buffered < size and self._fill():
+        while len(conn.buf) - conn.pos < size and self._fill():  # buffered, without a call
             pass
         pos = conn.pos
         data = bytes(conn.buf[pos:pos + size])

@@ -44,7 +44,7 @@ from .body import CHUNKED, IncompleteBody, declared_length, discard, read_chunke
 from .forward import FORWARDED_HEADER
 from .params import LengthRequired
 from .response import Reply, date_line, encode_json, error_reply, render
-from .headers import HeadError, read_headers
+from .headers import HeadError, parse_fields, parse_request_line, read_headers
 from .routes import INTERNAL_PREFIX, dispatch
 from .service import NotMaster
 
@@ -108,91 +108,99 @@ class DkvsRequestHandler:
         self.requestline = ""
         self.request_version = "HTTP/1.1"
         self.command = ""
+        self.setup()
 
     # --- one request ------------------------------------------------------------------
 
     def setup(self) -> None:
-        server = self.server
-        self.rfile = ConnectionReader(self.conn, server.request_timeout_seconds, server.idle_timeout_seconds)
-        self.wfile = ConnectionWriter(self.conn.sock, server.request_timeout_seconds)
-        self.service = server.service
+        conn = self.conn
+        self.rfile = conn.reader
+        if self.rfile is None:  # the connection's first request: its reader and writer
+            server = self.server
+            self.rfile = conn.reader = ConnectionReader(conn, server.request_timeout_seconds,
+                                                        server.idle_timeout_seconds)
+            conn.writer = ConnectionWriter(conn.sock, server.request_timeout_seconds)
+        self.wfile = conn.writer
+        self.service = self.server.service
         self.linger = False
-        self._reset()
-
-    def handle(self) -> None:
-        """Answer the request whose head is buffered on the connection (or arriving)."""
-        self.setup()
-        self.handle_one_request()
-
-    def _reset(self) -> None:
         self.body = None  # bytes once read; None while unread
         self.query = {}
         self.args = {}
         self._cors = ""
         self._expect_continue = False
 
+    def handle(self) -> None:
+        """Answer the request whose head is buffered on the connection (or arriving)."""
+        self.handle_one_request()
+
     def handle_one_request(self) -> None:
-        try:
-            line = self.rfile.readline(MAX_REQUEST_LINE_BYTES + 1)
-        except (OSError, ValueError):  # timed out or reset
-            line = b""
-        if not line:
-            self.close_connection = True
-            return
-        self.raw_requestline = line
-        if len(line) > MAX_REQUEST_LINE_BYTES:
-            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
-            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "the request line is too long")
-            return
-        try:
-            parsed = self.parse_request()  # sends its own errors through send_error
-        except (OSError, ValueError):  # timed out or reset while reading headers
-            parsed = False
+        conn = self.conn
+        end = conn.head_end
+        if end > conn.pos and conn.buf[end - 1] == 10:  # the whole head is buffered (LF)
+            # The common case: the selector (or request_ready) found the head's end, so it
+            # is decoded and split once instead of read a line at a time.
+            lines = conn.buf[conn.pos:end].decode("iso-8859-1").split("\n")
+            conn.pos = end
+            if len(lines[0]) >= MAX_REQUEST_LINE_BYTES:  # with its LF it is over the limit
+                self._line_too_long()
+                return
+            parsed = self.parse_request(lines[0], lines)
+        else:
+            try:
+                line = self.rfile.readline(MAX_REQUEST_LINE_BYTES + 1)
+            except (OSError, ValueError):  # timed out or reset
+                line = b""
+            if not line:
+                self.close_connection = True
+                return
+            if len(line) > MAX_REQUEST_LINE_BYTES:
+                self._line_too_long()
+                return
+            try:
+                parsed = self.parse_request(str(line, "iso-8859-1"))  # sends its own errors
+            except (OSError, ValueError):  # timed out or reset while reading headers
+                parsed = False
         if not parsed:
             self.close_connection = True
             return
         self._respond()
 
-    def parse_request(self) -> bool:
+    def _line_too_long(self) -> None:
+        self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+        self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, "the request line is too long")
+
+    def parse_request(self, line: str, lines: list[str] | None = None) -> bool:
         """Request line and head, as ``http.server`` would, without its ``email`` parser.
 
-        Sets ``command``, ``path``, ``request_version``, ``headers`` and
-        ``close_connection``; answers 400/431/505 itself and returns False on bad input.
+        ``line`` is the request line (its line end may still be on it); ``lines``, when
+        the whole head is in memory, its lines (:func:`~dkvs.api.headers.parse_fields`),
+        else the fields are read from ``rfile``. Sets ``command``, ``path``,
+        ``request_version``, ``headers`` and ``close_connection``; answers 400/431/505
+        itself and returns False on bad input.
         """
         self.close_connection = True
         self.request_version = "HTTP/1.1"
-        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        self.requestline = requestline
-        words = requestline.split()
-        if len(words) != 3:
-            self.send_error(HTTPStatus.BAD_REQUEST, f"bad request line {requestline[:60]!r}")
-            return False
-        command, path, version = words
-        if version == "HTTP/1.1":
-            self.close_connection = False
-        elif version != "HTTP/1.0":
-            major = version[5:].split(".", 1)[0] if version.startswith("HTTP/") else ""
-            if not (major.isdigit() and len(version) <= 16):
-                self.send_error(HTTPStatus.BAD_REQUEST, f"bad request version {version[:20]!r}")
-                return False
-            if int(major) >= 2:
-                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"{version} is not supported")
-                return False
-            self.close_connection = False
-        self.command, self.request_version = command, version
-        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        self.requestline = line.rstrip("\r\n")
         try:
-            self.headers = headers = read_headers(self.rfile)
+            command, path, version = parse_request_line(self.requestline)
+            self.close_connection = version == "HTTP/1.0"  # until its headers say otherwise
+            self.command, self.request_version, self.path = command, version, path
+            self.headers = headers = read_headers(self.rfile) if lines is None else parse_fields(lines)
         except HeadError as exc:
             self.send_error(exc.status, str(exc))
             return False
-        connection = headers.get("Connection", "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive":
-            self.close_connection = False
-        if headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
-            return self.handle_expect_100()
+        by_name = headers.by_name
+        if by_name:
+            connection = by_name.get("connection")
+            if connection is not None:
+                connection = connection.lower()
+                if connection == "close":
+                    self.close_connection = True
+                elif connection == "keep-alive":
+                    self.close_connection = False
+            expect = by_name.get("expect")
+            if expect is not None and expect.lower() == "100-continue" and version == "HTTP/1.1":
+                return self.handle_expect_100()
         return True
 
     def handle_expect_100(self) -> bool:
@@ -206,7 +214,7 @@ class DkvsRequestHandler:
         self._started = time.perf_counter()
         self.route_pattern = "unmatched"
         path, _, query = self.path.partition("?")
-        origin = self.headers.get("Origin")
+        origin = self.headers.by_name.get("origin")
         if origin and not path.startswith(INTERNAL_PREFIX):
             self._cors = self.server.cors.response_lines(origin)
         try:
@@ -235,7 +243,7 @@ class DkvsRequestHandler:
             return
         if self.server.stopping:  # this is the connection's last answer: say so
             self.close_connection = True
-        drain = self._settle_unread_body()
+        drain = 0 if self.body is not None else self._settle_unread_body()
         self._send(reply)
         self.server.metrics.observe(self.route_pattern, self.command, reply.status,
                                     time.perf_counter() - self._started)
@@ -292,6 +300,10 @@ class DkvsRequestHandler:
         if length > limit:  # refused unread: _settle_unread_body decides drain or close
             raise PayloadTooLarge(f"the {name} is {length} bytes; the limit is {limit}",
                                   parameter=name)
+        conn = self.conn
+        if length != CHUNKED and not self._expect_continue and length <= len(conn.buf) - conn.pos:
+            self.body = self.rfile.read(length)  # prefetched: no socket read, nothing can fail
+            return self.body
         try:
             if self._expect_continue:
                 self._expect_continue = False
@@ -319,7 +331,8 @@ class DkvsRequestHandler:
         if self.body is not None:
             return 0
         headers = self.headers
-        if headers.get("Content-Length") is None and headers.get("Transfer-Encoding") is None:
+        by_name = headers.by_name
+        if "content-length" not in by_name and "transfer-encoding" not in by_name:
             return 0
         try:
             length = declared_length(headers)

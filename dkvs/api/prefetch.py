@@ -19,10 +19,12 @@ PREFETCH_MAX_BYTES = 2 * 1024 * 1024  # bodies up to this size are read before a
 
 def head_length(buf: bytearray, pos: int) -> int:
     """Length of the complete request head at ``buf[pos:]`` (blank line included), or -1."""
-    end_crlf = buf.find(b"\n\r\n", pos)
-    end_lf = buf.find(b"\n\n", pos)
-    ends = [e + 3 for e in (end_crlf,) if e >= 0] + [e + 2 for e in (end_lf,) if e >= 0]
-    return min(ends) - pos if ends else -1
+    end = buf.find(b"\n\r\n", pos)
+    if end >= 0:  # the usual CRLF head; a bare-LF blank line may still come before it
+        bare = buf.find(b"\n\n", pos, end + 2)
+        return end + 3 - pos if bare < 0 else bare + 2 - pos
+    bare = buf.find(b"\n\n", pos)
+    return bare + 2 - pos if bare >= 0 else -1
 
 
 def framing(head: bytes) -> int | None:
@@ -47,9 +49,12 @@ def framing(head: bytes) -> int | None:
 
 def request_ready(conn: Connection) -> bool:
     """Whether a worker can start on the bytes buffered on ``conn`` without the selector:
-    a whole head, and the whole body when it is one the selector would have prefetched."""
-    length = head_length(conn.buf, conn.pos)
+    a whole head, and the whole body when it is one the selector would have prefetched.
+    Notes where the head ends (``conn.head_end``), as the selector does."""
+    pos = conn.pos
+    length = head_length(conn.buf, pos)
     if length < 0:
         return False
-    body = framing(bytes(conn.buf[conn.pos:conn.pos + length]))
+    conn.head_end = pos + length
+    body = framing(bytes(conn.buf[pos:pos + length]))
     return not body or body > PREFETCH_MAX_BYTES or conn.buffered >= length + body

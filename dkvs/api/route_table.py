@@ -8,6 +8,7 @@ allowed methods, and that every public path answers a CORS preflight.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -45,10 +46,27 @@ class Route:
     role: str | None = ADMIN
     scope: str | None = None
 
-    @property
+    @functools.cached_property
     def query_names(self) -> tuple[str, ...]:
         """The query parameters this route accepts, in table order."""
         return tuple(p.name for p in self.params if p.location == "query")
+
+    def absent_args(self, limits) -> dict | None:
+        """The parsed value of every query parameter when the query is empty (their
+        defaults under ``limits``), or None when some parser refuses an absent value.
+
+        Cached per ``limits`` object (Limits are frozen): a request without a query — most
+        of them — then parses only its path parameter. Parsers are pure functions of the
+        raw text and the limits (:mod:`dkvs.api.params`), so the cache changes no answer."""
+        cached = self.__dict__.get("_absent")
+        if cached is not None and cached[0] is limits:
+            return cached[1]
+        try:
+            args = {p.name: p.parse(None, limits) for p in self.params if p.location == "query"}
+        except Exception:  # noqa: BLE001 - a parser that needs its parameter: no shortcut
+            args = None
+        self.__dict__["_absent"] = (limits, args)  # frozen: not through __setattr__
+        return args
 
 
 class _PathEntry:

@@ -133,8 +133,13 @@ class DkvsHTTPServer:
     def _classify(conn: Connection) -> str:
         """The pool for the request buffered on ``conn``, from its request line (also kept
         in ``conn.kind``)."""
-        line_end = conn.buf.find(b"\n", conn.pos, conn.pos + 65536)
-        words = bytes(conn.buf[conn.pos:line_end if line_end >= 0 else conn.pos + 256]).split()
+        buf, pos = conn.buf, conn.pos
+        line_end = buf.find(b"\n", pos, pos + 65536)
+        if buf.startswith(b"PUT /kv/", pos) or (buf.startswith(b"GET /kv/", pos) and line_end >= 0
+                                                and buf.find(b"?", pos, line_end) < 0):
+            conn.kind = "client"  # the common requests, told without copying the line
+            return "client"
+        words = bytes(buf[pos:line_end if line_end >= 0 else pos + 256]).split()
         target = words[1] if len(words) > 1 else b""
         if target.startswith(INTERNAL_PREFIX.encode()):
             conn.kind = "internal"
@@ -231,7 +236,7 @@ class DkvsHTTPServer:
         if not conn.hot:
             return bool(conn.buffered) and request_ready(conn)
         deadline = time.monotonic() + HOT_WAIT_MAX_SECONDS
-        while not request_ready(conn):
+        while not (len(conn.buf) > conn.pos and request_ready(conn)):  # nothing yet: no parse
             if pool.queued or self.stopping or time.monotonic() >= deadline:
                 return False
             try:  # blocking, but SO_RCVTIMEO ends it after one slice

@@ -251,17 +251,21 @@ class NodeDriver:
             self._note(INFO, "snapshot_sent", f"snapshot at seq {seq} sent to {peer}", peer=peer, seq=seq)
 
     # -- output --------------------------------------------------------------------------------
+    _members_seen: dict | None = None  # the member table ready() last derived peers from
+
     def ready(self) -> Ready:
         """Everything to do now (see :mod:`dkvs.driver.ready` for the order); clears it."""
         self._take(self.node.flush(), CALL)
         self._maybe_build_snapshot()
         members = self.node.members
-        if self._peers is None or self._peers.keys() != members.keys() - {self.node.id} or \
-                any(self._peers[m] != members[m] for m in self._peers):
-            self._peers = {m: u for m, u in members.items() if m != self.node.id}
-            self._ready.peers = dict(self._peers)
-            for gone in [p for p in self.streaming if p not in self._peers]:
-                self.streaming.discard(gone)
+        if members != self._members_seen:  # one C comparison per round while nothing changes
+            self._members_seen = dict(members)
+            peers = {m: u for m, u in members.items() if m != self.node.id}
+            if peers != self._peers:
+                self._peers = peers
+                self._ready.peers = dict(peers)
+                for gone in [p for p in self.streaming if p not in peers]:
+                    self.streaming.discard(gone)
         ready, self._ready = self._ready, Ready()
         return ready
 

@@ -42,7 +42,8 @@ Change = tuple  # (seq, key, value or None)
 class ChangeFeed:
     def __init__(self, max_changes: int = MAX_CHANGES) -> None:
         self._changes: deque[Change] = deque(maxlen=max_changes)
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # record() takes it directly: no Condition.__enter__ call
+        self._cond = threading.Condition(self._lock)
         self.index = 0  # highest applied seq seen
         self._floor = 0  # changes at or below this seq may have been dropped
         self._waiting = 0  # threads blocked in wait_index / wait: notify only if any
@@ -120,7 +121,7 @@ class ChangeFeed:
 
     def record(self, entries, skipped: set[int]) -> None:
         """Entries just applied; ``skipped`` holds seqs that changed nothing (404/409)."""
-        with self._cond:
+        with self._lock:
             changes = self._changes
             for entry in entries:
                 if entry.op in (OP_PUT, OP_DELETE) and entry.seq not in skipped:
@@ -129,7 +130,8 @@ class ChangeFeed:
                     changes.append((entry.seq, entry.key, entry.value if entry.op == OP_PUT else None))
                 if entry.seq > self.index:
                     self.index = entry.seq
-            self._notify()
+            if self._waiting:  # _notify, inline: this runs for every applied batch
+                self._cond.notify_all()
             if self._parked:
                 self._hand_over_applied()
 

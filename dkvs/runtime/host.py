@@ -51,13 +51,21 @@ class Outcome:
     """A caller's handle on one request: completed once, by whoever runs the node.
 
     ``request_id`` numbers a client request for the driver (0 for inputs that are not
-    requests); the reply carrying it completes this outcome."""
+    requests); the reply carrying it completes this outcome.
 
-    __slots__ = ("_lock", "request_id", "result", "error", "rejected", "messages")
+    The lock a waiter sleeps on is made only when the waiter has to sleep: a request the
+    calling thread completed itself (the usual single-node write, flat combining) never
+    allocates one. Completing and waiting meet through two fields, each written by one
+    side before it reads the other's (``_done`` by :meth:`done`, ``_lock`` by
+    :meth:`wait`), so at least one side sees the other: either the waiter sees ``_done``
+    or :meth:`done` sees the lock and releases it. :meth:`done` runs only on the thread
+    that holds the node lock."""
+
+    __slots__ = ("_lock", "_done", "request_id", "result", "error", "rejected", "messages")
 
     def __init__(self, request_id: int = 0) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()  # released when done: waiting is acquiring
+        self._lock: threading.Lock | None = None
+        self._done = False
         self.request_id = request_id
         self.result: dict | None = None
         self.error: str | None = None
@@ -69,14 +77,23 @@ class Outcome:
         self.done()
 
     def done(self) -> None:
-        if self._lock.locked():
-            self._lock.release()
+        if not self._done:
+            self._done = True
+            lock = self._lock
+            if lock is not None:
+                lock.release()
 
     def wait(self, timeout: float | None) -> bool:
-        if self._lock.acquire(True, -1 if timeout is None else max(0.0, timeout)):
-            self._lock.release()
+        if self._done:
             return True
-        return False
+        lock = self._lock
+        if lock is None:
+            lock = threading.Lock()
+            lock.acquire()  # released by done(): waiting is acquiring
+            self._lock = lock
+            if self._done:  # done() ran before it could see the lock
+                return True
+        return lock.acquire(True, -1 if timeout is None else max(0.0, timeout)) or self._done
 
 
 class NodeHost:
@@ -155,8 +172,11 @@ class NodeHost:
         The hot path of every write: one queue item holding the driver's arguments (no
         closures), one lock per request (its :class:`Outcome`)."""
         outcome = Outcome(next(self._ids))
-        self._inbox.append((_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), outcome))
+        ticks = math.ceil(timeout / self.tick_seconds) + 1  # as _ticks(timeout)
+        self._inbox.append((_PROPOSE, (op, key, value, acks, ticks, cond), outcome))
         self._combine(MAX_COMBINE_BURSTS)
+        if outcome._done:  # this thread ran it (flat combining): nothing to wait for
+            return outcome
         return self._wait(outcome, timeout)
 
     def propose_many(self, requests: list[tuple]) -> list[Outcome]:
@@ -325,7 +345,8 @@ class NodeHost:
     def _complete(self, reply) -> None:
         outcome = self._waiters.pop(reply.request_id, None)
         if outcome is not None:
-            outcome.set(reply.result, reply.error, reply.rejected)
+            outcome.result, outcome.error, outcome.rejected = reply.result, reply.error, reply.rejected
+            outcome.done()
 
     def _fail_waiters(self) -> None:
         for outcome in list(self._waiters.values()):

@@ -172,10 +172,15 @@ class NodeService(StatusMixin, KeyValueService):
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
-        self._require_master()
+        host = self.host
+        if host.driver.node.role != MASTER:  # the check every write makes, without a call
+            self._require_master()
         # During a leadership transfer the write waits for the handover (then goes to the
         # new master) instead of failing: a planned handover costs clients latency only.
-        outcome = self._propose(op, key, value, acks, timeout, cond)
+        outcome = host.propose(op, key, value, acks, timeout, cond)  # _propose's common case
+        if outcome.error == TRANSFER_IN_PROGRESS:
+            outcome = propose_through_handover(
+                self, lambda: host.propose(op, key, value, acks, timeout, cond), timeout)
         # The master's URL only matters to an error (where the front end forwards to).
         return write_answer(op, key, outcome, acks, timeout, cond,
                             self.master_url() if outcome.error is not None else None)
@@ -185,7 +190,8 @@ class NodeService(StatusMixin, KeyValueService):
         return write_batch(self, writes)
 
     def get(self, key: str, *, consistent: bool) -> dict:
-        state = self.host.state
+        host = self.host
+        state = host.driver.state
         read = state.get
         if consistent:
             self._require_master()
@@ -196,7 +202,7 @@ class NodeService(StatusMixin, KeyValueService):
             # The barrier made everything up to its read seq committed; writes applied
             # since may still roll back, so read the committed value (linearizable).
             read = state.get_committed
-        with self.host.state_lock:
+        with host.state_lock:
             found = read(key)
         if found is None:
             raise KeyNotFound(f"key {key!r} does not exist", key=key)
