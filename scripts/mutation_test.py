@@ -86,9 +86,13 @@ def patched_text(root: Path, mutant: Mutant) -> str:
 
 
 def first_failure(output: str) -> str:
+    """The first failing test of pytest's short summary. Only lines naming a test file
+    count: captured log lines also start with ``ERROR `` (``ERROR dkvs.runtime:...``)."""
     for line in output.splitlines():
         if line.startswith(("FAILED ", "ERROR ")):
-            return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+            name = line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+            if " " not in name and (".py::" in name or name.endswith(".py")):
+                return name
     return "?"
 
 

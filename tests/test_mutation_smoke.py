@@ -39,3 +39,23 @@ def test_a_stale_snippet_fails_loudly(tmp_path):
         assert "found 0 times" in str(problem)
     else:
         raise AssertionError("a stale snippet was accepted")
+
+
+def test_killed_by_names_the_failing_test_not_a_captured_log_line():
+    """A mutant that makes the node log an ``ERROR`` line was reported as "killed by
+    dkvs.runtime:executor.py:179 cannot persist ..." instead of the test that failed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutation_test_script", ROOT / "scripts" / "mutation_test.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(module)
+        output = ("ERROR    dkvs.runtime:executor.py:179 cannot persist: No space left on device\n"
+                  "ERROR dkvs.runtime:executor.py:179 cannot persist: No space left on device\n"
+                  "FAILED tests/sim/test_scenarios_durable_master.py::test_one_slave - AssertionError: x\n")
+        assert module.first_failure(output) == "tests/sim/test_scenarios_durable_master.py::test_one_slave"
+        assert module.first_failure("ERROR tests/test_broken.py - ImportError: y\n") == "tests/test_broken.py"
+        assert module.first_failure("ERROR dkvs.x:y.py:1 boom\n") == "?"
+    finally:
+        sys.modules.pop(spec.name, None)
