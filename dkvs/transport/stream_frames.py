@@ -26,7 +26,6 @@ connection is then closed: after one bad frame nothing later on it can be truste
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 
