@@ -291,30 +291,6 @@ class MasterMixin:
             if emit:
                 out.append(Apply((), candidate))
 
-    def _own_durable_seq(self) -> int:
-        """How far this master's own copy counts in a quorum: what its disk holds. Its
-        batch leaves before its own fsync (Raft thesis §10.2.1), so its in-memory log may
-        hold what no disk of its does. Without ``durable_reported`` (a host that persists
-        before anything leaves, as the core tests drive it) the log is the disk."""
-        if not self.durable_reported:
-            return self.log.last_seq
-        return min(self.durable_seq, self.log.last_seq)
-
-    def persisted(self, seq: int) -> list[Effect]:
-        """The host's storage holds this node's log up to ``seq`` (everything it was handed
-        so far: so this also moves back after a truncation). On a master the commit point
-        may move now: slaves' answers that arrived before the fsync ended count at last."""
-        seq = min(seq, self.log.last_seq)
-        out: list[Effect] = []
-        if seq == self.durable_seq:
-            return out
-        self.durable_seq = seq
-        if self.role == MASTER:
-            self._maybe_commit(out)
-            self._release_writes(out)
-            self._release_reads(out)
-        return out
-
     def _all_live_seq(self) -> int:
         """Highest seq held by every live voter (and committed). Learners do not count: a
         catching-up learner would hold every ``acks=all`` write for its whole catch-up."""

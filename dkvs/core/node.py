@@ -29,6 +29,7 @@ from .log import MEMBERSHIP_OPS, OP_MEMBER_ADD, Entry, Log
 from .master import MasterMixin
 from .membership import LEARNER, Membership, apply_membership, fold_members
 from .messages import Append, AppendReply, Message, Snapshot, TimeoutNow, VoteReply, VoteRequest
+from .durable import DurableCopyMixin
 from .read_lease import ReadLeaseMixin
 from .slave import SlaveMixin
 from .transfer import TransferMixin
@@ -36,7 +37,7 @@ from .transfer import TransferMixin
 __all__ = ["Node", "MASTER", "SLAVE", "CANDIDATE"]
 
 
-class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin, ReadLeaseMixin):
+class Node(ElectionMixin, MasterMixin, SlaveMixin, TransferMixin, ReadLeaseMixin, DurableCopyMixin):
     """One cluster member. Not thread safe: exactly one thread may call into it."""
 
     def __init__(self, node_id: str, config: CoreConfig, rng, *, epoch: int = 0,

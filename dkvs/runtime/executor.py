@@ -10,7 +10,7 @@ persists only log entries sends first, then persists, so its slaves write their 
 while it writes its own and a write costs one fsync of latency, not two in series. That
 is safe because the core counts the master's own copy in a commit only once the host
 reports it durable (:meth:`NodeDriver.persisted` with ``flushed``; see
-``MasterMixin._own_durable_seq``): an entry whose master fsync fails commits only if a
+``DurableCopyMixin._own_durable_seq`` in :mod:`dkvs.core.durable`): an entry whose master fsync fails commits only if a
 majority of *other* durable copies holds it. Everything else waits for the persist as
 before: answers to an incoming message, applies and replies, and every send of a batch
 that persists an epoch, a vote, a truncation or a snapshot (those must be on disk before
