@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from api_clients import ApiClient
@@ -21,6 +20,7 @@ from dkvs.api.forward_batch import (BatchWrite, BrokenBatch, MAX_BATCH_WRITES, d
                                     encode_answers, encode_writes)
 from dkvs.api.response import Reply, error_reply, written_reply
 from dkvs.errors import BadRequest, NoMaster, PayloadTooLarge
+from dkvs.tools.local_cluster import wait_for
 
 BOUND_SECONDS = 30.0
 
@@ -184,14 +184,12 @@ def batching_pair(start_server):
 def _batch_count(server, at_least: int = 1) -> int:
     """Batches the master answered, once at least ``at_least`` are counted (bounded wait:
     the server counts an answer just after sending it)."""
-    deadline = time.monotonic() + BOUND_SECONDS
-    while True:
+    def count() -> int:
         text = server.metrics.render([])
-        count = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-                    if line.startswith("dkvs_http_requests_total") and 'route="/internal/forward"' in line)
-        if count >= at_least or time.monotonic() >= deadline:
-            return count
-        time.sleep(0.005)
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("dkvs_http_requests_total") and 'route="/internal/forward"' in line)
+    wait_for(lambda: count() >= at_least, BOUND_SECONDS, interval=0.005)
+    return count()
 
 
 def test_concurrent_writes_through_a_slave_travel_in_batches_and_each_gets_its_answer(batching_pair):
