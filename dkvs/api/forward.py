@@ -45,7 +45,7 @@ from ..errors import NoMaster
 from ..transport.tls import peer_context
 from .forward_batch import BATCH_METHODS, BatchWrite
 from .forward_batcher import WriteBatcher
-from .pipeline import Pending, PipelinedConnection
+from .pipeline import Pending, PipelinedConnection, request_bytes
 from .response import JSON_TYPE, Reply
 
 __all__ = ["Forwarder", "batchable", "FORWARDED_HEADER", "CONNECT_TIMEOUT_SECONDS", "RETRY_AFTER_SECONDS",
@@ -133,7 +133,7 @@ class Forwarder:
                                     "retry shortly", retry_after=RETRY_AFTER_SECONDS))
 
         def single() -> None:
-            data = _request_bytes(method, prefix + target, place, body, _outgoing_headers(headers))
+            data = request_bytes(method, prefix + target, place, body, _outgoing_headers(headers))
             self._send_pipelined(place, Pending(data, method == "HEAD", time.monotonic() + timeout_seconds,
                                                 finished))
 
@@ -318,19 +318,6 @@ def _parse_base(base_url: str) -> tuple[tuple, str]:
                        retry_after=RETRY_AFTER_SECONDS)
     default_port = 443 if parts.scheme == "https" else 80
     return (parts.scheme, parts.hostname, port or default_port), parts.path.rstrip("/")
-
-
-def _request_bytes(method: str, path: str, place: tuple, body: bytes | None,
-                   headers: Mapping[str, str]) -> bytes:
-    """The whole request, for one ``sendall``; ``Content-Length`` as ``http.client`` sets it."""
-    _, host, port = place
-    shown = f"[{host}]" if ":" in host else host
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {shown}:{port}"]
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
-    if body is not None or method in ("PUT", "POST", "PATCH"):
-        lines.append(f"Content-Length: {len(body or b'')}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("iso-8859-1", "replace")
-    return head + body if body else head
 
 
 def _outgoing_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from ..errors import NoMaster
 from .forward_batch import BrokenBatch, BatchWrite, decode_answers, encode_writes
-from .pipeline import Pending, PipelinedConnection
+from .pipeline import Pending, PipelinedConnection, request_bytes
 from .response import Reply
 
 __all__ = ["WriteBatcher", "MAX_BATCHES_IN_FLIGHT", "MAX_WRITES_PER_BATCH", "MAX_BYTES_PER_BATCH",
@@ -149,12 +149,8 @@ class WriteBatcher:
             return
 
     def _send(self, slot: int, items: list[_Item], body: bytes, headers: dict) -> None:
-        _, host, port = self.place
-        shown = f"[{host}]" if ":" in host else host
-        head = [f"POST {self.target} HTTP/1.1", f"Host: {shown}:{port}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}"]
-        head.extend(f"{name}: {value}" for name, value in headers.items())
-        data = ("\r\n".join(head) + "\r\n\r\n").encode("iso-8859-1", "replace") + body
+        data = request_bytes("POST", self.target, self.place, body,
+                             {"Content-Type": "application/json", **headers})
         deadline = max(item.deadline for item in items)
         pending = Pending(data, False, deadline, lambda reply, reason: self._answered(slot, items, reply, reason))
         self.batches += 1

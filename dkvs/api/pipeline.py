@@ -35,11 +35,12 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .response import JSON_TYPE, Reply
 
-__all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES", "IO_SLICE_SECONDS"]
+__all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES", "IO_SLICE_SECONDS",
+           "request_bytes"]
 
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 256 * 1024
@@ -285,3 +286,16 @@ def _header(head: bytes, lowered: bytes, marker: bytes) -> bytes | None:
 def _fail(pendings: list[Pending], reason: str) -> None:
     for pending in pendings:
         pending.done(None, reason)
+
+
+def request_bytes(method: str, path: str, place: tuple, body: bytes | None,
+                  headers: Mapping[str, str]) -> bytes:
+    """The whole request, for one ``sendall``; ``Content-Length`` as ``http.client`` sets it."""
+    _, host, port = place
+    shown = f"[{host}]" if ":" in host else host
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {shown}:{port}"]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    if body is not None or method in ("PUT", "POST", "PATCH"):
+        lines.append(f"Content-Length: {len(body or b'')}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("iso-8859-1", "replace")
+    return head + body if body else head
