@@ -172,8 +172,7 @@ class NodeHost:
         The hot path of every write: one queue item holding the driver's arguments (no
         closures), one lock per request (its :class:`Outcome`)."""
         outcome = Outcome(next(self._ids))
-        ticks = math.ceil(timeout / self.tick_seconds) + 1  # as _ticks(timeout)
-        self._inbox.append((_PROPOSE, (op, key, value, acks, ticks, cond), outcome))
+        self._inbox.append((_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), outcome))
         self._combine(MAX_COMBINE_BURSTS)
         if outcome._done:  # this thread ran it (flat combining): nothing to wait for
             return outcome
@@ -345,8 +344,7 @@ class NodeHost:
     def _complete(self, reply) -> None:
         outcome = self._waiters.pop(reply.request_id, None)
         if outcome is not None:
-            outcome.result, outcome.error, outcome.rejected = reply.result, reply.error, reply.rejected
-            outcome.done()
+            outcome.set(reply.result, reply.error, reply.rejected)
 
     def _fail_waiters(self) -> None:
         for outcome in list(self._waiters.values()):
