@@ -75,13 +75,9 @@ _AUTH_OFF = Authenticator()
 # --- handlers -------------------------------------------------------------------------
 
 def put_key(ex, args: dict) -> Reply:
-    if_seq, lease, ttl = args["if_seq"], args["lease"], args["ttl"]
-    if lease is None and ttl is None:  # the common put: no extra arguments
-        extra = {} if if_seq is None else {"if_seq": if_seq}
-    else:
-        if lease is not None and ttl is not None:
-            raise BadRequest("give either lease or ttl, not both", parameter="ttl")
-        extra = {name: args[name] for name in ("if_seq", "lease", "ttl") if args[name] is not None}
+    extra = {name: args[name] for name in ("if_seq", "lease", "ttl") if args[name] is not None}
+    if "lease" in extra and "ttl" in extra:
+        raise BadRequest("give either lease or ttl, not both", parameter="ttl")
     body = ex.read_body(ex.service.limits.max_value_bytes, required=True, name="value")
     value = value_from_body(ex.headers, body)
     return written_reply(ex.service.put(args["key"], value, acks=args["acks"], timeout=args["timeout"],
@@ -276,7 +272,7 @@ def dispatch(ex, path: str, query: str) -> Reply:
     Sets ``ex.query`` (the parsed query) and ``ex.args`` (the parsed parameters, which the
     forwarder reads for its time budget) before calling the handler.
     """
-    found = (getattr(ex.server, "route_table", None) or TABLE).lookup(path)
+    found = _table_of(ex).lookup(path)
     if found is None:
         raise NotFound(f"no route for {ex.command} {path[:80]}")
     entry, captured = found
@@ -307,10 +303,7 @@ def dispatch(ex, path: str, query: str) -> Reply:
             raw = captured if param.location == "path" else values.get(param.name)
             args[param.name] = param.parse(raw, limits)
     ex.args = args
-    if grant is not None:
-        ex.grant = authorize(grant, route, args)
-    else:
-        ex.grant = None
+    ex.grant = authorize(grant, route, args)
     return route.handler(ex, args)
 
 

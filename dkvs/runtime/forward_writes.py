@@ -19,7 +19,6 @@ from collections.abc import Callable
 from ..core.transfer import TRANSFER_IN_PROGRESS
 from ..errors import DkvsError
 from .answers import write_answer
-from .handover import propose_through_handover
 
 __all__ = ["write_batch", "batch_signer"]
 
@@ -31,14 +30,12 @@ def write_batch(service, writes: list[tuple]) -> list:
         service._require_master()
     except DkvsError as exc:
         return [exc] * len(writes)
-    host = service.host
-    outcomes = host.propose_many(writes)
+    outcomes = service.host.propose_many(writes)
     answers: list = []
     for (op, key, value, acks, timeout, cond), outcome in zip(writes, outcomes):
         try:
             if outcome.error == TRANSFER_IN_PROGRESS:  # refused, nothing proposed: as alone
-                outcome = propose_through_handover(
-                    service, lambda w=(op, key, value, acks, timeout, cond): host.propose(*w), timeout)
+                outcome = service._propose(op, key, value, acks, timeout, cond)
             answers.append(write_answer(op, key, outcome, acks, timeout, cond,
                                         service.master_url() if outcome.error is not None else None))
         except DkvsError as exc:

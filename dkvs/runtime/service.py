@@ -172,15 +172,10 @@ class NodeService(StatusMixin, KeyValueService):
 
     def _write(self, op: str, key: str, value: str | None, acks: str, timeout: float,
                cond: int | None = None) -> dict:
-        host = self.host
-        if host.driver.node.role != MASTER:  # the check every write makes, without a call
-            self._require_master()
+        self._require_master()
         # During a leadership transfer the write waits for the handover (then goes to the
         # new master) instead of failing: a planned handover costs clients latency only.
-        outcome = host.propose(op, key, value, acks, timeout, cond)  # _propose's common case
-        if outcome.error == TRANSFER_IN_PROGRESS:
-            outcome = propose_through_handover(
-                self, lambda: host.propose(op, key, value, acks, timeout, cond), timeout)
+        outcome = self._propose(op, key, value, acks, timeout, cond)
         # The master's URL only matters to an error (where the front end forwards to).
         return write_answer(op, key, outcome, acks, timeout, cond,
                             self.master_url() if outcome.error is not None else None)
