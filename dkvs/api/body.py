@@ -62,7 +62,7 @@ def declared_length(headers) -> int | None:
     if not lengths:
         return None
     text = lengths[0].strip()
-    if len(lengths) > 1 and any(other.strip() != text for other in lengths[1:]):
+    if any(other.strip() != text for other in lengths[1:]):
         raise BadRequest("conflicting Content-Length headers")
     if not (text.isascii() and text.isdigit() and len(text) <= 18):
         raise BadRequest(f"Content-Length must be a non-negative integer; got {text[:40]!r}")

@@ -197,7 +197,7 @@ class ConnectionReader:
 
     def read(self, size: int) -> bytes:
         conn = self.conn
-        while len(conn.buf) - conn.pos < size and self._fill():  # buffered, without a call
+        while conn.buffered < size and self._fill():
             pass
         pos = conn.pos
         data = bytes(conn.buf[pos:pos + size])

@@ -243,7 +243,7 @@ class DkvsRequestHandler:
             return
         if self.server.stopping:  # this is the connection's last answer: say so
             self.close_connection = True
-        drain = 0 if self.body is not None else self._settle_unread_body()
+        drain = self._settle_unread_body()
         self._send(reply)
         self.server.metrics.observe(self.route_pattern, self.command, reply.status,
                                     time.perf_counter() - self._started)

@@ -58,13 +58,7 @@ class Headers:
         name, sep, value = text.partition(":")
         if not sep or not name or name != name.strip():
             raise HeadError(400, f"malformed header line {text[:40]!r}")
-        value = value.strip()
-        self._fields.append((name, value))  # add(name, value), inline: once per field line
-        key = name.lower()
-        if key in self.by_name:
-            self._repeated = True
-        else:
-            self.by_name[key] = value
+        self.add(name, value.strip())
 
     def get(self, name: str, default=None):
         return self.by_name.get(name.lower(), default)

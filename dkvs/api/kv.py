@@ -36,8 +36,7 @@ def _media_type(value: str | None) -> str:
 
 def value_from_body(headers, body: bytes) -> str:
     """The held value of a PUT body: bytes for octet-stream, strict UTF-8 text otherwise."""
-    content_type = headers.get("Content-Type")
-    if content_type is not None and _media_type(content_type) == BINARY_TYPE:
+    if _media_type(headers.get("Content-Type")) == BINARY_TYPE:
         return from_bytes(body)
     return decode_value(body)
 

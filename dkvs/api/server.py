@@ -236,7 +236,7 @@ class DkvsHTTPServer:
         if not conn.hot:
             return bool(conn.buffered) and request_ready(conn)
         deadline = time.monotonic() + HOT_WAIT_MAX_SECONDS
-        while not (len(conn.buf) > conn.pos and request_ready(conn)):  # nothing yet: no parse
+        while not (conn.buffered and request_ready(conn)):  # nothing buffered yet: no parse
             if pool.queued or self.stopping or time.monotonic() >= deadline:
                 return False
             try:  # blocking, but SO_RCVTIMEO ends it after one slice

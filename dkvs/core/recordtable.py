@@ -72,8 +72,7 @@ def pack(key: str, value: str, seq: int) -> bytes:
 
 def pack_with_probe(key: str, value: str, seq: int) -> tuple[bytes, bytes]:
     """``(probe(key), pack(key, value, seq))`` with one encoding of the key (the apply path)."""
-    data = key.encode("utf-8", "surrogatepass")  # probe(key), inline: once per write
-    head = (data.replace(b"\x00", b"\x00\x01") if b"\x00" in data else data) + END
+    head = probe(key)
     return head, head + b"%016x" % seq + value.encode("utf-8", "surrogatepass")
 
 
@@ -93,17 +92,13 @@ def record_key(record: bytes) -> str:
 
 
 def unpack_value(record: bytes) -> tuple[str, int]:
-    """``(value, seq)`` of a record (every read: :func:`_key_end` and :func:`_decode` inline)."""
-    at = record.find(END)
-    at = len(record) + 2 if at < 0 else at + 2
+    """``(value, seq)`` of a record."""
+    at = _key_end(record) + 2
     try:
         seq = int(record[at:at + SEQ_BYTES], 16)
     except ValueError:  # a damaged record (loading checks shape and order, not every digit)
         seq = 0
-    try:
-        return record[at + SEQ_BYTES:].decode("utf-8", "surrogatepass"), seq
-    except UnicodeDecodeError:
-        return _decode(record[at + SEQ_BYTES:]), seq
+    return _decode(record[at + SEQ_BYTES:]), seq
 
 
 def unpack(record: bytes) -> tuple[str, str, int]:
@@ -162,8 +157,7 @@ class RecordTable:
         return c, i, i < len(chunk) and chunk[i].startswith(head)
 
     def get(self, key: str) -> bytes | None:
-        data = key.encode("utf-8", "surrogatepass")  # probe(key), inline: every read
-        head = (data.replace(b"\x00", b"\x00\x01") if b"\x00" in data else data) + END
+        head = probe(key)
         c = bisect.bisect_left(self._maxes, head)
         if c == len(self._maxes):
             return None

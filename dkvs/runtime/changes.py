@@ -130,8 +130,7 @@ class ChangeFeed:
                     changes.append((entry.seq, entry.key, entry.value if entry.op == OP_PUT else None))
                 if entry.seq > self.index:
                     self.index = entry.seq
-            if self._waiting:  # _notify, inline: this runs for every applied batch
-                self._cond.notify_all()
+            self._notify()
             if self._parked:
                 self._hand_over_applied()
 

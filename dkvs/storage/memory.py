@@ -58,7 +58,7 @@ class MemoryStorage(Storage):
             expected = (self.entries[-1].seq if self.entries else self._base()) + 1
             assert entries[0].seq == expected, (entries[0].seq, expected)
             self.entries.extend(entries)
-            self._bytes += entries[0].size() if len(entries) == 1 else sum(e.size() for e in entries)
+            self._bytes += sum(e.size() for e in entries)
 
     def truncate_after(self, seq: int) -> None:
         keep = [e for e in self.entries if e.seq <= seq]
