@@ -12,10 +12,9 @@ core tests drive the node that way) never sets ``durable_reported``: its log is 
 from __future__ import annotations
 
 from .effects import Effect
+from .election import MASTER
 
 __all__ = ["DurableCopyMixin"]
-
-MASTER = "master"
 
 
 class DurableCopyMixin:

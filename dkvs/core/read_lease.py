@@ -48,11 +48,10 @@ clock jump). Every node of the cluster must run with lease reads on.
 
 from __future__ import annotations
 
+from .election import MASTER
 from .quorum import majority
 
 __all__ = ["ReadLeaseMixin"]
-
-_MASTER = "master"
 
 
 class ReadLeaseMixin:
@@ -78,7 +77,7 @@ class ReadLeaseMixin:
 
     def read_lease_valid(self) -> bool:
         """Whether this master may answer a consistent read without a round (see above)."""
-        if not self.config.lease_reads or self.role != _MASTER:
+        if not self.config.lease_reads or self.role != MASTER:
             return False
         if self.transfer_target is not None or self._lease_off_epoch == self.epoch:
             return False
