@@ -66,7 +66,6 @@ def answer_batch(server, service, writes: list[BatchWrite]) -> list[Reply]:
     for number, write in enumerate(writes):
         path, _, query = write.target.partition("?")
         exchange = _BatchedExchange(server, collector, write)
-        patterns.append(exchange.route_pattern)
         try:
             replies[number] = dispatch(exchange, path, query)
         except _Collected as found:
@@ -77,7 +76,7 @@ def answer_batch(server, service, writes: list[BatchWrite]) -> list[Reply]:
         except Exception:  # noqa: BLE001 - one write's bug must not fail its neighbours
             log.exception("unexpected error checking a forwarded %s %r", write.method, write.target[:100])
             replies[number] = error_reply(InternalError("unexpected error in the node; see its log"))
-        patterns[number] = exchange.route_pattern
+        patterns.append(exchange.route_pattern)  # set by dispatch once the route is known
     if collected:
         for number, answer in zip(places, _run(service, collected)):
             replies[number] = written_reply(answer) if isinstance(answer, dict) else _error(answer)
