@@ -16,11 +16,10 @@ import os
 
 import pytest
 
-from dkvs.check import check_history
 from dkvs.core.config import CoreConfig
 
-from .cluster import SimCluster, SimFailure
-from .test_random_seeds import CHECK_BUDGET_STATES, STRICT_KEYS, FaultDriver, checker_history, make_plan
+from .cluster import SimCluster
+from .test_random_seeds import FaultDriver, make_plan, run_schedule
 
 SEED_COUNT = int(os.environ.get("DKVS_SIM_DISK_SEEDS", "150"))
 SEED_OFFSET = 50_000  # other seeds than the plain schedules run
@@ -66,28 +65,7 @@ def run_disk_seed(seed: int) -> SimCluster:
     plan = make_plan(seed)
     config = CoreConfig(heartbeat_ticks=2, election_ticks=plan.election_ticks,
                         max_batch_entries=plan.batch_entries)
-    driver = None
-    try:
-        cluster = SimCluster(plan.nodes, seed, config=config, skew=plan.skew, max_delay=plan.max_delay,
-                             notice_rate=plan.notice_rate, wire=plan.wire)
-        driver = DiskFaultDriver(cluster, plan, seed)
-        for _ in range(plan.fault_ticks):
-            driver.tick()
-        driver.resume_all()
-        driver.free_all()
-        cluster.net.set_faults(max_delay=plan.max_delay)
-        cluster.settle(keep_down=driver.stopped)
-        final = cluster.put("final", "written after healing", acks="all")
-        cluster.run_until(lambda: final.done, 10 * config.election_ticks)
-        if not final.ok:
-            raise SimFailure(f"{cluster.where()}: a converged cluster did not acknowledge an acks=all write: {final}")
-        verdict = check_history(checker_history(cluster, STRICT_KEYS), CHECK_BUDGET_STATES)
-        if verdict.linearizable is False:
-            raise SimFailure(f"{cluster.where()}: not linearizable: {verdict.reason}")
-    except Exception as failure:  # noqa: BLE001 - every failure must name its seed
-        events = "\n".join(f"    {e}" for e in (driver.events[-40:] if driver else []))
-        raise SimFailure(f"seed {seed}: {failure}\n  plan: {plan}\n  last events:\n{events}") from failure
-    return cluster
+    return run_schedule(seed, plan, config, DiskFaultDriver, heal=DiskFaultDriver.free_all)[0]
 
 
 @pytest.mark.parametrize("start", range(SEED_OFFSET, SEED_OFFSET + SEED_COUNT, CHUNK_SEEDS))

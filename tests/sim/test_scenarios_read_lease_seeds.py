@@ -26,11 +26,10 @@ from dataclasses import replace
 
 import pytest
 
-from dkvs.check import check_history
 from dkvs.core.config import CoreConfig
 
-from .cluster import SimCluster, SimFailure
-from .test_random_seeds import CHECK_BUDGET_STATES, STRICT_KEYS, FaultDriver, checker_history, make_plan
+from .cluster import SimCluster
+from .test_random_seeds import FaultDriver, make_plan, run_schedule
 from .test_scenarios_read_lease import no_newer_master_during_a_lease
 
 SEED_COUNT = int(os.environ.get("DKVS_LEASE_SEEDS", "100"))
@@ -62,26 +61,8 @@ def run_lease_seed(seed: int) -> SimCluster:
     plan = replace(plan, election_ticks=rng.choice((20, 30, 40)), skew=rng.choice((0.0, 0.02, 0.04)))
     config = CoreConfig(heartbeat_ticks=2, election_ticks=plan.election_ticks,
                         max_batch_entries=plan.batch_entries, lease_reads=True)
-    cluster = driver = None
-    try:
-        cluster = SimCluster(plan.nodes, seed, config=config, skew=plan.skew, max_delay=plan.max_delay,
-                             notice_rate=plan.notice_rate, wire=plan.wire)
-        cluster.extra_checks.append(no_newer_master_during_a_lease)
-        driver = LeaseFaultDriver(cluster, plan, seed)
-        for _ in range(plan.fault_ticks):
-            driver.tick()
-        driver.resume_all()
-        cluster.net.set_faults(max_delay=plan.max_delay)
-        cluster.settle(keep_down=driver.stopped)
-        verdict = check_history(checker_history(cluster, STRICT_KEYS), CHECK_BUDGET_STATES)
-        if verdict.linearizable is False:
-            ops = "\n".join(f"    {op}" for op in verdict.operations)
-            raise SimFailure(f"{cluster.where()}: not linearizable: {verdict.reason}\n{ops}")
-    except Exception as failure:  # noqa: BLE001 - every failure must name its seed
-        what = str(failure) if isinstance(failure, SimFailure) else f"seed {seed}: {type(failure).__name__}: {failure}"
-        events = "\n".join(f"    {e}" for e in (driver.events[-40:] if driver else []))
-        raise SimFailure(f"{what}\n  plan: {plan}\n  last events:\n{events}") from failure
-    return cluster
+    return run_schedule(seed, plan, config, LeaseFaultDriver, final_write=False,
+                        setup=lambda cluster: cluster.extra_checks.append(no_newer_master_during_a_lease))[0]
 
 
 @pytest.mark.parametrize("start", range(SEED_START, SEED_START + SEED_COUNT, CHUNK_SEEDS))
