@@ -51,6 +51,11 @@ class Headers:
         else:
             self.by_name[key] = value
 
+    @property
+    def repeated(self) -> bool:
+        """Whether some name (case-insensitively) came more than once."""
+        return self._repeated
+
     def add_line(self, text: str) -> None:
         """One field line (its line end may still be on it): RFC 9112 §5 rules, or HeadError."""
         if text[:1] in (" ", "\t"):

@@ -12,6 +12,8 @@ thread count is fixed by the node (see ``docs/architecture.md``, "Connections an
 * one selector thread (:mod:`dkvs.api.connections`) accepts and watches every connection
   that waits (idle keep-alive, head or small body still arriving), enforcing
   ``max_connections``, ``request_timeout`` and ``idle_timeout``;
+* plain reads (``GET /kv/{key}``, no query, no body) are answered by the selector itself
+  (:mod:`dkvs.api.fast_lane`): the hand-over to a worker was most of their cost;
 * three worker pools (:mod:`dkvs.api.workers`), each serving one request at a time and
   handing the connection back: ``client_workers`` for the public API, ``internal_workers``
   for ``/internal/*`` (node-to-node: heartbeats, replication, votes, joins — never queued
@@ -42,6 +44,7 @@ from .connection import RECV_BYTES, Connection
 from .connections import ConnectionManager
 from .prefetch import request_ready
 from .cors import CorsPolicy
+from .fast_lane import FastLane
 from .forward import Forwarder
 from .handler import DkvsRequestHandler
 from .metrics import RequestMetrics
@@ -68,7 +71,7 @@ INTERNAL_WORKERS = 8
 WATCH_WORKERS = 64
 INTERNAL_MAX_BODY_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT_SECONDS = 5.0
-HOT_WAIT_MAX_SECONDS = 0.025  # longest a worker waits for the next request on its connection
+HOT_WAIT_MAX_SECONDS = 0.0  # longest a worker waits for the next request on its connection
 
 
 def is_watch(target: bytes) -> bool:
@@ -121,6 +124,7 @@ class DkvsHTTPServer:
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
         self.streams = StreamAcceptor(self)  # inbound replication streams (dkvs.api.stream)
+        self.fast_lane = FastLane(self, tls=tls_context is not None)  # plain reads on the selector
         self.connections = ConnectionManager(
             self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
             request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
@@ -150,8 +154,22 @@ class DkvsHTTPServer:
         return conn.kind
 
     def _dispatch(self, conn: Connection) -> None:
-        """Called by the selector: queue ``conn`` on the pool its request belongs to."""
+        """Called by the selector: answer a plain read at once (:mod:`dkvs.api.fast_lane`),
+        else queue ``conn`` on the pool its request belongs to."""
+        if conn.kind == "client" and self.fast_lane.serve(conn):
+            return
         if not self.pools[conn.kind].submit(conn):
+            self.connections.give_back(conn, "close")
+
+    def finish_elsewhere(self, conn: Connection, exchange, reply, rest: bytes, started: float) -> None:
+        """The fast lane sent the start of an answer; a worker sends ``rest`` (blocking,
+        under the request deadline) and then serves the connection as usual."""
+        handler = DkvsRequestHandler(conn, self)
+        handler.command, handler.path, handler.requestline = "GET", exchange.path, f"GET {exchange.path} HTTP/1.1"
+        handler.headers, handler.route_pattern, handler._started = exchange.headers, exchange.route_pattern, started
+        handler.close_connection = False
+        handler._unsent = rest
+        if not self.pools[conn.kind].submit(_Resumed(conn, handler, reply)):
             self.connections.give_back(conn, "close")
 
     def blocking(self, conn: Connection):
@@ -215,6 +233,8 @@ class DkvsHTTPServer:
                 raise
             if mode == "keep" and kind != "watch" and not conn.over_cap \
                     and self._next_request_here(conn, pool) and self._classify(conn) == kind:
+                if kind == "client" and self.fast_lane.serve(conn):
+                    return  # a plain read: answered, and the connection is the selector's again
                 continue
             if conn.eof:
                 mode = "close"
