@@ -1,4 +1,4 @@
-"""The fast lane: a plain ``GET /kv/{key}`` answered on the selector thread, no worker.
+"""The fast lane: plain key reads and writes answered without a worker hand-over.
 
 Why: a worker answers a request only after a hand-off — the selector queues the
 connection, a worker thread wakes, takes the GIL, answers, re-arms the socket. For a read
@@ -9,21 +9,35 @@ Redis and nginx answer from their event loop for the same reason. A read of the 
 state never blocks (it takes ``state_lock`` for a dictionary lookup, as the worker does),
 so the selector can do it without delaying the other connections it watches.
 
+Writes take the lane on a master (``--fsync always`` included: the burst then runs on
+the ticker thread, never on the selector). A write waits for its commit, so the lane does
+not wait: it checks the request exactly as the worker path does, proposes it with
+:meth:`~dkvs.runtime.host.NodeHost.propose_async`, and returns to its other connections;
+the thread that completes the write (a replication stream thread for ``acks=majority``,
+the node's own burst for ``acks=1``) renders the answer and sends it with one
+non-blocking ``send``. That saves, per write, the worker's wake-up for the request and the
+one for the answer. A write the node refuses before proposing it (a leadership handover
+under way, not master any more) is handed to a worker untouched, which takes the blocking
+path (wait for the new master, or forward).
+
 What takes the lane — everything else goes to a worker, unchanged:
 
 * ``GET /kv/{key} HTTP/1.1`` with no query string (no ``consistent=``, no ``wait=``:
-  those may wait), on a plain (non-TLS) connection that is not on probation over the
-  connection cap, while the server is not stopping and request logging is off;
-* a head with no body (no ``Content-Length`` other than ``0``, no ``Transfer-Encoding``),
-  no ``Expect``, no ``Origin`` (CORS answers stay with the worker path), no
-  ``Connection`` field other than ``keep-alive``, no binary ``Accept``, and no field
-  given twice.
+  those may wait); ``PUT`` or ``DELETE /kv/{key}`` with any query but ``lease=``/``ttl=``,
+  on a master, with its whole body buffered and at most 64 KiB (a bigger body refused
+  unread closes the connection on the worker path);
+* on a plain (non-TLS) connection that is not on probation over the connection cap,
+  while the server is not stopping and request logging is off;
+* a head with no ``Transfer-Encoding``, no ``Expect``, no ``Origin`` (CORS answers stay
+  with the worker path), no ``Connection`` field other than ``keep-alive``, no binary
+  ``Accept``, no field given twice, and a GET or DELETE without a body.
 
 The answer is the worker path's own: the request goes through the same
 :func:`~dkvs.api.routes.dispatch` (route table, token and key scope, key decoding and
 limits, the route's handler) and the same rendering; only the hand-off is skipped.
 :mod:`tests.test_fast_lane` checks that answers match the worker path's byte for byte
-(but the ``Date``) over a spread of keys, tokens and malformed input. If the answer does
+(but the ``Date``) over a spread of keys, tokens and malformed input, and that writes
+through it are answered as through a worker. If the answer does
 not fit in the socket buffer at once, a worker sends the rest (the forwarder's
 ``finish`` path). A request the lane cannot judge (a parse error, ``NotMaster``, an
 unexpected exception) goes to a worker as if the lane did not exist: a GET changes
@@ -36,10 +50,12 @@ import logging
 import socket
 import time
 
-from ..errors import DkvsError
+from ..errors import DkvsError, PayloadTooLarge
+from .forward_route import Collected, CollectingService
+from .handler import DRAIN_LIMIT_BYTES
 from .headers import HeadError, parse_fields, parse_request_line
 from .kv import wants_binary
-from .response import date_line, error_reply, render
+from .response import date_line, error_reply, render, written_reply
 from .routes import dispatch
 from .service import NotMaster
 
@@ -47,57 +63,82 @@ __all__ = ["FastLane", "FastExchange"]
 
 log = logging.getLogger("dkvs.http")
 
-_PREFIX = b"GET /kv/"
+_READ, _PUT, _DELETE = b"GET /kv/", b"PUT /kv/", b"DELETE /kv/"
 _FALLBACK_FIELDS = ("origin", "expect", "transfer-encoding")
 
 
+class _Fallback(Exception):
+    """The request is the worker path's (a leased put: it must not overtake anything)."""
+
+
+class _LaneService(CollectingService):
+    """The real service, except that a plain put or delete is collected (proposed by the
+    lane without a waiting thread) and a leased put falls back to a worker."""
+
+    def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None, **extra):
+        if extra:
+            raise _Fallback()
+        return super().put(key, value, acks=acks, timeout=timeout, if_seq=if_seq)
+
+
 class FastExchange:
-    """What :func:`~dkvs.api.routes.dispatch` and the ``GET /kv/{key}`` route read of a
+    """What :func:`~dkvs.api.routes.dispatch` and the ``/kv/{key}`` routes read of a
     request (the worker path's :class:`~dkvs.api.handler.DkvsRequestHandler` has the same
     attributes)."""
 
     __slots__ = ("server", "service", "command", "path", "headers", "query", "args", "grant",
-                 "route_pattern")
+                 "route_pattern", "body")
 
-    def __init__(self, server, path: str, headers) -> None:
+    def __init__(self, server, command: str, path: str, headers, body: bytes) -> None:
         self.server = server
         self.service = server.service
-        self.command = "GET"
+        self.command = command
         self.path = path
         self.headers = headers
+        self.body = body
         self.query: dict = {}
         self.args: dict = {}
         self.grant = None
         self.route_pattern = "unmatched"
 
     def read_body(self, limit: int, *, required: bool, name: str = "body") -> bytes:
-        """A GET in the lane has no body (the lane checked its head)."""
-        return b""
+        """The buffered body (the lane took the request only with all of it in memory)."""
+        if len(self.body) > limit:
+            raise PayloadTooLarge(f"the {name} is {len(self.body)} bytes; the limit is {limit}", parameter=name)
+        return self.body
 
 
 class FastLane:
-    """Answers eligible reads for ``server`` (a :class:`~dkvs.api.server.DkvsHTTPServer`)."""
+    """Answers eligible requests for ``server`` (a :class:`~dkvs.api.server.DkvsHTTPServer`)."""
 
     def __init__(self, server, tls: bool) -> None:
         self.server = server
         self.enabled = not tls  # a TLS socket must not be written by two threads at once
-        self.served = 0  # requests the lane answered (counted before the answer leaves)
+        self.served = 0  # reads and writes the lane took (counted before the answer leaves)
         self.handed_on = 0  # of those, answers whose rest a worker sent (a full socket buffer)
+        self.redone = 0  # writes refused before being proposed, handed to a worker untouched
 
     def serve(self, conn) -> bool:
-        """Answer the request buffered on ``conn`` if it qualifies; True when ``conn`` is
-        taken care of (answered, or its rest queued for a worker), False to dispatch it."""
+        """Take the request buffered on ``conn`` if it qualifies; True when ``conn`` is
+        taken care of (answered, proposed, or its answer's rest queued for a worker),
+        False to dispatch it to a worker."""
         server = self.server
-        if (not self.enabled or server.stopping or conn.over_cap or conn.eof
-                or not conn.buf.startswith(_PREFIX, conn.pos)):
+        if not self.enabled or server.stopping or conn.over_cap or conn.eof:
             return False
+        buf, pos = conn.buf, conn.pos
+        if buf.startswith(_READ, pos):
+            return self._read(conn)
+        if buf.startswith(_PUT, pos) or buf.startswith(_DELETE, pos):
+            return hasattr(server.service, "write_async") and self._write(conn)
+        return False
+
+    def _read(self, conn) -> bool:
         exchange = self._exchange(conn)
         if exchange is None:
             return False
         started = time.perf_counter()
-        path = exchange.path
         try:
-            reply = dispatch(exchange, path, "")
+            reply = dispatch(exchange, exchange.path, "")
         except NotMaster:
             return False
         except DkvsError as exc:
@@ -106,25 +147,78 @@ class FastLane:
             return False
         conn.pos = conn.head_end  # the request is consumed: no body
         self.served += 1
+        self._send(conn, exchange, reply, started)
+        return True
+
+    def _write(self, conn) -> bool:
+        exchange = self._exchange(conn)
+        if exchange is None:
+            return False
+        started = time.perf_counter()
+        real = exchange.service
+        exchange.service = _LaneService(real)
+        path, _, query = exchange.path.partition("?")
+        try:
+            reply = dispatch(exchange, path, query)
+        except Collected as found:
+            reply, write = None, found.write
+        except (NotMaster, _Fallback):
+            return False
+        except DkvsError as exc:
+            reply = error_reply(exc)
+        except Exception:  # noqa: BLE001 - the worker path answers it (and logs a 500)
+            return False
+        end = conn.head_end + len(exchange.body)
+        if reply is not None:  # refused before anything was proposed: a 4xx
+            conn.pos = end
+            self.served += 1
+            self._send(conn, exchange, reply, started)
+            return True
+
+        def answered(answer) -> None:
+            if answer is None:  # nothing proposed; the blocking path decides
+                self.redone += 1
+                self._redo(conn)
+                return
+            conn.pos = end
+            self._send(conn, exchange, written_reply(answer) if isinstance(answer, dict) else error_reply(answer),
+                       started)
+
+        self.served += 1
+        if not real.write_async(write, answered):
+            self.served -= 1
+            return False
+        return True
+
+    def _redo(self, conn) -> None:
+        """Give a request the lane took, still unread, to a worker (the worker path from scratch)."""
+        server = self.server
+        if not server.pools[conn.kind].submit(conn):
+            server.connections.give_back(conn, "close")
+
+    def _send(self, conn, exchange: FastExchange, reply, started: float) -> None:
+        """Send ``reply`` with one non-blocking ``send``; a worker sends what did not fit."""
+        server = self.server
         data = render(reply, server.server_line + date_line())
         try:
             sent = conn.sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:  # the client is gone
-            server.metrics.observe(exchange.route_pattern, "GET", reply.status, time.perf_counter() - started)
+            server.metrics.observe(exchange.route_pattern, exchange.command, reply.status,
+                                   time.perf_counter() - started)
             server.connections.give_back(conn, "close")
-            return True
+            return
         if sent < len(data):
             self.handed_on += 1
             server.finish_elsewhere(conn, exchange, reply, data[sent:], started)
-            return True
-        server.metrics.observe(exchange.route_pattern, "GET", reply.status, time.perf_counter() - started)
+            return
+        server.metrics.observe(exchange.route_pattern, exchange.command, reply.status,
+                               time.perf_counter() - started)
         server.connections.give_back(conn, "keep")
-        return True
 
     def _exchange(self, conn) -> FastExchange | None:
-        """The parsed head, if the request qualifies (see the module docstring)."""
+        """The parsed request, if it qualifies (see the module docstring)."""
         end = conn.head_end
         if end <= conn.pos or conn.buf[end - 1] != 10 or log.isEnabledFor(logging.DEBUG):
             return None
@@ -134,19 +228,32 @@ class FastLane:
             headers = parse_fields(lines)
         except HeadError:
             return None
-        if command != "GET" or version != "HTTP/1.1" or "?" in target:
+        if version != "HTTP/1.1" or (command == "GET" and "?" in target):
             return None
         fields = headers.by_name
         if headers.repeated:  # which copy counts is the worker path's call
             return None
+        length = 0
         if fields:
             if any(name in fields for name in _FALLBACK_FIELDS):
                 return None
-            if fields.get("content-length", "0") != "0":
-                return None
+            declared = fields.get("content-length")
+            if declared is not None:
+                if not declared.isdigit() or not declared.isascii():
+                    return None
+                length = int(declared)
             connection = fields.get("connection")
             if connection is not None and connection.lower() != "keep-alive":
                 return None
             if "accept" in fields and wants_binary(headers):
                 return None
-        return FastExchange(self.server, target, headers)
+        if command == "PUT":
+            # No length (411), a body still arriving, or one the worker path would refuse
+            # unread and close the connection over (past DRAIN_LIMIT_BYTES): the worker's.
+            if "content-length" not in fields or length > DRAIN_LIMIT_BYTES \
+                    or conn.buffered < end - conn.pos + length:
+                return None
+        elif length:
+            return None
+        body = bytes(conn.buf[end:end + length]) if length else b""
+        return FastExchange(self.server, command, target, headers, body)

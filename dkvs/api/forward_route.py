@@ -34,7 +34,7 @@ from .headers import Headers
 from .response import Reply, error_reply, written_reply
 from .service import NotMaster
 
-__all__ = ["post_forward_batch", "answer_batch"]
+__all__ = ["post_forward_batch", "answer_batch", "CollectingService", "Collected"]
 
 log = logging.getLogger("dkvs.http")
 
@@ -62,13 +62,13 @@ def answer_batch(server, service, writes: list[BatchWrite]) -> list[Reply]:
     collected: list[tuple] = []
     places: list[int] = []
     patterns: list[str] = []
-    collector = _CollectingService(service)
+    collector = CollectingService(service)
     for number, write in enumerate(writes):
         path, _, query = write.target.partition("?")
         exchange = _BatchedExchange(server, collector, write)
         try:
             replies[number] = dispatch(exchange, path, query)
-        except _Collected as found:
+        except Collected as found:
             collected.append(found.write)
             places.append(number)
         except DkvsError as exc:
@@ -118,7 +118,7 @@ def _error(exc: DkvsError) -> Reply:
     return error_reply(exc)
 
 
-class _Collected(Exception):
+class Collected(Exception):
     """Raised by the collecting service in place of running a write (see the module doc)."""
 
     def __init__(self, write: tuple) -> None:
@@ -126,7 +126,7 @@ class _Collected(Exception):
         self.write = write
 
 
-class _CollectingService:
+class CollectingService:
     """The real service, except that a plain put or delete is collected, not run.
 
     A leased put (``lease=``/``ttl=``) is refused: a slave never batches one, and run here
@@ -139,10 +139,10 @@ class _CollectingService:
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None, **extra):
         if extra:
             raise BadRequest("a leased write (lease=, ttl=) cannot travel in a batch", parameter=next(iter(extra)))
-        raise _Collected(("put", key, value, acks, timeout, if_seq))
+        raise Collected(("put", key, value, acks, timeout, if_seq))
 
     def delete(self, key: str, *, acks: str, timeout: float, if_seq: int | None = None):
-        raise _Collected(("delete", key, None, acks, timeout, if_seq))
+        raise Collected(("delete", key, None, acks, timeout, if_seq))
 
     def __getattr__(self, name: str):
         return getattr(self._service, name)

@@ -165,7 +165,8 @@ class DkvsHTTPServer:
         """The fast lane sent the start of an answer; a worker sends ``rest`` (blocking,
         under the request deadline) and then serves the connection as usual."""
         handler = DkvsRequestHandler(conn, self)
-        handler.command, handler.path, handler.requestline = "GET", exchange.path, f"GET {exchange.path} HTTP/1.1"
+        handler.command, handler.path = exchange.command, exchange.path
+        handler.requestline = f"{exchange.command} {exchange.path} HTTP/1.1"
         handler.headers, handler.route_pattern, handler._started = exchange.headers, exchange.route_pattern, started
         handler.close_connection = False
         handler._unsent = rest

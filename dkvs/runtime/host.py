@@ -61,11 +61,12 @@ class Outcome:
     or :meth:`done` sees the lock and releases it. :meth:`done` runs only on the thread
     that holds the node lock."""
 
-    __slots__ = ("_lock", "_done", "request_id", "result", "error", "rejected", "messages")
+    __slots__ = ("_lock", "_done", "request_id", "result", "error", "rejected", "messages", "on_done")
 
     def __init__(self, request_id: int = 0) -> None:
         self._lock: threading.Lock | None = None
         self._done = False
+        self.on_done: Callable[[Outcome], None] | None = None  # instead of a waiter (propose_async)
         self.request_id = request_id
         self.result: dict | None = None
         self.error: str | None = None
@@ -82,6 +83,11 @@ class Outcome:
             lock = self._lock
             if lock is not None:
                 lock.release()
+            if self.on_done is not None:
+                try:
+                    self.on_done(self)
+                except Exception:  # noqa: BLE001 - a caller's bug must not stop the node
+                    log.exception("answering request %d failed", self.request_id)
 
     def wait(self, timeout: float | None) -> bool:
         if self._done:
@@ -120,6 +126,8 @@ class NodeHost:
         factory = work_factory or InlineSnapshotWork
         self.work = factory(storage, transport, on_built=self._on_built, on_streamed=self._on_streamed)
         self.events = ClusterEvents(role_of=lambda: driver.node.role)  # GET /events (dkvs.runtime.events)
+        # Appends fsync in the thread that runs a burst (dkvs.storage.file, "always").
+        self.persists_inline = getattr(storage, "fsync_policy", None) == "always"
         self.timed_storage = TimedStorage(storage, self.events, lambda: driver.node.id, lambda: driver.node.epoch)
         self.executor = Executor(driver, self.timed_storage, transport, self.work, self.feed, self.state_lock,
                                  complete=self._complete, on_note=self.events.record)
@@ -177,6 +185,19 @@ class NodeHost:
         if outcome._done:  # this thread ran it (flat combining): nothing to wait for
             return outcome
         return self._wait(outcome, timeout)
+
+    def propose_async(self, op: str, key: str, value: str | None, acks: str, timeout: float,
+                      cond: int | None, on_done: Callable[[Outcome], None]) -> None:
+        """:meth:`propose` without a waiting thread: ``on_done(outcome)`` runs once, on the
+        thread that completes the write (it holds the node lock: it must not block).
+
+        The calling thread runs the burst itself when the lock is free, unless the storage
+        fsyncs in the appending thread (``--fsync always``): then the ticker runs it, so a
+        caller that must never wait (the HTTP selector) never waits for a disk."""
+        outcome = Outcome(next(self._ids))
+        outcome.on_done = on_done
+        self._inbox.append((_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), outcome))
+        self._combine(0 if self.persists_inline else MAX_COMBINE_BURSTS)
 
     def propose_many(self, requests: list[tuple]) -> list[Outcome]:
         """:meth:`propose` for several writes ``(op, key, value, acks, timeout, cond)`` with one

@@ -29,7 +29,7 @@ from .admin import ClusterAdmin
 from .backups import BACKUPS_LOCK, EXPORT_IDLE_SECONDS, BackupExports
 from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
-from .forward_writes import write_batch
+from .forward_writes import write_async, write_batch
 from .handover import propose_through_handover, transfer_route
 from .host import NodeHost
 from .node_status import StatusMixin
@@ -183,6 +183,10 @@ class NodeService(StatusMixin, KeyValueService):
     def write_batch(self, writes: list[tuple]) -> list:
         """A forwarded batch, proposed as one burst (dkvs.runtime.forward_writes)."""
         return write_batch(self, writes)
+
+    def write_async(self, write: tuple, on_answer) -> bool:
+        """One checked write with no waiting thread (dkvs.runtime.forward_writes)."""
+        return write_async(self, write, on_answer)
 
     def get(self, key: str, *, consistent: bool) -> dict:
         host = self.host

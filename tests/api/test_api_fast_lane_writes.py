@@ -1,0 +1,213 @@
+"""Writes in the fast lane (dkvs.api.fast_lane): checked on the thread holding the
+connection, proposed without a waiting thread, answered by whoever completes them.
+
+The HTTP side is tested around a fake whose ``write_async`` completes writes now, later
+from another thread, or refuses them before proposing (the lane must then hand the request,
+unread, to a worker). Each answer must equal the worker path's, byte for byte but the
+``Date``. The node side (``NodeService.write_async``, ``NodeHost.propose_async``) is
+tested on a real in-memory node.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+
+import pytest
+
+from api_clients import RawClient, key_path
+from fake_service import UNSET, FakeService
+
+from dkvs.api.service import NotMaster
+from dkvs.errors import DkvsError
+
+
+class AsyncFake(FakeService):
+    """A fake that also takes writes without a waiting thread, like NodeService."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = "now"  # "now", "later" (answered by another thread), "redo" (refused unproposed)
+        self.async_writes = 0
+        self.threads: list[threading.Thread] = []
+
+    def write_async(self, write: tuple, on_answer) -> bool:
+        if self.raise_not_master is not UNSET:
+            return False  # not the master: the worker path forwards
+        self.async_writes += 1
+        if self.mode == "redo":
+            on_answer(None)
+            return True
+        if self.mode == "later":
+            thread = threading.Thread(target=lambda: on_answer(self._run(write)))
+            self.threads.append(thread)
+            thread.start()
+            return True
+        on_answer(self._run(write))
+        return True
+
+    def _run(self, write: tuple):
+        op, key, value, acks, timeout, cond = write
+        try:
+            if op == "put":
+                return self.put(key, value, acks=acks, timeout=timeout, if_seq=cond)
+            return self.delete(key, acks=acks, timeout=timeout, if_seq=cond)
+        except NotMaster:
+            return None
+        except DkvsError as exc:
+            return exc
+
+
+REQUESTS = [
+    b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    b"PUT /kv/a?acks=majority&timeout=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo",
+    b"PUT /kv/a?if_seq=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    b"PUT /kv/a?acks=bogus HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    b"PUT /kv/a?nope=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    b"PUT /kv/" + b"k" * 300 + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    b"PUT /kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n" + b"v" * 1048577,
+    b"PUT /kv/bin HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 2\r\n\r\n\xff\xfe",
+    b"PUT /kv/utf HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n\xff\xfe",
+    b"PUT /kv/" + key_path("dir/é").encode()[4:] + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\ny",
+    b"DELETE /kv/a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"DELETE /kv/a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"DELETE /kv/utf?if_seq=99 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"PUT /kv/nolength HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"DELETE /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab",
+    b"PUT /kv/t?ttl=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+]
+
+
+def _answer_of(server, request: bytes) -> bytes:
+    client = RawClient(server.url)
+    try:
+        client.send(request)
+        lines, length = [client.file.readline()], 0
+        while (line := client.file.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+            if not line.lower().startswith(b"date:"):
+                lines.append(line)
+        return b"".join(lines) + b"\r\n" + client.file.read(length)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def twins(start_server):
+    """Two servers around identical fakes: the lane on one, off on the other."""
+    fast, slow = AsyncFake(), AsyncFake()
+    fast_server, slow_server = start_server(fast), start_server(slow)
+    slow_server.fast_lane.enabled = False
+    return (fast_server, fast), (slow_server, slow)
+
+
+@pytest.mark.parametrize("mode", ["now", "later"])
+def test_writes_through_the_lane_are_answered_as_through_a_worker(twins, mode):
+    (fast_server, fast), (slow_server, slow) = twins
+    fast.mode = mode
+    for request in REQUESTS:
+        assert _answer_of(fast_server, request) == _answer_of(slow_server, request), request[:60]
+    assert fast.snapshot() == slow.snapshot()
+    assert fast.async_writes >= 8 and slow.async_writes == 0
+    for thread in fast.threads:
+        thread.join(5)
+
+
+def test_a_write_refused_before_proposing_is_redone_by_a_worker(twins):
+    (fast_server, fast), (slow_server, slow) = twins
+    fast.mode = "redo"
+    for request in REQUESTS[:3]:
+        assert _answer_of(fast_server, request) == _answer_of(slow_server, request)
+    assert fast.snapshot() == slow.snapshot()
+    assert fast_server.fast_lane.redone == 3
+
+
+def test_pipelined_writes_and_reads_keep_their_order(twins):
+    (server, fake), _ = twins
+    fake.mode = "later"
+    client = RawClient(server.url)
+    try:
+        client.send(b"PUT /kv/p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1"
+                    b"GET /kv/p HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"PUT /kv/p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n2"
+                    b"GET /kv/p HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [client.read_answer() for _ in range(4)]
+    finally:
+        client.close()
+    assert [a.status for a in answers] == [200] * 4
+    assert answers[1].json()["value"] == "1" and answers[3].json()["value"] == "2"
+    assert answers[0].headers["x-dkvs-seq"] == str(answers[0].json()["seq"])
+
+
+def test_a_slave_forwards_instead(start_server):
+    fake = AsyncFake()
+    fake.raise_not_master = None  # NotMaster(None): no master known, 503
+    server = start_server(fake)
+    answer = _answer_of(server, REQUESTS[0])
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert fake.async_writes == 0
+
+
+# --- the node side -------------------------------------------------------------------------
+
+@pytest.fixture
+def node():
+    from dkvs.runtime.app import DkvsNode, Settings
+    running = DkvsNode(Settings(port=0)).start()
+    yield running
+    running.stop()
+
+
+def test_a_node_answers_lane_writes_and_counts_them(node):
+    port = int(node.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for i in range(20):
+            conn.request("PUT", f"/kv/n{i}?acks=majority", b"v%d" % i)
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+        conn.request("GET", "/kv/n7")
+        assert conn.getresponse().read() == b'{"key":"n7","value":"v7","seq":%d}' % (7 + 2)
+    finally:
+        conn.close()
+    assert node.server.fast_lane.served >= 21
+
+
+def test_a_raising_answer_callback_does_not_stop_the_node(node):
+    done = threading.Event()
+
+    def boom(outcome):
+        done.set()
+        raise RuntimeError("a caller's bug")
+
+    node.host.propose_async("put", "cb", "1", "1", 5.0, None, boom)
+    assert done.wait(10)
+    assert node.host.failed is None
+    assert node.server.service.get("cb", consistent=False)["value"] == "1"
+
+
+def test_write_async_hands_back_a_write_refused_during_a_handover(node):
+    from dkvs.core.transfer import TRANSFER_IN_PROGRESS
+    from dkvs.runtime.forward_writes import write_async
+
+    class Refusing:
+        """The node's host, except that every proposal is refused as during a handover."""
+
+        def __init__(self, host):
+            self.node = host.node
+
+        def propose_async(self, op, key, value, acks, timeout, cond, on_done):
+            outcome = type("O", (), {"error": TRANSFER_IN_PROGRESS, "result": None, "rejected": None})()
+            on_done(outcome)
+
+    service = node.server.service
+    answers = []
+    real = service.host
+    service.host = Refusing(real)
+    try:
+        assert write_async(service, ("put", "h", "1", "1", 5.0, None), answers.append)
+    finally:
+        service.host = real
+    assert answers == [None]
