@@ -152,8 +152,8 @@ def internal(ex, args: dict) -> Reply:
         return error_reply(Unauthorized(f"internal request refused: {problem}"))
     if path == "raft" and is_upgrade(ex.headers) and hasattr(ex.server, "streams"):
         return ex.server.streams.accept(ex)  # a replication stream (dkvs.api.stream)
-    # Each route's own cap (dkvs.api.internal_limits), under the server's bound: a vote or a
-    # join cannot make the node buffer what only a snapshot may need.
+    # Each route's own cap (dkvs.api.internal_limits), under the server's bound: a join
+    # cannot make the node buffer what only a replication batch or a snapshot may need.
     cap = internal_body_cap(ex.command, path, ex.query, ex.service.limits, ex.server.internal_max_body_bytes)
     body = ex.read_body(cap, required=False)
     status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
