@@ -44,6 +44,7 @@ from .. import __version__
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from .admin_routes import ADMIN_ROUTE_SPECS
 from .forward_route import post_forward_batch
+from .internal_limits import internal_body_cap
 from .auth import ADMIN, OPEN, PEER, READ, WRITE, Authenticator, Grant
 from .openapi import openapi_document
 from .kv import (binary_reply, delete_keys, get_lease, item_json, keepalive_lease, post_lease, revoke_lease,
@@ -151,7 +152,10 @@ def internal(ex, args: dict) -> Reply:
         return error_reply(Unauthorized(f"internal request refused: {problem}"))
     if path == "raft" and is_upgrade(ex.headers) and hasattr(ex.server, "streams"):
         return ex.server.streams.accept(ex)  # a replication stream (dkvs.api.stream)
-    body = ex.read_body(ex.server.internal_max_body_bytes, required=False)
+    # Each route's own cap (dkvs.api.internal_limits), under the server's bound: a join
+    # cannot make the node buffer what only a replication batch or a snapshot may need.
+    cap = internal_body_cap(ex.command, path, ex.query, ex.service.limits, ex.server.internal_max_body_bytes)
+    body = ex.read_body(cap, required=False)
     status, data = ex.service.internal(ex.command, path, ex.query, body, ex.headers)
     return Reply(status, data)
 

@@ -367,6 +367,11 @@ MUTANTS += (
        "a master's batch leaves before its own fsync, so its copy counts in a commit only up to "
        "what its disk holds: an entry it failed to persist commits only through a majority of "
        "other durable copies"),
+    # -- hardening of the HTTP front end (tests/test_internal_body_limits.py) ----------------------
+    _node("join_body_capped", "dkvs/api/internal_limits.py",
+          '    ("POST", "join"): _control,\n',
+          '    ("POST", "join"): lambda limits, query: None,\n',
+          "a join's body is read under a small cap, not the server-wide 256 MiB one"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
