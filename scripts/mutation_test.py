@@ -40,7 +40,8 @@ from tests.sim.mutants import MUTANTS, QUICK, Mutant  # noqa: E402
 
 # The CI tests a mutant must fail, in the order they run (fast, pointed tests first, so a
 # killed mutant usually costs a second or two; the random seeds come last).
-CORE_TESTS = ("tests/test_core_*.py", "tests/test_log.py", "tests/test_kvstate.py", "tests/test_driver.py")
+CORE_TESTS = ("tests/test_internal_body_limits.py", "tests/api/test_api_fast_lane.py",
+              "tests/api/test_api_fast_lane_writes.py", "tests/test_core_*.py", "tests/test_log.py", "tests/test_kvstate.py", "tests/test_driver.py")
 SIM_TESTS = ("tests/sim/test_scenario*.py", "tests/sim/test_simulator.py", "tests/sim/test_random_seeds.py")
 COPY_IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.pyc", "data", "build", "dist")
 DEFAULT_TIMEOUT_SECONDS = 180

@@ -172,7 +172,7 @@ def test_large_body_read_by_a_worker_keeps_the_deadline_too(start_server, fake):
     server = start_server(fake, request_timeout_seconds=SHORT, idle_timeout_seconds=60)
     client = RawClient(server.url)
     try:
-        client.send(b"POST /internal/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
+        client.send(b"POST /internal/raft HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n"
                     + b"x" * 1024)
         answer = client.read_answer()
         assert answer.status == 408 and answer.json()["error"] == "request_timeout"

@@ -372,6 +372,20 @@ MUTANTS += (
           '    ("POST", "join"): _control,\n',
           '    ("POST", "join"): lambda limits, query: None,\n',
           "a join's body is read under a small cap, not the server-wide 256 MiB one"),
+    # -- the HTTP fast lane (dkvs/api/fast_lane.py; tests/api/test_api_fast_lane*.py) -------------
+    _node("fast_lane_takes_cors_requests", "dkvs/api/fast_lane.py",
+          '_FALLBACK_FIELDS = ("origin", "expect", "transfer-encoding")',
+          '_FALLBACK_FIELDS = ("expect", "transfer-encoding")',
+          "a request with an Origin goes to the worker path, which adds the CORS answer headers"),
+    _node("fast_lane_takes_big_bodies", "dkvs/api/fast_lane.py",
+          "if \"content-length\" not in fields or length > DRAIN_LIMIT_BYTES \\\n",
+          "if \"content-length\" not in fields \\\n",
+          "a body the worker path would refuse unread (and close the connection over) is not taken"),
+    _node("lane_write_redone_on_handover", "dkvs/runtime/forward_writes.py",
+          "        if outcome.error == TRANSFER_IN_PROGRESS:\n            on_answer(None)\n            return\n",
+          "",
+          "a lane write refused during a handover goes to the blocking path, which waits for the "
+          "new master, instead of being answered 503"),
 )
 
 # A fast, representative subset for the CI smoke test (tests/test_mutation_smoke.py).
