@@ -149,6 +149,25 @@ def test_streams_can_be_turned_off(cluster_of_two):
     assert server.streams.accepted == 0 and node.received == [append(1)]
 
 
+def test_a_message_bigger_than_a_frame_goes_by_post_and_the_stream_goes_on(cluster_of_two, monkeypatch):
+    """A legal entry can outgrow a frame (a txn of 1 MiB binary values encodes to ~19 MB
+    against 16 MiB frames): it must travel by POST, not fail the stream on every retry."""
+    import dkvs.transport.stream_frames as stream_frames
+
+    transport, server, node, answers = cluster_of_two()
+    transport.send("n2", append(1), send_id=1)
+    assert answers.wait(lambda: answers.delivered)
+    big = Append(1, "n1", 1, 1, (Entry(1, 2, "put", "big", "x" * 5000),), 1, 2)
+    monkeypatch.setattr(stream_frames, "MAX_FRAME_BYTES", 4096)  # the big entry is over it
+    transport.send("n2", big, send_id=2)
+    assert answers.wait(lambda: any(sid == 2 for _, sid, _ in answers.delivered))
+    transport.send("n2", append(3), send_id=3)
+    assert answers.wait(lambda: any(sid == 3 for _, sid, _ in answers.delivered))
+    assert [m.entries[0].seq for m in node.received] == [1, 2, 3]
+    assert not answers.failed
+    assert transport._streams["n2"].opened == 1  # the stream was never broken
+
+
 # -- hostile streams: a raw socket does the (valid) upgrade, then misbehaves --------------------
 def open_raw_stream(server):
     signer = Signer(SECRET, node_id="n1")
