@@ -15,23 +15,24 @@ What it does, and nothing more:
   ``TCP_NODELAY``, opened with a non-blocking connect on first use and reopened on the next
   request after an error or a ``Connection: close`` answer (each counted in ``reconnects``).
   At most one request is in flight on a connection.
-* **Responses**: the status line, then of the headers only ``Content-Length``,
-  ``Transfer-Encoding: chunked`` and ``Connection`` (RFC 9112 §6.3: a body is framed by
-  chunked coding, else by Content-Length, else by the close of the connection; 1xx, 204 and
-  304 answers have none). The body is consumed, never kept.
+* **Responses** (:class:`AnswerReader`, sans I/O): the status line, then of the headers
+  only ``Content-Length``, ``Transfer-Encoding: chunked`` and ``Connection`` (RFC 9112
+  §6.3: a body is framed by chunked coding, else by Content-Length, else by the close of
+  the connection; 1xx, 204 and 304 answers have none). The body is consumed, never kept.
 * **Failures** are answers too: the status is then the failure's name, chosen like
   :mod:`http.client`'s so figures of both engines read alike: ``RemoteDisconnected`` (closed
   before any byte of the answer), ``IncompleteRead`` (closed within it), ``TimeoutError``
-  (no byte for ``timeout`` seconds), ``BadStatusLine``, ``BadHeader``, or the ``OSError``
-  subclass of a refused or reset connection. The connection is closed and reopens on the
-  next request.
+  (no byte for ``timeout`` seconds), ``BadStatusLine``, ``BadHeader``, ``BadChunkSize``,
+  ``LineTooLong``, or the ``OSError`` subclass of a refused or reset connection. The
+  connection is closed and reopens on the next request. An idle connection the server
+  closes is reopened on its next request, no error.
 * **Clients** (:class:`WireLoop`): any object with ``next_request()`` → ``(connection,
   request bytes)`` or ``None`` (done) and ``on_answer(status, started, finished)``. A client
   sends its next request as soon as its answer is complete (a closed loop); after a failure
   it pauses ``error_pause`` seconds first, so a dead node is not hammered. ``started`` is the
-  moment the request is handed to the connection (written at once on an open connection;
-  after the connect otherwise, like :mod:`http.client`, whose lazy connect is inside the
-  timed call), ``finished`` the moment its last byte was read (``time.monotonic()``).
+  moment the request is handed to the connection and written (on a closed connection the
+  connect comes first and is timed too, as with :mod:`http.client`'s lazy connect),
+  ``finished`` the moment the answer's last byte was read (``time.monotonic()``).
 
 The loop runs until every client is done; it never sleeps a fixed time, only in
 ``select`` until a socket is ready, a paused client is due, or a timeout check is due.
@@ -47,7 +48,7 @@ import socket
 import time
 import urllib.parse
 
-__all__ = ["WireConnection", "WireLoop", "render_request", "host_header",
+__all__ = ["AnswerReader", "BadAnswer", "WireConnection", "WireLoop", "render_request", "host_header",
            "RECV_BYTES", "MAX_HEAD_BYTES", "TIMEOUT_CHECK_SECONDS"]
 
 RECV_BYTES = 65536
@@ -58,8 +59,8 @@ _IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_CLOSE = range(7)
 _NO_BODY_STATUSES = (204, 304)
 
 
-class _BadAnswer(Exception):
-    """The bytes received are not an HTTP/1.x answer; ``args[0]`` is the error's name."""
+class BadAnswer(Exception):
+    """The bytes received are not a whole HTTP/1.x answer; ``args[0]`` is the error's name."""
 
 
 def host_header(url: str) -> str:
@@ -77,6 +78,139 @@ def render_request(method: str, target: str, body: bytes | None, host: str) -> b
         body = body or b""
         head += f"Content-Length: {len(body)}\r\n"
     return (head + "\r\n").encode("latin-1") + (body or b"")
+
+
+class AnswerReader:
+    """The framing of HTTP/1.x answers, one at a time, sans I/O: bytes in, a status out.
+
+    :meth:`start` before each request; :meth:`feed` every chunk received until it returns
+    the status; :meth:`end` when the peer closed the connection first. ``will_close`` then
+    says whether the connection must be closed after this answer.
+    """
+
+    def __init__(self) -> None:
+        self.buf = bytearray()  # bytes received, not yet consumed
+        self.start()
+        self.state = _IDLE
+
+    def start(self) -> None:
+        """Expect a new answer (on a connection with no bytes pending)."""
+        self.state = _HEAD
+        self.got_bytes = False
+        self.status = 0
+        self.left = 0  # bytes of body (or of the current chunk and its CRLF) still to read
+        self.will_close = False
+
+    def end(self) -> int:
+        """The peer closed the connection: the status if that ends the answer (a body framed
+        by the close), else :class:`BadAnswer` naming how the answer was cut."""
+        if self.state == _UNTIL_CLOSE:
+            return self.status
+        raise BadAnswer("IncompleteRead" if self.got_bytes else "RemoteDisconnected")
+
+    def feed(self, data: bytes) -> int | None:
+        """Take ``data`` (received bytes); the answer's status once it is complete, else
+        None. Raises :class:`BadAnswer` on bytes that are not an HTTP/1.x answer."""
+        self.got_bytes = True
+        buf = self.buf
+        buf += data
+        while True:
+            state = self.state
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD_BYTES:
+                        raise BadAnswer("LineTooLong")
+                    return None
+                head = bytes(buf[:end])
+                del buf[:end + 4]
+                if self._parse_head(head):
+                    return self._done()
+            elif state == _BODY:
+                if len(buf) < self.left:
+                    self.left -= len(buf)
+                    buf.clear()
+                    return None
+                del buf[:self.left]
+                return self._done()
+            elif state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    return None
+                try:
+                    size = int(bytes(buf[:end]).split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise BadAnswer("BadChunkSize") from None
+                del buf[:end + 2]
+                self.left, self.state = size + 2, _CHUNK_DATA if size else _TRAILER
+            elif state == _CHUNK_DATA:  # the chunk and its CRLF
+                if len(buf) < self.left:
+                    self.left -= len(buf)
+                    buf.clear()
+                    return None
+                del buf[:self.left]
+                self.state = _CHUNK_SIZE
+            elif state == _TRAILER:  # trailer fields, then an empty line
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    return None
+                del buf[:end + 2]
+                if end == 0:
+                    return self._done()
+            elif state == _UNTIL_CLOSE:  # the body ends with the connection
+                buf.clear()
+                return None
+            else:  # bytes while no request is in flight
+                raise BadAnswer("UnexpectedData")
+
+    def _done(self) -> int:
+        self.state = _IDLE
+        return self.status
+
+    def _parse_head(self, head: bytes) -> bool:
+        """Read the status line and the framing headers; True if the answer is complete."""
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise BadAnswer("BadStatusLine")
+        try:
+            status = int(parts[1])
+        except ValueError:
+            raise BadAnswer("BadStatusLine") from None
+        if not 100 <= status <= 999:
+            raise BadAnswer("BadStatusLine")
+        length, chunked = None, False
+        close = parts[0] == b"HTTP/1.0"
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise BadAnswer("BadHeader")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise BadAnswer("BadHeader") from None
+                if length < 0:
+                    raise BadAnswer("BadHeader")
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                value = value.lower()
+                close = b"close" in value or (close and b"keep-alive" not in value)
+        if status < 200:  # an interim answer (100 Continue...): the real one follows
+            return False
+        self.status, self.will_close = status, close
+        if status in _NO_BODY_STATUSES:
+            return True
+        if chunked:
+            self.state = _CHUNK_SIZE
+        elif length is not None:
+            self.left, self.state = length, _BODY
+            return length == 0
+        else:
+            self.state, self.will_close = _UNTIL_CLOSE, True
+        return False
 
 
 class WireConnection:
@@ -97,118 +231,10 @@ class WireConnection:
         self.connecting = False
         self.events = 0  # what the loop's selector watches on ``sock``
         self.out = b""  # request bytes not yet written
-        self.buf = bytearray()  # answer bytes received, not yet parsed
+        self.answer = AnswerReader()
         self.owner = None  # the client whose request is in flight, else None
         self.started = 0.0
         self.deadline = 0.0
-        self._reset_answer()
-
-    def _reset_answer(self) -> None:
-        self.state = _IDLE
-        self.got_bytes = False
-        self.status = 0
-        self.left = 0  # bytes of body (or of the current chunk and its CRLF) still to read
-        self.will_close = False
-
-    # --- parsing (pure: bytes in self.buf → a complete answer's status, or None) ----------
-
-    def parse(self) -> int | None:
-        """Consume what ``buf`` holds of the answer; its status once complete, else None.
-        Raises :class:`_BadAnswer` on bytes that are not HTTP."""
-        buf = self.buf
-        while True:
-            state = self.state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise _BadAnswer("LineTooLong")
-                    return None
-                head = bytes(buf[:end])
-                del buf[:end + 4]
-                if self._parse_head(head):
-                    return self.status
-            elif state == _BODY:
-                if len(buf) < self.left:
-                    self.left -= len(buf)
-                    buf.clear()
-                    return None
-                del buf[:self.left]
-                return self.status
-            elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    return None
-                try:
-                    size = int(bytes(buf[:end]).split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise _BadAnswer("BadChunkSize") from None
-                del buf[:end + 2]
-                self.left, self.state = size + 2, _CHUNK_DATA if size else _TRAILER
-            elif state == _CHUNK_DATA:  # the chunk and its CRLF
-                if len(buf) < self.left:
-                    self.left -= len(buf)
-                    buf.clear()
-                    return None
-                del buf[:self.left]
-                self.state = _CHUNK_SIZE
-            elif state == _TRAILER:  # trailer fields, then an empty line
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    return None
-                del buf[:end + 2]
-                if end == 0:
-                    return self.status
-            elif state == _UNTIL_CLOSE:  # the body ends with the connection
-                buf.clear()
-                return None
-            else:  # bytes while no request is in flight
-                raise _BadAnswer("UnexpectedData")
-
-    def _parse_head(self, head: bytes) -> bool:
-        """Read the status line and the framing headers; True if the answer is complete."""
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise _BadAnswer("BadStatusLine")
-        try:
-            status = int(parts[1])
-        except ValueError:
-            raise _BadAnswer("BadStatusLine") from None
-        if not 100 <= status <= 999:
-            raise _BadAnswer("BadStatusLine")
-        length, chunked = None, False
-        close = parts[0] == b"HTTP/1.0"
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise _BadAnswer("BadHeader")
-            name = name.strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise _BadAnswer("BadHeader") from None
-                if length < 0:
-                    raise _BadAnswer("BadHeader")
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                value = value.lower()
-                close = b"close" in value or (close and b"keep-alive" not in value)
-        if status < 200:  # an interim answer (100 Continue...): the real one follows
-            return False
-        self.status, self.will_close = status, close
-        if status in _NO_BODY_STATUSES:
-            return True
-        if chunked:
-            self.state = _CHUNK_SIZE
-        elif length is not None:
-            self.left, self.state = length, _BODY
-            return length == 0
-        else:
-            self.state, self.will_close = _UNTIL_CLOSE, True
-        return False
 
 
 class WireLoop:
@@ -269,8 +295,7 @@ class WireLoop:
         conn, data = request
         conn.owner, conn.out, conn.started = client, data, time.monotonic()
         conn.deadline = conn.started + conn.timeout
-        conn._reset_answer()
-        conn.state = _HEAD
+        conn.answer.start()
         if conn.sock is None:
             self._connect(conn)
         else:
@@ -353,25 +378,15 @@ class WireLoop:
             self._drop(conn)
             conn.reconnects += 1
             return
-        if not data:
-            if conn.state == _UNTIL_CLOSE:
-                self._drop(conn)
-                conn.reconnects += 1
-                self._answer(conn, conn.status)
-            else:
-                self._fail(conn, "IncompleteRead" if conn.got_bytes else "RemoteDisconnected")
-            return
-        conn.got_bytes = True
         conn.deadline = time.monotonic() + conn.timeout
-        conn.buf += data
         try:
-            status = conn.parse()
-        except _BadAnswer as exc:
+            status = conn.answer.feed(data) if data else conn.answer.end()
+        except BadAnswer as exc:
             self._fail(conn, exc.args[0])
             return
         if status is None:
             return
-        if conn.will_close:
+        if conn.answer.will_close or not data:
             self._drop(conn)
             conn.reconnects += 1
         self._answer(conn, status)
@@ -379,7 +394,8 @@ class WireLoop:
     def _drop(self, conn: WireConnection) -> None:
         """Close ``conn``'s socket (it reopens on its next request)."""
         sock, conn.sock, conn.connecting = conn.sock, None, False
-        conn.out, conn.buf = b"", bytearray()
+        conn.out = b""
+        conn.answer.buf.clear()
         if sock is not None:
             try:
                 self.selector.unregister(sock)
