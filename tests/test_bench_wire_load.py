@@ -10,6 +10,7 @@ timed: the outcome does not depend on the machine's speed.
 
 from __future__ import annotations
 
+import http.client
 import queue
 import socket
 import threading
@@ -198,10 +199,24 @@ def test_a_cut_answer_is_named_by_where_it_was_cut():
         reader.end()
 
 
-def test_requests_carry_host_and_length_only_when_there_is_a_body():
-    assert render_request("GET", "/kv/k1", None, "h:1") == b"GET /kv/k1 HTTP/1.1\r\nHost: h:1\r\n\r\n"
-    assert render_request("PUT", "/kv/k1?acks=1", b"vv", "h:1") == (
-        b"PUT /kv/k1?acks=1 HTTP/1.1\r\nHost: h:1\r\nContent-Length: 2\r\n\r\nvv")
+class _CapturingConnection(http.client.HTTPConnection):
+    """An http.client connection that records what it would write, and writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("127.0.0.1", 7070)
+        self.sock, self.sent = object(), []
+
+    def send(self, data) -> None:
+        self.sent.append(bytes(data))
+
+
+@pytest.mark.parametrize("method, target, body", [
+    ("GET", "/kv/k1", None), ("GET", "/kv/k1?consistent=true", None), ("PUT", "/kv/k1?acks=1", b"vv"),
+    ("PUT", "/kv/k1", None), ("POST", "/v3/kv/range", b'{"key": "azE="}')])
+def test_requests_are_byte_for_byte_what_http_client_sends(method, target, body):
+    conn = _CapturingConnection()
+    conn.request(method, target, body)
+    assert render_request(method, target, body, "127.0.0.1:7070") == b"".join(conn.sent)
 
 
 # --- the loop against a scripted server --------------------------------------------------
