@@ -4,7 +4,11 @@
 the figures. The modules, bottom-up:
 
 * :mod:`.report` — percentiles (nearest rank), summaries, medians of runs, tables (pure);
-* :mod:`.load` — a load worker process: closed-loop clients on keep-alive connections;
+* :mod:`.load_spec` — what is sent: :class:`LoadSpec`, the dkvs and etcd requests;
+* :mod:`.wire_load` — the selector client engine: one thread and non-blocking sockets per
+  load process (the ``http.client`` engine stays for comparison);
+* :mod:`.load` — a load worker process: closed-loop clients on keep-alive connections,
+  either engine;
 * :mod:`.lag` — the replication-lag probe process (steady writes on the master, tight
   polling on a slave);
 * :mod:`.baseline` — the bare ``http.server`` key-value server, the stack's ceiling;

@@ -20,7 +20,7 @@ from . import report
 from .baseline import BaselineProcess
 from .compare import DEFAULT_SCENARIOS, SCENARIOS, compare_table, run_compare
 from .lag import LagSpec
-from .load import WORKLOADS, LoadSpec
+from .load import CLIENT_ENGINES, WORKLOADS, LoadSpec
 from .runner import run_once
 from .targets import READ_FROM, BenchError, StartedCluster, Target, baseline_target, resolve, settle
 
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compare: comma-separated ids among " + ", ".join(SCENARIOS))
     add("--repeat", type=int, default=1, metavar="K", help="run K times; report medians and every run")
     add("--seed", type=int, default=1)
+    add("--client-engine", choices=CLIENT_ENGINES, default=CLIENT_ENGINES[0],
+        help="load client: one selector loop per load process (default), or the first engine, "
+             "a thread and an http.client connection per client (costlier; for comparison)")
     add("--json", action="store_true", help="print one JSON document instead of tables")
     add("--smoke", action="store_true",
         help="CI: 1-second runs, tiny key space; exit 1 on any error")
@@ -104,7 +107,8 @@ def _finish_options(parser: argparse.ArgumentParser, o: argparse.Namespace) -> a
 def _spec(o, target: Target, workload: str, populate: bool) -> LoadSpec:
     return LoadSpec(workload=workload, keys=o.keys, value_size=o.value_size, acks=o.acks,
                     read_ratio=o.read_ratio, write_url=target.write_url, read_urls=target.read_urls,
-                    concurrency=o.concurrency, processes=o.processes, populate=populate, seed=o.seed)
+                    concurrency=o.concurrency, processes=o.processes, populate=populate, seed=o.seed,
+                    client_engine=o.client_engine)
 
 
 def run_single(o, progress) -> dict:
@@ -217,7 +221,7 @@ def describe(o) -> dict:
     return {k: getattr(o, k) for k in (
         "workload", "read_ratio", "keys", "value_size", "concurrency", "processes", "duration",
         "warmup", "acks", "read_from", "lag_rate", "repeat", "start", "url", "baseline",
-        "data_dir_root", "fsync", "node_arg", "seed", "smoke")}
+        "data_dir_root", "fsync", "node_arg", "seed", "smoke", "client_engine")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         m = doc["machine"]
         print(f"# {m['date_utc']}  {m['nproc']} cores  {m['cpu_model']}  Python {m['python']}  "
               f"before the run: load {m['loadavg_before']}, CPU idle {m['cpu_idle_before']}")
-        print(f"# {o.concurrency} connections over {o.processes} load processes, "
+        print(f"# {o.concurrency} connections over {o.processes} load processes ({o.client_engine} engine), "
               f"{o.warmup:g} s warm-up + {o.duration:g} s, {o.keys} keys, {o.value_size}-byte values"
               + ("" if o.compare else f", workload {o.workload}, acks={o.acks}, reads from {o.read_from}"))
         print(compare_table(doc) if o.compare else single_table(o, doc))

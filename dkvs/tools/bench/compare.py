@@ -128,7 +128,7 @@ def _measure(scenario: Scenario, target: Target, options, populated: set) -> dic
                         acks=scenario.acks, read_ratio=options.read_ratio,
                         write_url=target.write_url, read_urls=target.read_urls,
                         concurrency=options.concurrency, processes=options.processes,
-                        populate=populate, seed=options.seed)
+                        populate=populate, seed=options.seed, client_engine=options.client_engine)
     lag = None
     if scenario.lag and target.slave_url and options.lag_rate > 0:
         lag = LagSpec(target.write_url, target.slave_url, options.lag_rate, uuid.uuid4().hex[:8])

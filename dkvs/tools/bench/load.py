@@ -1,10 +1,19 @@
 """The load worker: one process driving several persistent HTTP connections.
 
 A benchmark run starts ``processes`` of these (see :mod:`dkvs.tools.bench.runner`); the
-``concurrency`` clients are spread over them, one thread per client, each with its own
-keep-alive :class:`http.client.HTTPConnection` (two when it reads from another node than
-the master it writes to). A client is closed-loop: it sends its next request as soon as the
-previous answer is read, so ``concurrency`` is also the number of requests in flight.
+``concurrency`` clients are spread over them, each with its own keep-alive connection (two
+when it reads from another node than the master it writes to). A client is closed-loop: it
+sends its next request as soon as the previous answer is read, so ``concurrency`` is also
+the number of requests in flight. Two engines drive the clients (``LoadSpec.client_engine``):
+
+* ``"selector"`` (default): one thread runs every client of the process on non-blocking
+  sockets (:mod:`.wire_load`), with requests pre-rendered to bytes: the cheapest client,
+  so the machine's cores go to the servers measured;
+* ``"http.client"``: one thread per client, each with an :class:`http.client.HTTPConnection`
+  — the first engine, several times costlier per request, kept so earlier figures can be
+  reproduced and compared side by side.
+
+Both count, time and name answers the same way (:class:`_Client`).
 
 Protocol with the parent, over a result queue and a control pipe:
 
@@ -20,19 +29,14 @@ Protocol with the parent, over a result queue and a control pipe:
 Any failure puts ``("error", index, text)``. A closed pipe (the parent is gone) ends the
 worker, and every connection is closed on the way out.
 
-The same clients speak to two systems (``LoadSpec.protocol``), so a peer comparison
-differs only in the requests on the wire: ``dkvs`` (``GET /kv/k7``, ``PUT /kv/k7?acks=``,
-``?consistent=true`` reads) and ``etcd`` (its v3 JSON gateway: ``POST /v3/kv/put`` and
-``POST /v3/kv/range`` with base64 keys and values; ``serializable`` unless consistent).
-Every request is rendered once per process before the clock starts.
+What is sent (the load's description, the requests of dkvs and etcd) is in
+:mod:`.load_spec`; this module re-exports its names.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.client
-import json
 import random
 import threading
 import time
@@ -40,64 +44,26 @@ import traceback
 import urllib.parse
 from array import array
 from collections import Counter
-from dataclasses import dataclass
+
+from .load_spec import (CLIENT_ENGINES, PROTOCOLS, WORKLOADS, LoadSpec, Request, key_path, populate_request,
+                        requests_of as _requests)
+from .wire_load import WireConnection, WireLoop, host_header, render_request
 
 try:
     import resource
 except ImportError:  # not on Unix: no CPU figures
     resource = None
 
-__all__ = ["LoadSpec", "Connection", "worker_main", "await_go", "key_path", "populate_request",
-           "PROTOCOLS", "REQUEST_TIMEOUT_SECONDS", "ERROR_PAUSE_SECONDS"]
+__all__ = ["LoadSpec", "Connection", "worker_main", "await_go", "key_path", "populate_request", "Request",
+           "WORKLOADS", "PROTOCOLS", "CLIENT_ENGINES", "ENGINES", "REQUEST_TIMEOUT_SECONDS",
+           "ERROR_PAUSE_SECONDS"]
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 ERROR_PAUSE_SECONDS = 0.01  # after a failed connection: no busy loop on a dead node
 WAIT_FOR_GO_SECONDS = 300.0  # a worker never waits longer than this for its start signal
-WORKLOADS = ("get", "put", "mixed")
-PROTOCOLS = ("dkvs", "etcd")
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """What to send, where, and with how many clients (picklable: it crosses processes)."""
-
-    workload: str  # "get", "put" or "mixed"
-    keys: int
-    value_size: int
-    acks: str
-    read_ratio: float  # share of GETs in "mixed"
-    write_url: str
-    read_urls: tuple[str, ...]
-    concurrency: int
-    processes: int
-    populate: bool
-    seed: int = 1
-    protocol: str = "dkvs"  # "dkvs" or "etcd" (its v3 JSON gateway)
-    consistent: bool = False  # linearizable reads (dkvs ?consistent=true; etcd not serializable)
-
-    def __post_init__(self) -> None:
-        if self.workload not in WORKLOADS:
-            raise ValueError(f"workload must be one of {WORKLOADS}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}")
-        if self.keys < 1 or self.concurrency < 1 or not 1 <= self.processes <= self.concurrency:
-            raise ValueError("need keys ≥ 1 and 1 ≤ processes ≤ concurrency")
-        if not self.read_urls:
-            raise ValueError("no URL to read from")
-
-    def clients_of(self, process_index: int) -> range:
-        """Global indexes of the clients run by process ``process_index``."""
-        share, extra = divmod(self.concurrency, self.processes)
-        start = process_index * share + min(process_index, extra)
-        return range(start, start + share + (process_index < extra))
-
-
-def key_path(index: int) -> str:
-    return f"/kv/k{index}"
-
-
 class Connection:
-    """One keep-alive connection; :meth:`call` returns the status, or the error's name.
+    """One keep-alive connection of the ``http.client`` engine; :meth:`call` returns the
+    status, or the error's name.
 
     After a failure the connection is closed, and ``http.client`` opens a new one on the
     next request (counted in ``reconnects``).
@@ -129,100 +95,200 @@ class Connection:
 
 
 class _Client:
-    """One closed-loop client: its connections, its random stream and what it measured."""
+    """One closed-loop client, whichever engine drives it: its random stream, its
+    measurement window and what it measured (see the module docstring for what counts).
+    ``connections`` (url → connection) are this client's own: one request in flight."""
 
-    def __init__(self, spec: LoadSpec, index: int, connections: dict[str, Connection]) -> None:
+    connection_class: type = Connection
+
+    def __init__(self, spec: LoadSpec, index: int, connections: dict) -> None:
         self.spec = spec
         self.index = index
-        read_url = spec.read_urls[index % len(spec.read_urls)]
-        for url in (spec.write_url, read_url):
+        self.read_url = spec.read_urls[index % len(spec.read_urls)]
+        for url in (spec.write_url, self.read_url):
             if url not in connections:
-                connections[url] = Connection(url)
-        self.writer, self.reader = connections[spec.write_url], connections[read_url]
+                connections[url] = self.connection_class(url, REQUEST_TIMEOUT_SECONDS)
+        self.writer, self.reader = connections[spec.write_url], connections[self.read_url]
         self.latencies = array("d")
         self.errors: Counter = Counter()
         self.warmup_errors = 0
         self.populate_errors: Counter = Counter()
+        self.window = (0.0, 0.0)
+        rng = random.Random(spec.seed * 1_000_003 + index)
+        self._randrange, self._chance = rng.randrange, rng.random
+        self._read_share = {"get": 1.0, "put": 0.0}.get(spec.workload, spec.read_ratio)
+
+    def populate_keys(self) -> range:
+        """The keys this client writes before the window (each key by exactly one client)."""
+        return range(self.index, self.spec.keys, self.spec.concurrency)
+
+    def choose(self) -> tuple[bool, int]:
+        """The next request: (is it a read, which key)."""
+        key = self._randrange(self.spec.keys)
+        share = self._read_share
+        return share >= 1.0 or (share > 0.0 and self._chance() < share), key
+
+    def record(self, status: int | str, started: float, finished: float) -> bool:
+        """Count one answer; False once it came past the window (the client stops)."""
+        measure_start, measure_end = self.window
+        if finished >= measure_end:
+            return False
+        if finished < measure_start:
+            if status != 200:
+                self.warmup_errors += 1
+        elif status == 200:
+            self.latencies.append(finished - started)
+        else:
+            self.errors[str(status)] += 1
+        return True
+
+
+class _ThreadClient(_Client):
+    """The ``http.client`` engine's client: a thread of its own, blocking calls."""
 
     def populate(self) -> None:
-        spec = self.spec
-        for key in range(self.index, spec.keys, spec.concurrency):
-            status = self.writer.call(*populate_request(spec, key))
+        for key in self.populate_keys():
+            status = self.writer.call(*populate_request(self.spec, key))
             if status != 200:
                 self.populate_errors[str(status)] += 1
 
     def run(self, measure_start: float, measure_end: float) -> None:
-        spec = self.spec
-        rng = random.Random(spec.seed * 1_000_003 + self.index)
-        gets, puts = _requests(spec)
-        read_share = {"get": 1.0, "put": 0.0}.get(spec.workload, spec.read_ratio)
-        reader, writer, latencies = self.reader, self.writer, self.latencies
-        randrange, chance, now = rng.randrange, rng.random, time.monotonic
-        keys = spec.keys
+        self.window = (measure_start, measure_end)
+        gets, puts = _requests(self.spec)
+        reader, writer, choose, record, now = self.reader, self.writer, self.choose, self.record, time.monotonic
         while True:
-            key = randrange(keys)
-            if read_share >= 1.0 or (read_share > 0.0 and chance() < read_share):
-                started = now()
-                status = reader.call(*gets[key])
-            else:
-                started = now()
-                status = writer.call(*puts[key])
-            finished = now()
-            if finished >= measure_end:
+            is_read, key = choose()
+            started = now()
+            status = reader.call(*gets[key]) if is_read else writer.call(*puts[key])
+            if not record(status, started, now()):
                 break
-            if finished < measure_start:
-                if status != 200:
-                    self.warmup_errors += 1
-            elif status == 200:
-                latencies.append(finished - started)
-            else:
-                self.errors[str(status)] += 1
             if status.__class__ is str:  # the connection failed
                 time.sleep(ERROR_PAUSE_SECONDS)
 
 
-Request = tuple  # (method, target, body or None): the arguments of Connection.call
+class _WireClient(_Client):
+    """The selector engine's client: :class:`.wire_load.WireLoop` asks it for requests."""
+
+    connection_class = WireConnection
+
+    def __init__(self, spec: LoadSpec, index: int, connections: dict) -> None:
+        super().__init__(spec, index, connections)
+        self.pending = iter(())  # keys still to pre-populate
+        self.populating = False
+        self.done = False
+        self.gets: list[bytes] = []
+        self.puts: list[bytes] = []
+
+    def start_populate(self) -> None:
+        self.pending, self.populating = iter(self.populate_keys()), True
+
+    def start_run(self, measure_start: float, measure_end: float) -> None:
+        self.window, self.populating, self.done = (measure_start, measure_end), False, False
+        self.gets, self.puts = _wire_requests(self.spec, host_header(self.read_url),
+                                              host_header(self.spec.write_url))
+
+    def next_request(self) -> tuple[WireConnection, bytes] | None:
+        if self.populating:
+            key = next(self.pending, None)
+            if key is None:
+                return None
+            return self.writer, render_request(*populate_request(self.spec, key),
+                                               host_header(self.spec.write_url))
+        if self.done:
+            return None
+        is_read, key = self.choose()
+        return (self.reader, self.gets[key]) if is_read else (self.writer, self.puts[key])
+
+    def on_answer(self, status: int | str, started: float, finished: float) -> None:
+        if self.populating:
+            if status != 200:
+                self.populate_errors[str(status)] += 1
+        elif not self.record(status, started, finished):
+            self.done = True
 
 
-def _etcd_body(key: int, value: bytes | None = None, serializable: bool = False) -> bytes:
-    doc = {"key": base64.b64encode(key_path(key)[4:].encode()).decode()}
-    if value is not None:
-        doc["value"] = base64.b64encode(value).decode()
-    if serializable:
-        doc["serializable"] = True
-    return json.dumps(doc).encode()
+@functools.lru_cache(maxsize=8)
+def _wire_requests(spec: LoadSpec, read_host: str, write_host: str) -> tuple[list[bytes], list[bytes]]:
+    """:func:`_requests` rendered to the bytes on the wire, once per process and host."""
+    gets, puts = _requests(spec)
+    return ([render_request(*r, read_host) for r in gets], [render_request(*r, write_host) for r in puts])
 
 
-def populate_request(spec: LoadSpec, key: int) -> Request:
-    """The write that pre-populates ``key`` (acks=1 on dkvs: only its existence matters)."""
-    value = b"p" * spec.value_size
-    if spec.protocol == "etcd":
-        return ("POST", "/v3/kv/put", _etcd_body(key, value))
-    return ("PUT", f"{key_path(key)}?acks=1", value)
+class _Engine:
+    """The clients of one load process, each with its own connections."""
+
+    client_class: type = _Client
+
+    def __init__(self, spec: LoadSpec, process_index: int) -> None:
+        self.spec = spec
+        self.connection_sets: list[dict] = [{} for _ in spec.clients_of(process_index)]
+        self.clients = [self.client_class(spec, index, connections) for index, connections
+                        in zip(spec.clients_of(process_index), self.connection_sets)]
+
+    def reconnects(self) -> int:
+        return sum(c.reconnects for conns in self.connection_sets for c in conns.values())
 
 
-@functools.lru_cache(maxsize=4)
-def _requests(spec: LoadSpec) -> tuple[list[Request], list[Request]]:
-    """The read and the write request of every key, built once per process."""
-    value, keys = b"v" * spec.value_size, range(spec.keys)
-    if spec.protocol == "etcd":
-        return ([("POST", "/v3/kv/range", _etcd_body(k, serializable=not spec.consistent)) for k in keys],
-                [("POST", "/v3/kv/put", _etcd_body(k, value)) for k in keys])
-    query = "?consistent=true" if spec.consistent else ""
-    return ([("GET", key_path(k) + query, None) for k in keys],
-            [("PUT", f"{key_path(k)}?acks={spec.acks}", value) for k in keys])
+class _ThreadEngine(_Engine):
+    """``client_engine="http.client"``: one thread and blocking connections per client
+    (the first engine, kept to compare figures side by side)."""
+
+    client_class = _ThreadClient
+
+    def populate(self) -> None:
+        self._run_threads("populate")
+
+    def run(self, measure_start: float, measure_end: float, cpu: list[float]) -> None:
+        _requests(self.spec)  # built once, before the clients share it
+        self._run_threads("run", measure_start, measure_end,
+                          meanwhile=lambda: _cpu_window(measure_start, measure_end, cpu))
+
+    def _run_threads(self, method: str, *args, meanwhile=None) -> None:
+        """Run ``client.<method>(*args)`` on one thread per client; ``meanwhile()`` on this one."""
+        threads = [threading.Thread(target=getattr(client, method), args=args, daemon=True,
+                                    name=f"bench-client-{client.index}") for client in self.clients]
+        for thread in threads:
+            thread.start()
+        if meanwhile is not None:
+            meanwhile()
+        for thread in threads:
+            thread.join()
+
+    def close(self) -> None:
+        for connections in self.connection_sets:
+            for connection in connections.values():
+                connection.close()
 
 
-def _run_threads(clients: list[_Client], method: str, *args, meanwhile=None) -> None:
-    """Run ``client.<method>(*args)`` on one thread per client; ``meanwhile()`` on this one."""
-    threads = [threading.Thread(target=getattr(client, method), args=args, daemon=True,
-                                name=f"bench-client-{client.index}") for client in clients]
-    for thread in threads:
-        thread.start()
-    if meanwhile is not None:
-        meanwhile()
-    for thread in threads:
-        thread.join()
+class _SelectorEngine(_Engine):
+    """``client_engine="selector"``: every client of the process on one
+    :class:`.wire_load.WireLoop` (this thread); a side thread only samples the CPU time."""
+
+    client_class = _WireClient
+
+    def __init__(self, spec: LoadSpec, process_index: int) -> None:
+        super().__init__(spec, process_index)
+        self.loop = WireLoop(self.clients, error_pause=ERROR_PAUSE_SECONDS)
+
+    def populate(self) -> None:
+        for client in self.clients:
+            client.start_populate()
+        self.loop.run()
+
+    def run(self, measure_start: float, measure_end: float, cpu: list[float]) -> None:
+        for client in self.clients:
+            client.start_run(measure_start, measure_end)
+        sampler = threading.Thread(target=_cpu_window, args=(measure_start, measure_end, cpu),
+                                   daemon=True, name="bench-cpu-sampler")
+        sampler.start()
+        self.loop.run()
+        sampler.join()
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+ENGINES = {"selector": _SelectorEngine, "http.client": _ThreadEngine}
 
 
 def _cpu_window(measure_start: float, measure_end: float, out: list[float]) -> None:
@@ -248,35 +314,29 @@ def await_go(control) -> tuple[float, float] | None:
 
 def worker_main(spec: LoadSpec, process_index: int, control, results) -> None:
     """Entry point of a load process (see the module docstring for the protocol)."""
-    connection_sets: list[dict[str, Connection]] = []
+    engine = None
     try:
-        clients = []
-        for index in spec.clients_of(process_index):
-            connections: dict[str, Connection] = {}
-            connection_sets.append(connections)
-            clients.append(_Client(spec, index, connections))
+        engine = ENGINES[spec.client_engine](spec, process_index)
         if spec.populate:
-            _run_threads(clients, "populate")
-        populate_errors = sum((client.populate_errors for client in clients), Counter())
-        _requests(spec)  # built once, before the clients share it
+            engine.populate()
+        populate_errors = sum((client.populate_errors for client in engine.clients), Counter())
         results.put(("ready", process_index, dict(populate_errors)))
         window = await_go(control)
         if window is None:
             return
         measure_start, measure_end = window
         cpu: list[float] = []
-        _run_threads(clients, "run", measure_start, measure_end,
-                     meanwhile=lambda: _cpu_window(measure_start, measure_end, cpu))
+        engine.run(measure_start, measure_end, cpu)
         latencies = array("d")
         errors: Counter = Counter()
-        for client in clients:
+        for client in engine.clients:
             latencies.extend(client.latencies)
             errors.update(client.errors)
         results.put(("done", process_index, {
             "latencies": latencies.tobytes(),
             "errors": dict(errors),
-            "warmup_errors": sum(client.warmup_errors for client in clients),
-            "reconnects": sum(c.reconnects for conns in connection_sets for c in conns.values()),
+            "warmup_errors": sum(client.warmup_errors for client in engine.clients),
+            "reconnects": engine.reconnects(),
             "cpu_seconds": cpu[1] - cpu[0] if len(cpu) == 2 else None,
         }))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
@@ -284,6 +344,5 @@ def worker_main(spec: LoadSpec, process_index: int, control, results) -> None:
     except Exception:  # reported to the parent, which fails the run with it
         results.put(("error", process_index, traceback.format_exc()))
     finally:
-        for connections in connection_sets:
-            for connection in connections.values():
-                connection.close()
+        if engine is not None:
+            engine.close()

@@ -146,7 +146,7 @@ def _spec(case: Case, target: Target, o, populate: bool) -> LoadSpec:
                     read_ratio=1.0, write_url=target.write_url, read_urls=target.read_urls,
                     concurrency=case.clients, processes=max(1, min(case.clients, o.processes)),
                     populate=populate, seed=o.seed, protocol="etcd" if target.name == "etcd" else "dkvs",
-                    consistent=case.kind == "cget")
+                    consistent=case.kind == "cget", client_engine=o.client_engine)
 
 
 def run_cases(cases: list[Case], o, progress) -> dict:

@@ -16,6 +16,7 @@ import signal
 import sys
 
 from . import report
+from .load import CLIENT_ENGINES
 from .peers import (SYSTEMS, WORKLOADS, cost_cases, cost_markdown, cost_rows, cost_table, peer_cases, peer_markdown,
                     peer_rows, peer_table, run_cases)
 from .targets import BenchError
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-dir-root", metavar="DIR", help="where on-disk nodes and etcd keep data (default: temp dir)")
     add("--node-arg", action="append", default=[], metavar="ARG", help="extra flag for every dkvs node")
     add("--seed", type=int, default=1)
+    add("--client-engine", choices=CLIENT_ENGINES, default=CLIENT_ENGINES[0],
+        help="load client: one selector loop per load process (default), or the first engine, "
+             "a thread and an http.client connection per client (costlier; for comparison)")
     add("--json", action="store_true", help="print one JSON document instead of tables")
     add("--markdown", action="store_true", help="print the tables as markdown (for docs/benchmarks.md)")
     return p
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     doc.update(mode="cost" if o.cost else "peers", machine=machine, loadavg_after=_loadavg(),
                config={k: getattr(o, k) for k in ("repeat", "duration", "warmup", "keys", "value_size",
                                                    "processes", "put_clients", "get_clients", "systems", "workloads",
-                                                   "quick", "seed")})
+                                                   "quick", "seed", "client_engine")})
     doc["rows"] = cost_rows(doc["medians"]) if o.cost else peer_rows(cases, doc["medians"])
     problems = _problems(doc) if o.quick else []
     doc["ok"] = not problems
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
               f"load average before {m['loadavg_before']}, after {doc['loadavg_after']}; "
               f"CPU idle before {m['cpu_idle_before']}")
         print(f"# medians of {o.repeat} interleaved runs, {o.warmup:g} s warm-up + {o.duration:g} s each, "
-              f"{o.keys} keys, {o.value_size}-byte values, up to {o.processes} load processes"
+              f"{o.keys} keys, {o.value_size}-byte values, up to {o.processes} load processes "
+              f"({o.client_engine} engine)"
               + (f"; etcd {doc['etcd_version']}" if doc.get("etcd_version") else ""))
         if o.markdown:
             print(cost_markdown(cases, doc["medians"]) if o.cost else peer_markdown(doc["rows"]))
