@@ -22,8 +22,10 @@ path (wait for the new master, or forward).
 
 What takes the lane — everything else goes to a worker, unchanged:
 
-* ``GET /kv/{key} HTTP/1.1`` with no query string (no ``consistent=``, no ``wait=``:
-  those may wait); ``PUT`` or ``DELETE /kv/{key}`` with any query but ``lease=``/``ttl=``,
+* ``GET /kv/{key} HTTP/1.1`` (not a watch: ``wait=`` requests go to their own pool); a
+  consistent one (``consistent=true``) on a master, answered like a write by the thread
+  that completes its read round (or at once under a read lease);
+  ``PUT`` or ``DELETE /kv/{key}`` with any query but ``lease=``/``ttl=``,
   on a master, with its whole body buffered and at most 64 KiB (a bigger body refused
   unread closes the connection on the worker path);
 * on a plain (non-TLS) connection that is not on probation over the connection cap,
@@ -54,8 +56,8 @@ from ..errors import DkvsError, PayloadTooLarge
 from .forward_route import Collected, CollectingService
 from .handler import DRAIN_LIMIT_BYTES
 from .headers import HeadError, parse_fields, parse_request_line
-from .kv import wants_binary
-from .response import date_line, error_reply, render, written_reply
+from .kv import item_json, wants_binary
+from .response import date_line, error_reply, json_reply, render, written_reply
 from .routes import dispatch
 from .service import NotMaster
 
@@ -71,14 +73,31 @@ class _Fallback(Exception):
     """The request is the worker path's (a leased put: it must not overtake anything)."""
 
 
+class _ConsistentRead(Exception):
+    """Raised by the lane's service in place of a consistent read (the lane runs it)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("collected")
+        self.key = key
+
+
 class _LaneService(CollectingService):
-    """The real service, except that a plain put or delete is collected (proposed by the
-    lane without a waiting thread) and a leased put falls back to a worker."""
+    """The real service, except that a plain put or delete and a consistent read are
+    collected (the lane runs them without a waiting thread), and a leased put or a watch
+    falls back to a worker."""
 
     def put(self, key: str, value: str, *, acks: str, timeout: float, if_seq: int | None = None, **extra):
         if extra:
             raise _Fallback()
         return super().put(key, value, acks=acks, timeout=timeout, if_seq=if_seq)
+
+    def get(self, key: str, *, consistent: bool) -> dict:
+        if consistent:
+            raise _ConsistentRead(key)
+        return self._service.get(key, consistent=False)
+
+    def watch_key(self, *args, **kwargs):
+        raise _Fallback()
 
 
 class FastExchange:
@@ -137,9 +156,15 @@ class FastLane:
         if exchange is None:
             return False
         started = time.perf_counter()
+        path, _, query = exchange.path.partition("?")
+        real = exchange.service
+        if query:  # consistent=, or a bad parameter: the lane's service decides
+            exchange.service = _LaneService(real)
         try:
-            reply = dispatch(exchange, exchange.path, "")
-        except NotMaster:
+            reply = dispatch(exchange, path, query)
+        except _ConsistentRead as found:
+            return self._consistent_read(conn, exchange, real, found.key, started)
+        except (NotMaster, _Fallback):
             return False
         except DkvsError as exc:
             reply = error_reply(exc)
@@ -148,6 +173,27 @@ class FastLane:
         conn.pos = conn.head_end  # the request is consumed: no body
         self.served += 1
         self._send(conn, exchange, reply, started)
+        return True
+
+    def _consistent_read(self, conn, exchange: FastExchange, service, key: str, started: float) -> bool:
+        """A read that waits for the read index (or holds a lease): answered by the thread
+        that completes the barrier, as :meth:`_write` answers a write."""
+        if not hasattr(service, "read_async"):
+            return False
+
+        def answered(answer) -> None:
+            if answer is None:  # not master any more: the worker path forwards it
+                self.redone += 1
+                self._redo(conn)
+                return
+            conn.pos = conn.head_end
+            self._send(conn, exchange, json_reply(item_json(answer)) if isinstance(answer, dict)
+                       else error_reply(answer), started)
+
+        self.served += 1
+        if not service.read_async(key, answered):
+            self.served -= 1
+            return False
         return True
 
     def _write(self, conn) -> bool:
@@ -228,7 +274,7 @@ class FastLane:
             headers = parse_fields(lines)
         except HeadError:
             return None
-        if version != "HTTP/1.1" or (command == "GET" and "?" in target):
+        if version != "HTTP/1.1":
             return None
         fields = headers.by_name
         if headers.repeated:  # which copy counts is the worker path's call

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..api.service import NotMaster
-from ..core.election import MASTER
 from ..core.transfer import TRANSFER_IN_PROGRESS
 from ..errors import DkvsError
 from .answers import write_answer
 
-__all__ = ["write_batch", "write_async", "batch_signer"]
+__all__ = ["write_batch", "batch_signer"]
 
 
 def write_batch(service, writes: list[tuple]) -> list:
@@ -43,39 +41,6 @@ def write_batch(service, writes: list[tuple]) -> list:
         except DkvsError as exc:
             answers.append(exc)
     return answers
-
-
-def write_async(service, write: tuple, on_answer: Callable) -> bool:
-    """Propose one checked write ``(op, key, value, acks, timeout, cond)`` with no thread
-    waiting for it (the HTTP fast lane, :mod:`dkvs.api.fast_lane`).
-
-    Returns False, having done nothing, unless this node is the master. Later
-    ``on_answer(answer)`` runs once, on the thread that completes the write, with the
-    answer dict or the :class:`~dkvs.errors.DkvsError` :meth:`NodeService.put` would give,
-    or with ``None`` when nothing was proposed and the write must take the blocking path
-    (a leadership handover under way, or this node no longer master: that path waits for
-    the new master or forwards)."""
-    host = service.host
-    if host.node.role != MASTER:
-        return False
-    op, key, value, acks, timeout, cond = write
-
-    def done(outcome) -> None:
-        if outcome.error == TRANSFER_IN_PROGRESS:
-            on_answer(None)
-            return
-        try:
-            answer = write_answer(op, key, outcome, acks, timeout, cond,
-                                  service.master_url() if outcome.error is not None else None)
-        except NotMaster:  # refused before it was proposed
-            on_answer(None)
-            return
-        except DkvsError as exc:
-            answer = exc
-        on_answer(answer)
-
-    host.propose_async(op, key, value, acks, timeout, cond, done)
-    return True
 
 
 def batch_signer(service) -> Callable[[str, str, bytes], dict | None]:

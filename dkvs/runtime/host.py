@@ -194,9 +194,16 @@ class NodeHost:
         The calling thread runs the burst itself when the lock is free, unless the storage
         fsyncs in the appending thread (``--fsync always``): then the ticker runs it, so a
         caller that must never wait (the HTTP selector) never waits for a disk."""
+        self._queue_async(_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), on_done)
+
+    def read_barrier_async(self, timeout: float, on_done: Callable[[Outcome], None]) -> None:
+        """:meth:`read_barrier` without a waiting thread (see :meth:`propose_async`)."""
+        self._queue_async(_READ, self._ticks(timeout), on_done)
+
+    def _queue_async(self, kind: str, payload, on_done: Callable[[Outcome], None]) -> None:
         outcome = Outcome(next(self._ids))
         outcome.on_done = on_done
-        self._inbox.append((_PROPOSE, (op, key, value, acks, self._ticks(timeout), cond), outcome))
+        self._inbox.append((kind, payload, outcome))
         self._combine(0 if self.persists_inline else MAX_COMBINE_BURSTS)
 
     def propose_many(self, requests: list[tuple]) -> list[Outcome]:

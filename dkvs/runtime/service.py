@@ -29,9 +29,10 @@ from .admin import ClusterAdmin
 from .backups import BACKUPS_LOCK, EXPORT_IDLE_SECONDS, BackupExports
 from .answers import (delete_prefix_answer, lease_grant_answer, lease_revoke_answer,
                       leased_put_answer, raise_for, txn_answer, write_answer)
-from .forward_writes import write_async, write_batch
+from .forward_writes import write_batch
 from .handover import propose_through_handover, transfer_route
 from .host import NodeHost
+from .lane_requests import read_async, write_async
 from .node_status import StatusMixin
 
 __all__ = ["NodeService"]
@@ -185,8 +186,12 @@ class NodeService(StatusMixin, KeyValueService):
         return write_batch(self, writes)
 
     def write_async(self, write: tuple, on_answer) -> bool:
-        """One checked write with no waiting thread (dkvs.runtime.forward_writes)."""
+        """One checked write with no waiting thread (dkvs.runtime.lane_requests)."""
         return write_async(self, write, on_answer)
+
+    def read_async(self, key: str, on_answer) -> bool:
+        """One consistent read with no waiting thread (dkvs.runtime.lane_requests)."""
+        return read_async(self, key, on_answer)
 
     def get(self, key: str, *, consistent: bool) -> dict:
         host = self.host

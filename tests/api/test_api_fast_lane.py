@@ -98,12 +98,20 @@ def test_requests_the_lane_must_not_take_go_to_a_worker(stocked, fields):
     assert fast == slow
 
 
+@pytest.mark.parametrize("query,lane", [("consistent=false", 1), ("consistent=nope", 1), ("bogus=1", 1),
+                                        ("consistent=true", 0)])  # the fake cannot read asynchronously
+def test_reads_with_a_query_are_answered_as_by_a_worker(stocked, query, lane):
+    server, _ = stocked
+    fast, slow, served = _both_paths(server, _get(f"/kv/a?{query}"))
+    assert served == lane
+    assert fast == slow
+
+
 @pytest.mark.parametrize("request_bytes", [
-    b"GET /kv/a?consistent=false HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /kv/a HTTP/1.0\r\nHost: x\r\n\r\n",
     b"GET /kv/a HTTP/1.1\r\n folded: no\r\n\r\n",
 ])
-def test_queries_old_versions_and_bad_heads_go_to_a_worker(stocked, request_bytes):
+def test_old_versions_and_bad_heads_go_to_a_worker(stocked, request_bytes):
     server, _ = stocked
     fast, slow, served = _both_paths(server, request_bytes)
     assert served == 0

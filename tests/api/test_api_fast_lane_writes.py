@@ -29,6 +29,7 @@ class AsyncFake(FakeService):
         super().__init__()
         self.mode = "now"  # "now", "later" (answered by another thread), "redo" (refused unproposed)
         self.async_writes = 0
+        self.async_reads = 0
         self.threads: list[threading.Thread] = []
 
     def write_async(self, write: tuple, on_answer) -> bool:
@@ -44,6 +45,28 @@ class AsyncFake(FakeService):
             thread.start()
             return True
         on_answer(self._run(write))
+        return True
+
+    def read_async(self, key: str, on_answer) -> bool:
+        if self.raise_not_master is not UNSET:
+            return False
+        self.async_reads += 1
+        if self.mode == "redo":
+            on_answer(None)
+            return True
+
+        def read():
+            try:
+                return self.get(key, consistent=True)
+            except DkvsError as exc:
+                return exc
+
+        if self.mode == "later":
+            thread = threading.Thread(target=lambda: on_answer(read()))
+            self.threads.append(thread)
+            thread.start()
+            return True
+        on_answer(read())
         return True
 
     def _run(self, write: tuple):
@@ -75,6 +98,9 @@ REQUESTS = [
     b"PUT /kv/nolength HTTP/1.1\r\nHost: x\r\n\r\n",
     b"DELETE /kv/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab",
     b"PUT /kv/t?ttl=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+    b"GET /kv/utf?consistent=true HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /kv/gone?consistent=true HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /kv/utf?consistent=true&wait=1 HTTP/1.1\r\nHost: x\r\n\r\n",
 ]
 
 
@@ -110,6 +136,7 @@ def test_writes_through_the_lane_are_answered_as_through_a_worker(twins, mode):
         assert _answer_of(fast_server, request) == _answer_of(slow_server, request), request[:60]
     assert fast.snapshot() == slow.snapshot()
     assert fast.async_writes >= 8 and slow.async_writes == 0
+    assert fast.async_reads == 2 and slow.async_reads == 0
     for thread in fast.threads:
         thread.join(5)
 
@@ -117,10 +144,10 @@ def test_writes_through_the_lane_are_answered_as_through_a_worker(twins, mode):
 def test_a_write_refused_before_proposing_is_redone_by_a_worker(twins):
     (fast_server, fast), (slow_server, slow) = twins
     fast.mode = "redo"
-    for request in REQUESTS[:3]:
+    for request in REQUESTS[:3] + REQUESTS[-3:-1]:
         assert _answer_of(fast_server, request) == _answer_of(slow_server, request)
     assert fast.snapshot() == slow.snapshot()
-    assert fast_server.fast_lane.redone == 3
+    assert fast_server.fast_lane.redone == 5
 
 
 def test_pipelined_writes_and_reads_keep_their_order(twins):
@@ -175,6 +202,24 @@ def test_a_node_answers_lane_writes_and_counts_them(node):
     assert node.server.fast_lane.served >= 21
 
 
+def test_a_node_answers_consistent_reads_in_the_lane(node):
+    port = int(node.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    before = node.server.fast_lane.served
+    try:
+        conn.request("PUT", "/kv/c", b"fresh")
+        assert conn.getresponse().read().startswith(b'{"key":"c"')
+        conn.request("GET", "/kv/c?consistent=true")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b'{"key":"c","value":"fresh","seq":2}')
+        conn.request("GET", "/kv/none?consistent=true")
+        response = conn.getresponse()
+        assert response.status == 404 and b"key_not_found" in response.read()
+    finally:
+        conn.close()
+    assert node.server.fast_lane.served == before + 3
+
+
 def test_a_raising_answer_callback_does_not_stop_the_node(node):
     done = threading.Event()
 
@@ -190,7 +235,7 @@ def test_a_raising_answer_callback_does_not_stop_the_node(node):
 
 def test_write_async_hands_back_a_write_refused_during_a_handover(node):
     from dkvs.core.transfer import TRANSFER_IN_PROGRESS
-    from dkvs.runtime.forward_writes import write_async
+    from dkvs.runtime.lane_requests import write_async
 
     class Refusing:
         """The node's host, except that every proposal is refused as during a handover."""

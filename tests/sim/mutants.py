@@ -381,7 +381,7 @@ MUTANTS += (
           "if \"content-length\" not in fields or length > DRAIN_LIMIT_BYTES \\\n",
           "if \"content-length\" not in fields \\\n",
           "a body the worker path would refuse unread (and close the connection over) is not taken"),
-    _node("lane_write_redone_on_handover", "dkvs/runtime/forward_writes.py",
+    _node("lane_write_redone_on_handover", "dkvs/runtime/lane_requests.py",
           "        if outcome.error == TRANSFER_IN_PROGRESS:\n            on_answer(None)\n            return\n",
           "",
           "a lane write refused during a handover goes to the blocking path, which waits for the "
