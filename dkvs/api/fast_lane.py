@@ -51,6 +51,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from ..errors import DkvsError, PayloadTooLarge
 from .forward_route import Collected, CollectingService
@@ -145,58 +146,12 @@ class FastLane:
         if not self.enabled or server.stopping or conn.over_cap or conn.eof:
             return False
         buf, pos = conn.buf, conn.pos
-        if buf.startswith(_READ, pos):
-            return self._read(conn)
-        if buf.startswith(_PUT, pos) or buf.startswith(_DELETE, pos):
-            return hasattr(server.service, "write_async") and self._write(conn)
+        if buf.startswith(_READ, pos) or ((buf.startswith(_PUT, pos) or buf.startswith(_DELETE, pos))
+                                          and hasattr(server.service, "write_async")):
+            return self._take(conn)
         return False
 
-    def _read(self, conn) -> bool:
-        exchange = self._exchange(conn)
-        if exchange is None:
-            return False
-        started = time.perf_counter()
-        path, _, query = exchange.path.partition("?")
-        real = exchange.service
-        if query:  # consistent=, or a bad parameter: the lane's service decides
-            exchange.service = _LaneService(real)
-        try:
-            reply = dispatch(exchange, path, query)
-        except _ConsistentRead as found:
-            return self._consistent_read(conn, exchange, real, found.key, started)
-        except (NotMaster, _Fallback):
-            return False
-        except DkvsError as exc:
-            reply = error_reply(exc)
-        except Exception:  # noqa: BLE001 - the worker path answers it (and logs a 500)
-            return False
-        conn.pos = conn.head_end  # the request is consumed: no body
-        self.served += 1
-        self._send(conn, exchange, reply, started)
-        return True
-
-    def _consistent_read(self, conn, exchange: FastExchange, service, key: str, started: float) -> bool:
-        """A read that waits for the read index (or holds a lease): answered by the thread
-        that completes the barrier, as :meth:`_write` answers a write."""
-        if not hasattr(service, "read_async"):
-            return False
-
-        def answered(answer) -> None:
-            if answer is None:  # not master any more: the worker path forwards it
-                self.redone += 1
-                self._redo(conn)
-                return
-            conn.pos = conn.head_end
-            self._send(conn, exchange, json_reply(item_json(answer)) if isinstance(answer, dict)
-                       else error_reply(answer), started)
-
-        self.served += 1
-        if not service.read_async(key, answered):
-            self.served -= 1
-            return False
-        return True
-
-    def _write(self, conn) -> bool:
+    def _take(self, conn) -> bool:
         exchange = self._exchange(conn)
         if exchange is None:
             return False
@@ -204,34 +159,45 @@ class FastLane:
         real = exchange.service
         exchange.service = _LaneService(real)
         path, _, query = exchange.path.partition("?")
+        end = conn.head_end + len(exchange.body)
         try:
             reply = dispatch(exchange, path, query)
-        except Collected as found:
-            reply, write = None, found.write
+        except Collected as found:  # a checked write: proposed now, answered once done
+            write = found.write
+            return self._later(conn, exchange, started, end, written_reply,
+                               lambda answered: real.write_async(write, answered))
+        except _ConsistentRead as found:  # a read that waits for its read round (or a lease)
+            key, read_async = found.key, getattr(real, "read_async", None)
+            return read_async is not None and self._later(
+                conn, exchange, started, end, lambda answer: json_reply(item_json(answer)),
+                lambda answered: read_async(key, answered))
         except (NotMaster, _Fallback):
             return False
-        except DkvsError as exc:
+        except DkvsError as exc:  # refused before anything ran: a 4xx
             reply = error_reply(exc)
         except Exception:  # noqa: BLE001 - the worker path answers it (and logs a 500)
             return False
-        end = conn.head_end + len(exchange.body)
-        if reply is not None:  # refused before anything was proposed: a 4xx
-            conn.pos = end
-            self.served += 1
-            self._send(conn, exchange, reply, started)
-            return True
+        conn.pos = end
+        self.served += 1
+        self._send(conn, exchange, reply, started)
+        return True
 
+    def _later(self, conn, exchange: FastExchange, started: float, end: int,
+               reply_of: Callable[[dict], object], start: Callable[[Callable], bool]) -> bool:
+        """Start a request the node completes later (``start(answered)``, False: not taken);
+        the thread that completes it answers with ``reply_of(answer)`` or the error, or
+        gives the request, unread, to a worker when nothing was done (``answer`` None)."""
         def answered(answer) -> None:
-            if answer is None:  # nothing proposed; the blocking path decides
+            if answer is None:  # nothing done (a handover, not master any more): the worker path
                 self.redone += 1
                 self._redo(conn)
                 return
             conn.pos = end
-            self._send(conn, exchange, written_reply(answer) if isinstance(answer, dict) else error_reply(answer),
+            self._send(conn, exchange, reply_of(answer) if isinstance(answer, dict) else error_reply(answer),
                        started)
 
         self.served += 1
-        if not real.write_async(write, answered):
+        if not start(answered):
             self.served -= 1
             return False
         return True

@@ -12,7 +12,7 @@ import socket
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
-__all__ = ["Answer", "ApiClient", "RawClient", "key_path", "assert_server_still_serves"]
+__all__ = ["Answer", "ApiClient", "RawClient", "key_path", "assert_server_still_serves", "answer_without_date"]
 
 
 class Answer(NamedTuple):
@@ -80,3 +80,20 @@ def assert_server_still_serves(api: ApiClient) -> None:
     assert api.request("PUT", "/kv/after-the-error", b"fine").status == 200
     answer = api.request("GET", "/kv/after-the-error")
     assert answer.status == 200 and answer.json()["value"] == "fine"
+
+
+def answer_without_date(url: str, request: bytes) -> bytes:
+    """Send ``request`` on a fresh connection; the whole answer as bytes, but its Date line
+    (to compare two paths' answers byte for byte)."""
+    client = RawClient(url)
+    try:
+        client.send(request)
+        lines, length = [client.file.readline()], 0
+        while (line := client.file.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+            if not line.lower().startswith(b"date:"):
+                lines.append(line)
+        return b"".join(lines) + b"\r\n" + client.file.read(length)
+    finally:
+        client.close()

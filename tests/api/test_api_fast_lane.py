@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from api_clients import RawClient, key_path
+from api_clients import RawClient, answer_without_date, key_path
 from fake_service import FakeService
 
 from dkvs.api.auth import Authenticator
@@ -21,20 +21,7 @@ from dkvs.api.service import Limits
 
 
 def _exchange(server, request: bytes) -> bytes:
-    """Send one request on a fresh connection; return the whole answer without its Date line."""
-    client = RawClient(server.url)
-    try:
-        client.send(request)
-        status_line = client.file.readline()
-        lines, length = [status_line], 0
-        while (line := client.file.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-            if not line.lower().startswith(b"date:"):
-                lines.append(line)
-        return b"".join(lines) + b"\r\n" + client.file.read(length)
-    finally:
-        client.close()
+    return answer_without_date(server.url, request)
 
 
 def _both_paths(server, request: bytes) -> tuple[bytes, bytes, int]:

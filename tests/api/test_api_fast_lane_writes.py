@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from api_clients import RawClient, key_path
+from api_clients import RawClient, answer_without_date, key_path
 from fake_service import UNSET, FakeService
 
 from dkvs.api.service import NotMaster
@@ -105,18 +105,7 @@ REQUESTS = [
 
 
 def _answer_of(server, request: bytes) -> bytes:
-    client = RawClient(server.url)
-    try:
-        client.send(request)
-        lines, length = [client.file.readline()], 0
-        while (line := client.file.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-            if not line.lower().startswith(b"date:"):
-                lines.append(line)
-        return b"".join(lines) + b"\r\n" + client.file.read(length)
-    finally:
-        client.close()
+    return answer_without_date(server.url, request)
 
 
 @pytest.fixture
