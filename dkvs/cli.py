@@ -178,6 +178,9 @@ FLAGS: tuple[Flag, ...] = (
          "no round trip, while a majority confirmed it within the election timeout minus a margin; "
          "assumes bounded clock drift (docs/protocol.md, 'Reads: the lease'); set it on every node",
          switch=True),
+    Flag("--fast-lane", _boolean, True, "answer plain key reads and writes on the thread that holds the "
+         "connection, with no worker hand-over (docs/architecture.md); off: every request goes to a "
+         "worker, as before", metavar="{on,off}"),
     Flag("--max-key-bytes", _count, 1024, "largest key, in UTF-8 bytes", metavar="BYTES"),
     Flag("--max-value-bytes", _count, 1024 * 1024, "largest value, in UTF-8 bytes", metavar="BYTES"),
     Flag("--cluster-secret", _text, None, "shared secret: internal requests are HMAC-signed and "
@@ -295,7 +298,7 @@ def settings_from_values(v: dict):
                     idle_timeout=v["idle_timeout"], tls_cert=v["tls_cert"], tls_key=v["tls_key"],
                     tls_ca=v["tls_ca"], tls_client_auth=v["tls_client_auth"], rebuild=v["rebuild"],
                     learner=v["learner"], replication_window=v["replication_window"],
-                    lease_reads=v["lease_reads"])
+                    lease_reads=v["lease_reads"], fast_lane=v["fast_lane"])
 
 
 def _fail(message: str) -> int:

@@ -91,7 +91,8 @@ class DkvsHTTPServer:
                  client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
                  watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                  internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES,
-                 forwarder: Forwarder | None = None, tls_context: ssl.SSLContext | None = None) -> None:
+                 forwarder: Forwarder | None = None, tls_context: ssl.SSLContext | None = None,
+                 fast_lane: bool = True) -> None:
         self.service = service
         self.cors = CorsPolicy(cors_origins)
         self.metrics = RequestMetrics()
@@ -124,7 +125,8 @@ class DkvsHTTPServer:
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
         self.streams = StreamAcceptor(self)  # inbound replication streams (dkvs.api.stream)
-        self.fast_lane = FastLane(self, tls=tls_context is not None)  # plain reads on the selector
+        self.fast_lane = FastLane(self, tls=tls_context is not None)  # plain key requests, no hand-over
+        self.fast_lane.enabled = self.fast_lane.enabled and fast_lane
         self.connections = ConnectionManager(
             self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
             request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
@@ -333,7 +335,7 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
                 client_workers: int = CLIENT_WORKERS, internal_workers: int = INTERNAL_WORKERS,
                 watch_workers: int = WATCH_WORKERS, client_threads_max: int = CLIENT_THREADS_MAX,
                 internal_max_body_bytes: int = INTERNAL_MAX_BODY_BYTES,
-                tls_context: ssl.SSLContext | None = None) -> DkvsHTTPServer:
+                tls_context: ssl.SSLContext | None = None, fast_lane: bool = True) -> DkvsHTTPServer:
     """A bound, not yet started server for ``service``; call ``start()`` then ``stop()``.
 
     ``idle_timeout_seconds`` closes keep-alive connections idle that long (and bounds a
@@ -341,7 +343,8 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
     (bodies get more at 64 KiB/s); ``max_connections`` caps open connections;
     ``*_workers`` size the three pools (``client_threads_max`` also counts client workers
     waiting on a forward, see :class:`~dkvs.api.workers.WorkerPool`); ``internal_max_body_bytes`` caps bodies of
-    ``/internal/`` routes; with ``tls_context`` the server speaks HTTPS only.
+    ``/internal/`` routes; with ``tls_context`` the server speaks HTTPS only; ``fast_lane=False``
+    sends every request to a worker (:mod:`dkvs.api.fast_lane`).
     """
     return DkvsHTTPServer(service, host, port, cors_origins=cors_origins,
                           request_queue_size=request_queue_size,
@@ -350,4 +353,5 @@ def make_server(service: KeyValueService, host: str = "127.0.0.1", port: int = 0
                           max_connections=max_connections, client_workers=client_workers,
                           internal_workers=internal_workers, watch_workers=watch_workers,
                           client_threads_max=client_threads_max,
-                          internal_max_body_bytes=internal_max_body_bytes, tls_context=tls_context)
+                          internal_max_body_bytes=internal_max_body_bytes, tls_context=tls_context,
+                          fast_lane=fast_lane)

@@ -86,6 +86,7 @@ class Settings:
     learner: bool = False  # --learner: join as a non-voting replica that is never promoted
     replication_window: int = 1  # --replication-window: batches in flight per slave (dkvs.core.progress)
     lease_reads: bool = False  # --lease-reads: consistent reads from a leader lease (dkvs.core.read_lease)
+    fast_lane: bool = True  # --fast-lane: plain key requests without a worker hand-over (dkvs.api.fast_lane)
     rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)
 
 
@@ -96,6 +97,8 @@ class DkvsNode:
         validate_settings(settings)
         if not isinstance(settings.lease_reads, bool):
             raise StartupError(f"--lease-reads {settings.lease_reads!r} must be true or false")
+        if not isinstance(settings.fast_lane, bool):
+            raise StartupError(f"--fast-lane {settings.fast_lane!r} must be on or off")
         self.settings = settings
         self.signer: Signer = UrlSigner(settings.cluster_secret)
         self.rejoin = FreshRejoin(self)  # a fresh node at its old cluster's address rejoins it
@@ -150,7 +153,7 @@ class DkvsNode:
                                       max_connections=s.max_connections,
                                       request_timeout_seconds=s.request_timeout,
                                       idle_timeout_seconds=s.idle_timeout,
-                                      tls_context=self.tls_context)
+                                      tls_context=self.tls_context, fast_lane=s.fast_lane)
         except OSError as exc:
             self.storage.close()
             raise listen_error(s.host, s.port, exc) from None
