@@ -38,13 +38,15 @@ What takes the lane — everything else goes to a worker, unchanged:
 The answer is the worker path's own: the request goes through the same
 :func:`~dkvs.api.routes.dispatch` (route table, token and key scope, key decoding and
 limits, the route's handler) and the same rendering; only the hand-off is skipped.
-:mod:`tests.test_fast_lane` checks that answers match the worker path's byte for byte
-(but the ``Date``) over a spread of keys, tokens and malformed input, and that writes
-through it are answered as through a worker. If the answer does
-not fit in the socket buffer at once, a worker sends the rest (the forwarder's
-``finish`` path). A request the lane cannot judge (a parse error, ``NotMaster``, an
-unexpected exception) goes to a worker as if the lane did not exist: a GET changes
-nothing, so answering it there from scratch is safe.
+``tests/api/test_api_fast_lane.py`` and ``test_api_fast_lane_writes.py`` check that answers
+match the worker path's byte for byte (but the ``Date``) over a spread of keys, tokens,
+queries and malformed input, for reads and writes answered at once, later from another
+thread, or handed back. If the answer does not fit in the socket buffer at once, a worker
+sends the rest (the forwarder's ``finish`` path). A request the lane cannot judge (a parse
+error, ``NotMaster``, an unexpected exception) goes to a worker as if the lane did not
+exist: the lane has run nothing by then (a GET changes nothing; a write is proposed only
+once it passed every check), so answering it there from scratch is safe.
+``--fast-lane off`` sends every request to a worker.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ _FALLBACK_FIELDS = ("origin", "expect", "transfer-encoding")
 
 
 class _Fallback(Exception):
-    """The request is the worker path's (a leased put: it must not overtake anything)."""
+    """The request is the worker path's: a leased put (it must not overtake anything), a watch."""
 
 
 class _ConsistentRead(Exception):
@@ -135,9 +137,10 @@ class FastLane:
     def __init__(self, server, tls: bool) -> None:
         self.server = server
         self.enabled = not tls  # a TLS socket must not be written by two threads at once
-        self.served = 0  # reads and writes the lane took (counted before the answer leaves)
+        # Counters for tests and diagnosis (approximate: threads may count at once).
+        self.served = 0  # requests the lane took (counted before the answer leaves)
         self.handed_on = 0  # of those, answers whose rest a worker sent (a full socket buffer)
-        self.redone = 0  # writes refused before being proposed, handed to a worker untouched
+        self.redone = 0  # of those, requests the node refused before doing anything: a worker redid them
 
     def serve(self, conn) -> bool:
         """Take the request buffered on ``conn`` if it qualifies; True when ``conn`` is
