@@ -71,7 +71,7 @@ INTERNAL_WORKERS = 8
 WATCH_WORKERS = 64
 INTERNAL_MAX_BODY_BYTES = 256 * 1024 * 1024
 STOP_TIMEOUT_SECONDS = 5.0
-HOT_WAIT_MAX_SECONDS = 0.0  # longest a worker waits for the next request on its connection
+HOT_WAIT_MAX_SECONDS = 0.025  # longest a worker waits for the next request on its connection
 
 
 def is_watch(target: bytes) -> bool:
