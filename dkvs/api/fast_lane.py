@@ -134,9 +134,9 @@ class FastExchange:
 class FastLane:
     """Answers eligible requests for ``server`` (a :class:`~dkvs.api.server.DkvsHTTPServer`)."""
 
-    def __init__(self, server, tls: bool) -> None:
+    def __init__(self, server, enabled: bool = True) -> None:
         self.server = server
-        self.enabled = not tls  # a TLS socket must not be written by two threads at once
+        self.enabled = enabled
         # Counters for tests and diagnosis (approximate: threads may count at once).
         self.served = 0  # requests the lane took (counted before the answer leaves)
         self.handed_on = 0  # of those, answers whose rest a worker sent (a full socket buffer)

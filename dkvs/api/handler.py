@@ -110,6 +110,19 @@ class DkvsRequestHandler:
         self.command = ""
         self.setup()
 
+    @classmethod
+    def sending_rest(cls, conn: Connection, server, exchange, rest: bytes, started: float) -> DkvsRequestHandler:
+        """A handler whose :meth:`finish` sends ``rest``: the end of an answer another thread
+        began with a non-blocking send that did not fit the socket buffer (the fast lane,
+        :mod:`dkvs.api.fast_lane`; ``exchange`` is its parsed request)."""
+        handler = cls(conn, server)
+        handler.command, handler.path, handler.headers = exchange.command, exchange.path, exchange.headers
+        handler.requestline = f"{exchange.command} {exchange.path} HTTP/1.1"
+        handler.route_pattern, handler._started = exchange.route_pattern, started
+        handler.close_connection = False
+        handler._unsent = rest
+        return handler
+
     # --- one request ------------------------------------------------------------------
 
     def setup(self) -> None:

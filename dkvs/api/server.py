@@ -12,8 +12,9 @@ thread count is fixed by the node (see ``docs/architecture.md``, "Connections an
 * one selector thread (:mod:`dkvs.api.connections`) accepts and watches every connection
   that waits (idle keep-alive, head or small body still arriving), enforcing
   ``max_connections``, ``request_timeout`` and ``idle_timeout``;
-* plain reads (``GET /kv/{key}``, no query, no body) are answered by the selector itself
-  (:mod:`dkvs.api.fast_lane`): the hand-over to a worker was most of their cost;
+* plain key requests (``GET``, ``PUT``, ``DELETE /kv/{key}``) are handled by the thread that
+  holds the connection, the selector itself most often (:mod:`dkvs.api.fast_lane`): the
+  hand-over to a worker was most of their cost;
 * three worker pools (:mod:`dkvs.api.workers`), each serving one request at a time and
   handing the connection back: ``client_workers`` for the public API, ``internal_workers``
   for ``/internal/*`` (node-to-node: heartbeats, replication, votes, joins — never queued
@@ -125,8 +126,9 @@ class DkvsHTTPServer:
                       "internal": WorkerPool("internal", internal_workers, self._serve),
                       "watch": WorkerPool("watch", watch_workers, self._serve)}
         self.streams = StreamAcceptor(self)  # inbound replication streams (dkvs.api.stream)
-        self.fast_lane = FastLane(self, tls=tls_context is not None)  # plain key requests, no hand-over
-        self.fast_lane.enabled = self.fast_lane.enabled and fast_lane
+        # Plain key requests without a hand-over; never on TLS, whose socket must not be
+        # written by two threads at once.
+        self.fast_lane = FastLane(self, enabled=fast_lane and tls_context is None)
         self.connections = ConnectionManager(
             self.socket, classify=self._classify, dispatch=self._dispatch, max_connections=max_connections,
             request_timeout=request_timeout_seconds, idle_timeout=idle_timeout_seconds,
@@ -166,12 +168,7 @@ class DkvsHTTPServer:
     def finish_elsewhere(self, conn: Connection, exchange, reply, rest: bytes, started: float) -> None:
         """The fast lane sent the start of an answer; a worker sends ``rest`` (blocking,
         under the request deadline) and then serves the connection as usual."""
-        handler = DkvsRequestHandler(conn, self)
-        handler.command, handler.path = exchange.command, exchange.path
-        handler.requestline = f"{exchange.command} {exchange.path} HTTP/1.1"
-        handler.headers, handler.route_pattern, handler._started = exchange.headers, exchange.route_pattern, started
-        handler.close_connection = False
-        handler._unsent = rest
+        handler = DkvsRequestHandler.sending_rest(conn, self, exchange, rest, started)
         if not self.pools[conn.kind].submit(_Resumed(conn, handler, reply)):
             self.connections.give_back(conn, "close")
 
