@@ -133,3 +133,53 @@ def test_a_confirmed_round_waits_for_the_new_masters_first_commit():
     assert not released(out)
     out = node.step(AppendReply(2, "b", True, node.log.last_seq, round=node.read_round))
     assert node.commit_seq == node.log.last_seq and released(out) == {1}
+
+
+def idle_master_of_five() -> Node:
+    """``a`` leads {a, b, c, d, e} in epoch 2, its no-op committed: a read needs two slaves."""
+    members = [Entry(1, i + 1, OP_MEMBER_ADD, name, f"http://{name}") for i, name in enumerate("abcde")]
+    node = Node("a", CONFIG, random.Random(1), epoch=1, entries=members)
+    node.commit_seq = len(members)
+    while node.role != CANDIDATE:
+        node.tick()
+    for voter in ("b", "c"):
+        node.step(VoteReply(1, voter, True, pre_vote=True))
+    for voter in ("b", "c"):
+        node.step(VoteReply(2, voter, True))
+    assert node.role == MASTER
+    for peer in "bcde":
+        node.step(AppendReply(2, peer, True, node.log.last_seq, round=node.read_round))
+    assert node.commit_seq == node.log.last_seq
+    return node
+
+
+def test_with_five_voters_one_slaves_acknowledgement_releases_no_read():
+    # The master and one slave are two of five: the round needs a third voter.
+    node = idle_master_of_five()
+    node.propose_read(1, 100)
+    r = node.read_round
+    assert not released(ack(node, "d", r))
+    assert not released(ack(node, "d", r))  # the same slave twice is still one voter
+    assert released(ack(node, "b", r)) == {1}
+
+
+def test_reads_of_successive_rounds_are_released_in_order_as_their_rounds_are_confirmed():
+    # Many reads in flight across rounds: each acknowledgement releases exactly the reads of
+    # the rounds a majority confirmed, and a read that timed out in between changes nothing.
+    node = idle_master()
+    node.propose_read(1, 100)
+    first = node.read_round
+    node.propose_read(2, 100)
+    node.propose_read(3, 2)  # times out before its round is confirmed
+    node.propose_read(4, 100)
+    out = ack(node, "b", first)
+    assert released(out) == {1}
+    second = node.read_round
+    assert second == first + 1  # reads 2-4 share the round that left with b's answer
+    node.propose_read(5, 100)  # waits for the round after
+    expired = node.tick() + node.tick() + node.tick()
+    assert {e.request_id for e in expired if isinstance(e, Reply)} == {3}
+    out = ack(node, "b", second)
+    assert released(out) == {2, 4}
+    assert released(ack(node, "b", node.read_round)) == {5}
+    assert node.pending_reads == []

@@ -45,6 +45,7 @@ Replication rules (DESIGN §3):
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -314,19 +315,39 @@ class MasterMixin:
                 out.append(Reply(pending.request_id, self._write_result(pending.seq)))
 
     def _release_reads(self, out: list[Effect]) -> None:
-        if not self.pending_reads:
+        """Answer the reads whose round a majority acknowledged and whose read index is
+        committed.
+
+        Pending reads are in arrival order, and both what a read waits for grow along
+        that order (its round is the next one when it arrived, its read index the log's
+        end), so the releasable reads are a prefix: the scan stops at the first read that
+        must wait. (It used to look at every pending read, for every new read and every
+        answer: quadratic in the reads in flight, a quarter of a consistent read's cost
+        at 16 clients.)"""
+        reads = self.pending_reads
+        if not reads:
             return
-        need = majority(len(self.voters()))
-        leased = self.read_lease_valid()  # no round needed (dkvs.core.read_lease)
-        still = []
-        for read in self.pending_reads:
-            acks = need if leased else 1 + sum(1 for peer, p in self.progress.items()
-                                               if p.acked_round >= read.round and peer not in self.learners)
-            if acks >= need and self.commit_seq >= read.read_seq:
-                out.append(Reply(read.request_id, {"seq": read.read_seq, "epoch": self.epoch}))
-            else:
-                still.append(read)
-        self.pending_reads = still
+        confirmed = self._majority_acked_round()
+        commit_seq = self.commit_seq
+        released = 0
+        for read in reads:
+            if read.round > confirmed or read.read_seq > commit_seq:
+                break
+            out.append(Reply(read.request_id, {"seq": read.read_seq, "epoch": self.epoch}))
+            released += 1
+        if released:
+            del reads[:released]
+
+    def _majority_acked_round(self) -> float:
+        """The highest read round a majority of voters (this master included) has
+        acknowledged; infinite under a valid read lease (no round needed:
+        dkvs.core.read_lease) or when this master alone is a majority."""
+        others_needed = majority(len(self.voters())) - 1
+        if others_needed <= 0 or self.read_lease_valid():
+            return math.inf
+        acked = sorted((p.acked_round for peer, p in self.progress.items() if peer not in self.learners),
+                       reverse=True)
+        return acked[others_needed - 1] if others_needed <= len(acked) else -1
 
     # -- time ----------------------------------------------------------------------------------
     def _tick_master(self, out: list[Effect]) -> None:

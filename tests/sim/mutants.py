@@ -116,16 +116,16 @@ MUTANTS: tuple[Mutant, ...] = (
        "a master that has not heard a majority for T steps down"),
     # -- reads -----------------------------------------------------------------------------------
     _m("read_index_majority_round", "master.py",
-       "if acks >= need and self.commit_seq >= read.read_seq:",
-       "if self.commit_seq >= read.read_seq:",
+       "if read.round > confirmed or read.read_seq > commit_seq:",
+       "if read.read_seq > commit_seq:",
        "a consistent read waits for a majority to confirm the master after it arrived"),
     _m("read_index_fresh_round", "master.py",
        "_PendingRead(self.read_round + 1,",
        "_PendingRead(self.read_round,",
        "a consistent read needs a new round: acknowledgements from before it arrived do not count"),
     _m("read_index_waits_for_commit", "master.py",
-       "if acks >= need and self.commit_seq >= read.read_seq:",
-       "if acks >= need:",
+       "if read.round > confirmed or read.read_seq > commit_seq:",
+       "if read.round > confirmed:",
        "a consistent read waits until everything the master applied is committed"),
     # -- log matching and divergence -------------------------------------------------------------
     _m("log_matching", "slave.py",
@@ -251,10 +251,15 @@ MUTANTS += (
 MUTANTS += (
     # -- read index rounds (issue 15: rounds start at once, shared by concurrent reads) ----------
     _m("read_index_counts_own_round_only", "master.py",
-       "if p.acked_round >= read.round and",
-       "if p.acked_round >= read.round - 1 and",
+       "if read.round > confirmed or",
+       "if read.round - 1 > confirmed or",
        "a read is released only by acknowledgements of its own round or a later one, never of the "
        "round in flight when it arrived"),
+    _m("read_index_counts_a_majority_of_voters", "master.py",
+       "return acked[others_needed - 1] if",
+       "return acked[0] if",
+       "a read round is confirmed by a majority of the voters, not by any one slave (five voters: "
+       "the master and two slaves)"),
     # -- learners (dkvs/core/membership.py; tests/sim/test_scenarios_learners.py) -----------------
     _m("learner_not_in_commit_quorum", "quorum.py",
        "    held = [match_seqs.get(voter, 0) for voter in voters]",
@@ -265,8 +270,8 @@ MUTANTS += (
        "if self.now - p.last_heard_tick < window)",
        "check-quorum counts voters only: a master that hears only learners steps down"),
     _m("learner_not_in_read_round", "master.py",
-       "if p.acked_round >= read.round and peer not in self.learners)",
-       "if p.acked_round >= read.round)",
+       "for peer, p in self.progress.items() if peer not in self.learners),",
+       "for peer, p in self.progress.items()),",
        "a learner's answer never confirms a consistent read's round"),
     _m("learner_never_campaigns", "election.py",
        "        if not self.is_voter():\n            # Not (yet) a member, or a learner",
