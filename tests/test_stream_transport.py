@@ -81,25 +81,40 @@ def append(seq: int) -> Append:
     return Append(1, "n1", seq - 1, 1 if seq > 1 else 0, (Entry(1, seq, "put", f"k{seq}", "v"),), seq - 1, seq)
 
 
-@pytest.fixture
-def cluster_of_two():
-    """(transport of n1, server of n2, n2's node, answers n1 got); all closed after."""
+@pytest.fixture(params=["selector", "thread"])
+def cluster_of_two(request):
+    """(transport of n1, server of n2, n2's node, answers n1 got); all closed after.
+
+    Run twice: with n1's streams driven by its own HTTP selector (``selector``, what a node
+    does: dkvs.transport.stream_loop) and by a thread per peer (``thread``: TLS peers, or a
+    transport without a selector)."""
     made = []
 
-    def make(receiver_secret=SECRET, sender_secret=SECRET, streams=True):
+    def make(receiver_secret=SECRET, sender_secret=SECRET, streams=True, request_timeout=None):
         node = Node(Signer(receiver_secret, node_id="n2") if receiver_secret is not None else None)
         server = make_server(node, "127.0.0.1", 0).start()
-        transport = HttpTransport(Signer(sender_secret, node_id="n1"), node_id="n1", stream=streams)
+        loop = None
+        if request.param == "selector":
+            own = make_server(Node(None, "n1"), "127.0.0.1", 0).start()
+            made.append(own)
+            loop = own.connections
+        extra = {} if request_timeout is None else {"request_timeout": request_timeout}
+        transport = HttpTransport(Signer(sender_secret, node_id="n1"), node_id="n1", stream=streams, loop=loop,
+                                  **extra)
         answers = Answers()
         transport.start(answers.deliver, answers.unreachable)
         transport.set_peers({"n2": server.url})
         made.append((transport, server))
         return transport, server, node, answers
 
+    make.kind = request.param
     yield make
-    for transport, server in made:
-        transport.close()
-        server.stop()
+    for item in reversed(made):
+        if isinstance(item, tuple):
+            item[0].close()
+            item[1].stop()
+        else:
+            item.stop()
 
 
 def test_appends_travel_over_one_stream_and_are_answered(cluster_of_two):

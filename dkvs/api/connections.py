@@ -90,6 +90,7 @@ class ConnectionManager:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._returned: list[tuple[Connection, str]] = []
+        self._watchers: dict[int, object] = {}  # id -> watcher (see watch)
         self._lock = threading.Lock()
         self._wake_pending = False
         self._stopping = False
@@ -132,6 +133,34 @@ class ConnectionManager:
             return
         conn.close()  # the selector is gone (stop): nothing watches the connection anymore
 
+    # --- other sockets this thread reads (replication streams: dkvs.transport.stream_loop) ---
+
+    @property
+    def can_watch(self) -> bool:
+        """Whether :meth:`watch` works from any thread (epoll); else nothing may be watched."""
+        return self._poller.threadsafe_rearm
+
+    def watch(self, watcher) -> None:
+        """Call ``watcher.on_ready()`` on this thread whenever ``watcher.fd`` is readable (or
+        writable, see :meth:`want_write`), and ``watcher.sweep(now)`` with the deadlines.
+        From any thread; :meth:`unwatch` before the socket is closed."""
+        with self._lock:
+            if self._stopped:
+                raise OSError("the selector has stopped")
+            self._watchers[id(watcher)] = watcher
+        self._poller.add(watcher.fd, watcher, oneshot=False)
+
+    def unwatch(self, watcher) -> None:
+        with self._lock:
+            self._watchers.pop(id(watcher), None)
+        self._poller.remove(watcher.fd)
+
+    def want_write(self, watcher, on: bool) -> None:
+        try:
+            self._poller.want_write(watcher.fd, on)
+        except (OSError, ValueError):  # unwatched or stopped meanwhile
+            pass
+
     def stop(self) -> None:
         self._stopping = True
         try:
@@ -155,12 +184,22 @@ class ConnectionManager:
                         self._take_returned()
                     elif self._conns.get(data.fd) is data and data.state != BUSY:
                         self._on_readable(data)
+                    elif type(data) is not Connection:
+                        self._ready(data)
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + self._tick
         finally:
             self.shutdown()
+
+    @staticmethod
+    def _ready(watcher) -> None:
+        """A watched socket's event; a failure there must not stop the selector."""
+        try:
+            watcher.on_ready()
+        except Exception:  # noqa: BLE001 - logged; the watcher's owner sees the node fail
+            log.exception("handling a watched socket failed")
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -358,6 +397,11 @@ class ConnectionManager:
 
     def _sweep(self, now: float) -> None:
         """Apply the deadlines; also resume accepting after a pause."""
+        if self._watchers:
+            with self._lock:
+                watchers = list(self._watchers.values())
+            for watcher in watchers:
+                watcher.sweep(now)
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             self._poller.add(self.listener.fileno(), _LISTENER, oneshot=False)

@@ -19,7 +19,8 @@ __all__ = ["OneShotPoller"]
 
 
 class OneShotPoller:
-    """``add(fd, data, oneshot)``, ``rearm(fd)``, ``disarm(fd)``, ``remove(fd)``, ``poll(timeout) -> [data]``.
+    """``add(fd, data, oneshot)``, ``rearm(fd)``, ``disarm(fd)``, ``want_write(fd, on)``, ``remove(fd)``,
+    ``poll(timeout) -> [data]``.
 
     Takes file descriptor numbers: remove a socket *before* closing it.
     """
@@ -59,6 +60,11 @@ class OneShotPoller:
             self._epoll.modify(fd, select.EPOLLONESHOT)  # no event bits: nothing can fire
         elif fd in self._selector.get_map():
             self._selector.unregister(fd)
+
+    def want_write(self, fd: int, on: bool) -> None:
+        """Watch a socket added with ``oneshot=False`` for writability too (``on``) or not
+        (epoll only; from any thread)."""
+        self._epoll.modify(fd, select.EPOLLIN | (select.EPOLLOUT if on else 0))
 
     def remove(self, fd: int) -> None:
         if self._data.pop(fd, None) is None:

@@ -259,7 +259,19 @@ class NodeHost:
         return outcome
 
     def _answered(self, peer: str, send_id: int, messages: list) -> None:
-        self._submit((_RECEIVED, (peer, send_id, messages), None))  # every replication answer
+        """Every replication answer. It may arrive on the HTTP selector
+        (dkvs.transport.stream_loop), which must never wait for a disk: where bursts fsync
+        (``--fsync always``) this thread runs the burst only when the answer is alone in the
+        queue (an answer persists nothing), and leaves it to the ticker when proposals wait
+        with it. (A proposal queued in the instant between the check and the burst is
+        persisted here: rare, and only a delay.)"""
+        item = (_RECEIVED, (peer, send_id, messages), None)
+        if not self.persists_inline:
+            self._submit(item)
+            return
+        inbox = self._inbox
+        inbox.append(item)
+        self._combine(1 if len(inbox) == 1 else 0)
 
     def _unreachable(self, peer: str, send_id: int) -> None:
         self._submit((_CALL, lambda d: d.send_failed(peer, send_id), None))

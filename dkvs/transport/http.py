@@ -39,6 +39,7 @@ from .auth import Signer
 from .base import Transport
 from .snapshot_stream import ChunkMeta, chunk_query
 from .stream_frames import RAFT_PATH
+from .stream_loop import LoopStreamSender
 from .stream_sender import StreamSender
 from .tls import peer_context
 
@@ -59,7 +60,7 @@ class HttpTransport(Transport):
     def __init__(self, signer: Signer | None = None, *, node_id: str = "",
                  connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
                  request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-                 fault_injection: bool = False, stream: bool = True) -> None:
+                 fault_injection: bool = False, stream: bool = True, loop=None) -> None:
         self.signer = signer or Signer(None)
         self.node_id = node_id
         self.connect_timeout = connect_timeout
@@ -68,7 +69,10 @@ class HttpTransport(Transport):
         self.blocked: frozenset[str] = frozenset()
         self._senders: dict[str, _PeerSender] = {}
         self.stream = stream  # replication over a stream per peer (.stream_sender), else POSTs
-        self._streams: dict[str, StreamSender] = {}
+        # The node's selector (dkvs.api.connections.ConnectionManager): plain-TCP streams are
+        # then driven by it (.stream_loop) instead of a thread per peer (.stream_sender).
+        self.loop = loop if loop is not None and loop.can_watch else None
+        self._streams: dict[str, StreamSender | LoopStreamSender] = {}
         self._lock = threading.Lock()
         self._deliver: Callable[[str, int, list], None] | None = None
         self._unreachable: Callable[[str, int], None] | None = None
@@ -88,7 +92,10 @@ class HttpTransport(Transport):
             for peer_id, url in peers.items():
                 if peer_id != self.node_id and peer_id not in self._senders and not self._closed:
                     sender = self._senders[peer_id] = _PeerSender(self, peer_id, url)
-                    if self.stream:
+                    if self.stream and self.loop is not None and not sender._tls:
+                        self._streams[peer_id] = LoopStreamSender(self, peer_id, sender._host, sender._port,
+                                                                  self.loop)
+                    elif self.stream:
                         self._streams[peer_id] = StreamSender(self, peer_id, sender._host, sender._port,
                                                               sender._tls)
 

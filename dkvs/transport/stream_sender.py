@@ -46,7 +46,7 @@ from .stream_frames import (ERROR, MESSAGE, RAFT_PATH, REPLY, STREAM_NONCE_HEADE
 from .tls import peer_context
 
 __all__ = ["StreamSender", "StreamRefused", "FALLBACK_SECONDS", "IDLE_CLOSE_SECONDS", "STREAM_WINDOW",
-           "use_kernel_timeouts"]
+           "open_stream", "use_kernel_timeouts"]
 
 log = logging.getLogger("dkvs.transport")
 
@@ -213,33 +213,10 @@ class StreamSender:
 
     # -- the connection ------------------------------------------------------------------------
     def _connect(self) -> None:
-        transport = self.transport
-        sock = socket.create_connection((self.host, self.port), timeout=transport.connect_timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.tls:
-                context = peer_context() or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=self.host)
-            signed = transport.signer.headers("POST", RAFT_PATH, b"", to=self.peer_id)
-            head = [f"POST {RAFT_PATH} HTTP/1.1", f"Host: {self.host}:{self.port}", "Content-Length: 0",
-                    f"Upgrade: {STREAM_PROTOCOL}", "Connection: Upgrade"]
-            head += [f"{name}: {value}" for name, value in signed.items()]
-            sock.settimeout(transport.request_timeout)
-            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-            status, headers, rest = _read_answer_head(sock)
-            if status != 101 or headers.get("upgrade", "").lower() != STREAM_PROTOCOL:
-                raise StreamRefused(f"upgrade answered {status}")
-            keys = transport.signer.stream_keys(signed.get(NONCE_HEADER, ""),
-                                                headers.get(STREAM_NONCE_HEADER.lower(), ""))
-        except BaseException:
-            sock.close()
-            raise
-        use_kernel_timeouts(sock, transport.request_timeout, transport.request_timeout)  # else keeps its timeout
+        sock, self._writer, self._reader = open_stream(self.transport, self.peer_id, self.host, self.port, self.tls)
+        use_kernel_timeouts(sock, self.transport.request_timeout, self.transport.request_timeout)  # else keeps its timeout
         self._sock = sock
-        self._writer, self._reader = FrameWriter(keys[0]), FrameReader(keys[1])
-        self._reader.feed(rest)
         self.opened += 1
-        log.debug("replication stream to %s open (%s)", self.peer_id, "MAC per frame" if keys[0] else "no secret")
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
@@ -249,6 +226,39 @@ class StreamSender:
                 sock.close()
             except OSError:
                 pass
+
+
+def open_stream(transport, peer_id: str, host: str, port: int, tls: bool) -> tuple:
+    """Connect to ``peer_id`` and upgrade ``POST /internal/raft`` to a replication stream.
+
+    Blocking, bounded by the transport's connect and request timeouts. Returns the socket
+    (still with a Python timeout), the frame writer and the frame reader (holding any bytes
+    that came after the ``101`` answer). Raises :class:`StreamRefused` when the peer answers
+    anything but ``101``, ``OSError`` or ``ssl.SSLError`` on failure."""
+    sock = socket.create_connection((host, port), timeout=transport.connect_timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            context = peer_context() or ssl.create_default_context()
+            sock = context.wrap_socket(sock, server_hostname=host)
+        signed = transport.signer.headers("POST", RAFT_PATH, b"", to=peer_id)
+        head = [f"POST {RAFT_PATH} HTTP/1.1", f"Host: {host}:{port}", "Content-Length: 0",
+                f"Upgrade: {STREAM_PROTOCOL}", "Connection: Upgrade"]
+        head += [f"{name}: {value}" for name, value in signed.items()]
+        sock.settimeout(transport.request_timeout)
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        status, headers, rest = _read_answer_head(sock)
+        if status != 101 or headers.get("upgrade", "").lower() != STREAM_PROTOCOL:
+            raise StreamRefused(f"upgrade answered {status}")
+        keys = transport.signer.stream_keys(signed.get(NONCE_HEADER, ""),
+                                            headers.get(STREAM_NONCE_HEADER.lower(), ""))
+    except BaseException:
+        sock.close()
+        raise
+    reader = FrameReader(keys[1])
+    reader.feed(rest)
+    log.debug("replication stream to %s open (%s)", peer_id, "MAC per frame" if keys[0] else "no secret")
+    return sock, FrameWriter(keys[0]), reader
 
 
 def _read_answer_head(sock) -> tuple[int, dict[str, str], bytes]:

@@ -1,0 +1,104 @@
+"""Where a replication answer is run under ``--fsync always``.
+
+Answers arrive on the HTTP selector (dkvs.transport.stream_loop), and the selector must
+never wait for a disk. An answer persists nothing, so the thread it arrives on runs it when
+it is alone in the queue; when proposals wait with it (their burst fsyncs), the ticker runs
+them all. Without ``--fsync always`` the arriving thread runs whatever is queued.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from dkvs.core.config import CoreConfig
+from dkvs.core.kvstate import KVState
+from dkvs.core.log import OP_MEMBER_ADD
+from dkvs.core.node import Node
+from dkvs.driver import NodeDriver
+from dkvs.runtime import host as host_module
+from dkvs.runtime.host import NodeHost
+from dkvs.storage.memory import MemoryStorage
+
+from null_transport import NullTransport
+
+WAIT_SECONDS = 30.0  # liveness bound, not a speed claim
+
+
+class RecordingStorage(MemoryStorage):
+    """Remembers which thread appended (where an fsync would have happened)."""
+
+    def __init__(self, fsync_policy: str) -> None:
+        super().__init__()
+        self.fsync_policy = fsync_policy
+        self.appended_on: list[str] = []
+
+    def append(self, entries) -> None:
+        self.appended_on.append(threading.current_thread().name)
+        super().append(entries)
+
+
+def master_host(policy: str) -> tuple[NodeHost, RecordingStorage, list[str]]:
+    """A master of {a, b} whose ticker runs only when woken; also the threads that ran bursts."""
+    node, effects = Node.bootstrap("a", "http://a", CoreConfig(), random.Random(1))
+    storage = RecordingStorage(policy)
+    host = NodeHost(NodeDriver(node, KVState()), storage, NullTransport(), tick_seconds=3600.0)
+    host.start(effects)
+    assert host.propose(OP_MEMBER_ADD, "b", "http://b", "1", 5.0).error is None
+    ran_on: list[str] = []
+    real_burst = host._burst
+
+    def recording_burst(items):
+        ran_on.append(threading.current_thread().name)
+        real_burst(items)
+
+    host._burst = recording_burst
+    storage.appended_on.clear()
+    return host, storage, ran_on
+
+
+def wait_until(predicate) -> bool:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+@pytest.mark.parametrize("policy", ["always", "batch"])
+def test_an_answer_alone_in_the_queue_runs_on_the_thread_it_arrived_on(policy):
+    host, storage, ran_on = master_host(policy)
+    try:
+        host._answered("b", 1, [])
+        assert ran_on == [threading.current_thread().name]
+    finally:
+        host.stop()
+
+
+def test_under_fsync_always_an_answer_queued_with_proposals_leaves_them_to_the_ticker():
+    host, storage, ran_on = master_host("always")
+    try:
+        here = threading.current_thread().name
+        with host._node_lock:  # a burst elsewhere: the proposal queues behind it
+            host._inbox.append((host_module._PROPOSE, ("put", "k", "v", "1", 100, None), host_module.Outcome(99)))
+        host._answered("b", 1, [])
+        assert wait_until(lambda: storage.appended_on and not host._inbox)
+        assert here not in ran_on and here not in storage.appended_on
+        assert storage.appended_on == ["dkvs-ticker"]
+    finally:
+        host.stop()
+
+
+def test_without_fsync_always_an_answer_runs_the_queued_proposals_itself():
+    host, storage, ran_on = master_host("batch")
+    try:
+        here = threading.current_thread().name
+        host._inbox.append((host_module._PROPOSE, ("put", "k", "v", "1", 100, None), host_module.Outcome(99)))
+        host._answered("b", 1, [])
+        assert storage.appended_on == [here]
+    finally:
+        host.stop()
