@@ -142,3 +142,29 @@ def test_truncated_binary_is_a_codec_error(cut):
 def test_trailing_bytes_are_a_codec_error():
     with pytest.raises(codec.CodecError):
         codec.decode(codec.encode_binary(APPEND) + b"\0")
+
+
+def test_a_receiver_reads_sockets_into_one_buffer_and_other_objects_with_their_recv():
+    # The server's TLS wrapper (dkvs.api.tls.TlsSocket) has recv but no recv_into: a
+    # receiver that assumed recv_into broke every TLS stream (tests/integration).
+    import socket as socket_module
+
+    from dkvs.transport.stream_sender import receiver
+
+    a, b = socket_module.socketpair()
+    try:
+        recv = receiver(b, 1024)
+        a.sendall(b"first")
+        assert bytes(recv()) == b"first"
+        a.sendall(b"second")
+        assert bytes(recv()) == b"second"
+        a.close()
+        assert len(recv()) == 0  # EOF
+    finally:
+        b.close()
+
+    class RecvOnly:
+        def recv(self, size):
+            return b"x" * min(size, 3)
+
+    assert receiver(RecvOnly(), 2)() == b"xx"

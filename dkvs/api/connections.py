@@ -91,6 +91,9 @@ class ConnectionManager:
         self._wake_w.setblocking(False)
         self._returned: list[tuple[Connection, str]] = []
         self._watchers: dict[int, object] = {}  # id -> watcher (see watch)
+        # The node (NodeHost.hold_bursts/release_bursts): the writes, reads and replication
+        # answers of one poll's events run as one burst. None: each runs at once.
+        self.batcher = None
         self._lock = threading.Lock()
         self._wake_pending = False
         self._stopping = False
@@ -177,15 +180,23 @@ class ConnectionManager:
         next_sweep = time.monotonic() + self._tick
         try:
             while not self._stopping:
-                for data in poller.poll(max(0.0, next_sweep - time.monotonic())):
-                    if data is _LISTENER:
-                        self._accept()
-                    elif data is _WAKE:
-                        self._take_returned()
-                    elif self._conns.get(data.fd) is data and data.state != BUSY:
-                        self._on_readable(data)
-                    elif type(data) is not Connection:
-                        self._ready(data)
+                ready = poller.poll(max(0.0, next_sweep - time.monotonic()))
+                batcher = self.batcher if len(ready) > 1 else None
+                if batcher is not None:  # one burst for the requests and answers of this poll
+                    batcher.hold_bursts()
+                try:
+                    for data in ready:
+                        if data is _LISTENER:
+                            self._accept()
+                        elif data is _WAKE:
+                            self._take_returned()
+                        elif self._conns.get(data.fd) is data and data.state != BUSY:
+                            self._on_readable(data)
+                        elif type(data) is not Connection:
+                            self._ready(data)
+                finally:
+                    if batcher is not None:
+                        batcher.release_bursts()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)

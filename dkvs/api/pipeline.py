@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from ..transport.stream_sender import receiver
 from .response import JSON_TYPE, Reply
 
 __all__ = ["PipelinedConnection", "Pending", "BrokenAnswer", "MAX_HEAD_BYTES", "IO_SLICE_SECONDS",
@@ -157,11 +158,12 @@ class PipelinedConnection:
         # long a sendall may stall on a master that does not read before the connection fails.
         sock.settimeout(min(IO_SLICE_SECONDS, self.idle_close_seconds))
         buf = bytearray()
+        recv = receiver(sock, RECV_BYTES)
         reason = "the connection closed"
         try:
             while not self.dead:
                 try:
-                    data = sock.recv(RECV_BYTES)
+                    data = recv()
                 except TimeoutError:
                     if self._expired():
                         reason = "the other node did not answer in time"

@@ -35,7 +35,7 @@ from ..transport import codec
 from ..transport.auth import NONCE_HEADER, SENDER_HEADER
 from ..transport.stream_frames import (ERROR, MESSAGE, REPLY, STREAM_NONCE_HEADER, STREAM_PROTOCOL, FrameError,
                                        FrameReader, FrameWriter)
-from ..transport.stream_sender import use_kernel_timeouts
+from ..transport.stream_sender import receiver, use_kernel_timeouts
 from .response import Reply, error_reply
 
 __all__ = ["StreamAcceptor", "TooManyStreams", "MAX_STREAMS", "is_upgrade"]
@@ -135,6 +135,7 @@ class StreamAcceptor:
         service = server.service
         reader, writer = FrameReader(session.keys[0]), FrameWriter(session.keys[1])
         headers = {SENDER_HEADER: session.sender} if session.sender is not None else {}
+        recv = receiver(sock, RECV_BYTES)
         if conn.buffered:
             reader.feed(bytes(conn.buf[conn.pos:]))
             conn.pos = len(conn.buf)
@@ -146,7 +147,7 @@ class StreamAcceptor:
             while not self._closed:
                 frames = reader.frames()
                 if not frames:
-                    data = sock.recv(RECV_BYTES)
+                    data = recv()
                     if not data:
                         break
                     reader.feed(data)

@@ -186,6 +186,7 @@ class DkvsNode:
                             log_bytes=self.storage.log_bytes(), inflight_window=config.max_inflight_batches)
         self.host = NodeHost(driver, self.storage, self.transport, tick_seconds, work_factory=SnapshotWorker)
         service.attach(self.host, self.url)
+        self.server.connections.batcher = self.host  # one burst per poll of the selector
         self.host.start(initial)
         self.server.start()
         if not self.signer.enabled:

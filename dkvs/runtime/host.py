@@ -128,6 +128,9 @@ class NodeHost:
         self.events = ClusterEvents(role_of=lambda: driver.node.role)  # GET /events (dkvs.runtime.events)
         # Appends fsync in the thread that runs a burst (dkvs.storage.file, "always").
         self.persists_inline = getattr(storage, "fsync_policy", None) == "always"
+        self._holder: int | None = None  # the thread collecting inputs for one burst (hold_bursts)
+        self._held = False
+        self._held_write = False  # a held input persists (a write): under fsync=always, the ticker's
         self.timed_storage = TimedStorage(storage, self.events, lambda: driver.node.id, lambda: driver.node.epoch)
         self.executor = Executor(driver, self.timed_storage, transport, self.work, self.feed, self.state_lock,
                                  complete=self._complete, on_note=self.events.record)
@@ -204,7 +207,34 @@ class NodeHost:
         outcome = Outcome(next(self._ids))
         outcome.on_done = on_done
         self._inbox.append((kind, payload, outcome))
+        if self._holder is not None and self._holder == threading.get_ident():
+            self._held = True  # run with the rest of what this thread collects (hold_bursts)
+            self._held_write = self._held_write or kind is _PROPOSE
+            return
         self._combine(0 if self.persists_inline else MAX_COMBINE_BURSTS)
+
+    def hold_bursts(self) -> None:
+        """From now until :meth:`release_bursts`, the asynchronous inputs this thread queues
+        (:meth:`propose_async`, :meth:`read_barrier_async`, replication answers) wait in the
+        queue instead of each running a burst of its own.
+
+        The HTTP selector holds while it handles one poll's events: the writes and reads of
+        every ready connection, and the slaves' answers among them, then run as one burst —
+        one pass of the driver and the executor, one storage append, one batch per slave —
+        instead of one burst each. Only this thread's own inputs wait, and only until it
+        releases; other threads' inputs run as always."""
+        self._holder = threading.get_ident()
+
+    def release_bursts(self) -> None:
+        """Stop holding (:meth:`hold_bursts`) and run what was held."""
+        self._holder = None
+        if self._held:
+            self._held = False
+            if not self.persists_inline:
+                self._combine(MAX_COMBINE_BURSTS)
+            else:  # a burst that persists runs on the ticker (see _answered)
+                self._combine(0 if self._held_write else 1)
+            self._held_write = False
 
     def propose_many(self, requests: list[tuple]) -> list[Outcome]:
         """:meth:`propose` for several writes ``(op, key, value, acks, timeout, cond)`` with one
@@ -266,12 +296,14 @@ class NodeHost:
         with it. (A proposal queued in the instant between the check and the burst is
         persisted here: rare, and only a delay.)"""
         item = (_RECEIVED, (peer, send_id, messages), None)
-        if not self.persists_inline:
-            self._submit(item)
-            return
         inbox = self._inbox
         inbox.append(item)
-        self._combine(1 if len(inbox) == 1 else 0)
+        if self._holder is not None and self._holder == threading.get_ident():
+            self._held = True  # runs with the rest of this thread's inputs (hold_bursts)
+        elif not self.persists_inline:
+            self._combine(MAX_COMBINE_BURSTS)
+        else:
+            self._combine(1 if len(inbox) == 1 else 0)
 
     def _unreachable(self, peer: str, send_id: int) -> None:
         self._submit((_CALL, lambda d: d.send_failed(peer, send_id), None))

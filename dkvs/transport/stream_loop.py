@@ -44,7 +44,7 @@ from ..core.messages import Message
 from . import codec
 from . import stream_frames
 from .stream_frames import ERROR, MESSAGE, REPLY, FrameError
-from .stream_sender import FALLBACK_SECONDS, IDLE_CLOSE_SECONDS, RECV_BYTES, StreamRefused, open_stream
+from .stream_sender import FALLBACK_SECONDS, IDLE_CLOSE_SECONDS, RECV_BYTES, StreamRefused, open_stream, receiver
 
 __all__ = ["LoopStreamSender", "QUEUE_MESSAGES"]
 
@@ -80,6 +80,7 @@ class LoopStreamSender:
         self._queue: collections.deque = collections.deque()  # (payload, send_id) while opening
         self._pending: dict[int, float] = {}  # send id -> when it left, unanswered, in order
         self._out = bytearray()  # framed bytes the socket has not taken yet
+        self._recv = None  # reads the open socket into one reused buffer (stream_sender.receiver)
         self._sock: socket.socket | None = None
         self._writer = self._reader = None
         self._last_used = time.monotonic()
@@ -127,10 +128,11 @@ class LoopStreamSender:
         sock, reader = self._sock, self._reader
         if sock is None or self._state is not _OPEN:
             return
+        recv = self._recv
         try:
             while True:
                 try:
-                    data = sock.recv(RECV_BYTES)
+                    data = recv()
                 except BlockingIOError:
                     break
                 if not data:
@@ -290,6 +292,7 @@ class LoopStreamSender:
                 sock.close()
                 return
             self._sock, self._writer, self._reader = sock, writer, reader
+            self._recv = receiver(sock, RECV_BYTES)
             self.fd = sock.fileno()
             self._state = _OPEN
             self.opened += 1

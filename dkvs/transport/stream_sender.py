@@ -36,6 +36,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from ..core.messages import Message
 from . import codec
@@ -46,7 +47,7 @@ from .stream_frames import (ERROR, MESSAGE, RAFT_PATH, REPLY, STREAM_NONCE_HEADE
 from .tls import peer_context
 
 __all__ = ["StreamSender", "StreamRefused", "FALLBACK_SECONDS", "IDLE_CLOSE_SECONDS", "STREAM_WINDOW",
-           "open_stream", "use_kernel_timeouts"]
+           "open_stream", "receiver", "use_kernel_timeouts"]
 
 log = logging.getLogger("dkvs.transport")
 
@@ -78,6 +79,21 @@ def use_kernel_timeouts(sock, recv_seconds: float, send_seconds: float) -> bool:
     return True
 
 
+def receiver(sock, size: int) -> Callable[[], bytes | memoryview]:
+    """A function that returns the next bytes read from ``sock`` (empty at EOF), at most ``size``.
+
+    Why: ``recv(256 KiB)`` allocates (and frees) that much per call — ~13 µs against ~1 µs
+    for ``recv_into`` one reused buffer — and a replication round reads on both ends. The
+    bytes returned are a view of that buffer, valid until the next call. Objects that are
+    not sockets (the server's TLS wrapper) get their own ``recv``."""
+    if not isinstance(sock, socket.socket):
+        return lambda: sock.recv(size)
+    buf = bytearray(size)
+    view = memoryview(buf)
+    recv_into = sock.recv_into
+    return lambda: view[:recv_into(buf)]
+
+
 class StreamRefused(OSError):
     """The peer answered the upgrade with a status other than 101."""
 
@@ -102,6 +118,7 @@ class StreamSender:
         self._closed = False
         self._sock = None
         self._reader: FrameReader | None = None
+        self._recv = None  # reads the open socket (receiver)
         self._writer: FrameWriter | None = None
         self._thread = threading.Thread(target=self._run, name=f"dkvs-stream-{peer_id}", daemon=True)
         self._thread.start()
@@ -185,11 +202,11 @@ class StreamSender:
 
     def _await_answers(self, pending: list[int]) -> None:
         """Read until every id in ``pending`` is answered; removes them as they are."""
-        sock, reader, transport = self._sock, self._reader, self.transport
+        reader, transport = self._reader, self.transport
         while pending:
             frames = reader.frames()
             if not frames:
-                data = sock.recv(RECV_BYTES)
+                data = self._recv()
                 if not data:
                     raise OSError("the peer closed the stream")
                 reader.feed(data)
@@ -216,6 +233,7 @@ class StreamSender:
         sock, self._writer, self._reader = open_stream(self.transport, self.peer_id, self.host, self.port, self.tls)
         use_kernel_timeouts(sock, self.transport.request_timeout, self.transport.request_timeout)  # else keeps its timeout
         self._sock = sock
+        self._recv = receiver(sock, RECV_BYTES)
         self.opened += 1
 
     def _disconnect(self) -> None:

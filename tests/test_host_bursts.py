@@ -1,9 +1,14 @@
-"""Where a replication answer is run under ``--fsync always``.
+"""Which thread runs a burst, and with what: replication answers and the selector's polls.
 
 Answers arrive on the HTTP selector (dkvs.transport.stream_loop), and the selector must
-never wait for a disk. An answer persists nothing, so the thread it arrives on runs it when
-it is alone in the queue; when proposals wait with it (their burst fsyncs), the ticker runs
-them all. Without ``--fsync always`` the arriving thread runs whatever is queued.
+never wait for a disk. An answer persists nothing, so under ``--fsync always`` the thread
+it arrives on runs it when it is alone in the queue; when proposals wait with it (their
+burst fsyncs), the ticker runs them all. Without ``--fsync always`` the arriving thread
+runs whatever is queued.
+
+The selector also holds its own inputs while it handles one poll's events
+(``hold_bursts``/``release_bursts``): the requests and answers of that poll then run as one
+burst (one storage append), and other threads' inputs are never held.
 """
 
 from __future__ import annotations
@@ -100,5 +105,58 @@ def test_without_fsync_always_an_answer_runs_the_queued_proposals_itself():
         host._inbox.append((host_module._PROPOSE, ("put", "k", "v", "1", 100, None), host_module.Outcome(99)))
         host._answered("b", 1, [])
         assert storage.appended_on == [here]
+    finally:
+        host.stop()
+
+
+# -- one burst per poll of the selector (NodeHost.hold_bursts / release_bursts) -------------------
+def test_inputs_a_holding_thread_queues_run_as_one_burst_when_it_releases():
+    host, storage, ran_on = master_host("batch")
+    try:
+        done = []
+        host.hold_bursts()
+        for i in range(3):
+            host.propose_async("put", f"k{i}", "v", "1", 5.0, None, done.append)
+        host._answered("b", 1, [])
+        assert ran_on == [] and len(host._inbox) == 4 and done == []
+        host.release_bursts()
+        assert ran_on == [threading.current_thread().name]  # one burst, on this thread
+        assert [o.error for o in done] == [None, None, None]
+        assert len(storage.appended_on) == 1  # the three writes in one append
+    finally:
+        host.stop()
+
+
+def test_holding_delays_only_the_holding_threads_own_inputs():
+    host, storage, ran_on = master_host("batch")
+    try:
+        host.hold_bursts()
+        done = []
+        other = threading.Thread(target=host.propose_async, args=("put", "k", "v", "1", 5.0, None, done.append),
+                                 name="other")
+        other.start()
+        other.join(WAIT_SECONDS)
+        assert ran_on == ["other"] and len(done) == 1  # not held: it ran on its own thread
+        host.release_bursts()
+        assert ran_on == ["other"]  # nothing was held, nothing more runs
+    finally:
+        host.stop()
+
+
+def test_under_fsync_always_held_writes_run_on_the_ticker_and_held_answers_where_they_arrived():
+    host, storage, ran_on = master_host("always")
+    try:
+        here = threading.current_thread().name
+        host.hold_bursts()
+        host._answered("b", 1, [])
+        host.release_bursts()
+        assert ran_on == [here]  # an answer persists nothing
+        done = []
+        host.hold_bursts()
+        host.propose_async("put", "k", "v", "1", 5.0, None, done.append)
+        host._answered("b", 2, [])
+        host.release_bursts()
+        assert wait_until(lambda: done)
+        assert storage.appended_on == ["dkvs-ticker"] and ran_on[1:] == ["dkvs-ticker"]
     finally:
         host.stop()
