@@ -250,3 +250,22 @@ def test_a_node_with_every_stream_place_taken_is_served_by_post(cluster_of_two):
     transport.send("n2", append(1), send_id=1)
     assert answers.wait(lambda: answers.delivered)
     assert server.streams.accepted == 0 and node.received == [append(1)] and not transport._streams["n2"].usable
+
+
+def test_a_node_answers_a_stream_message_in_binary_and_a_post_in_json():
+    # The stream used to decode the node's JSON answer and encode it again in binary, for
+    # every batch a slave acknowledged; only the stream's own query asks for binary.
+    from dkvs.api.service import STREAM_QUERY
+    from dkvs.runtime.app import DkvsNode, Settings
+
+    node = DkvsNode(Settings(port=0)).start()
+    try:
+        body = codec.encode(Append(0, "stranger", 0, 0, (), 0, 0))  # an old epoch: refused
+        by_stream = node.service.internal("POST", "raft", STREAM_QUERY, body, {})
+        by_post = node.service.internal("POST", "raft", {"_FromStream": "1"}, body, {})
+    finally:
+        node.stop()
+    assert by_stream[0] == by_post[0] == 200
+    assert codec.is_binary_many(by_stream[1]) and not codec.is_binary_many(by_post[1])
+    assert codec.decode_many(by_stream[1]) == codec.decode_many(by_post[1])
+    assert len(codec.decode_many(by_post[1])) == 1

@@ -17,9 +17,20 @@ from dataclasses import dataclass
 
 from ..errors import NoMaster, NotFound
 
-__all__ = ["KeyValueService", "NotMaster", "Limits", "ACKS_LEVELS"]
+__all__ = ["KeyValueService", "NotMaster", "Limits", "ACKS_LEVELS", "STREAM_QUERY"]
 
 ACKS_LEVELS = ("1", "majority", "all")
+
+
+class _FromStream:
+    """The query key of a message that came on a replication stream (dkvs.api.stream)."""
+
+
+# The ``query`` the stream passes to :meth:`KeyValueService.internal` for each message. HTTP
+# cannot produce its key (query keys are strings), so only the stream can ask that
+# ``raft``'s answers come back in the stream's binary form (``codec.encode_binary_many``)
+# instead of JSON that the stream would decode and encode again.
+STREAM_QUERY = {_FromStream: True}
 
 
 class NotMaster(NoMaster):

@@ -37,6 +37,7 @@ from ..transport.stream_frames import (ERROR, MESSAGE, REPLY, STREAM_NONCE_HEADE
                                        FrameReader, FrameWriter)
 from ..transport.stream_sender import receiver, use_kernel_timeouts
 from .response import Reply, error_reply
+from .service import STREAM_QUERY
 
 __all__ = ["StreamAcceptor", "TooManyStreams", "MAX_STREAMS", "is_upgrade"]
 
@@ -157,8 +158,8 @@ class StreamAcceptor:
                     if kind != MESSAGE:
                         raise FrameError(f"unexpected frame kind {kind} from the opening side")
                     try:
-                        status, answer = service.internal("POST", "raft", {}, payload, headers)
-                        if status == 200:  # the master decodes binary answers faster
+                        status, answer = service.internal("POST", "raft", STREAM_QUERY, payload, headers)
+                        if status == 200 and not codec.is_binary_many(answer):  # the master decodes binary faster
                             answer = codec.encode_binary_many(codec.decode_many(answer))
                     except (DkvsError, codec.CodecError) as exc:
                         status, answer = getattr(exc, "status", 400), str(exc).encode()

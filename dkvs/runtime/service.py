@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 
-from ..api.service import KeyValueService, Limits, NotMaster
+from ..api.service import STREAM_QUERY, KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
 from ..core.node import CANDIDATE, MASTER
 from ..core.transfer import TRANSFER_IN_PROGRESS
@@ -340,6 +340,8 @@ class NodeService(StatusMixin, KeyValueService):
         if message.sender in getattr(self.host.transport, "blocked", ()):
             return _error(NoMaster("partitioned (fault injection)"))
         replies = self.host.deliver_and_wait(message, INTERNAL_TIMEOUT_SECONDS)
+        if query is STREAM_QUERY:  # the stream's own form: no JSON to decode and re-encode
+            return 200, codec.encode_binary_many(replies)
         return 200, codec.encode_many(replies)
 
     def _snapshot(self, query: dict, body: bytes, headers) -> tuple[int, bytes]:

@@ -25,6 +25,7 @@ from ..core.membership import parse_member_rows
 from ..core.messages import Append, AppendReply, Message, PeerView, Snapshot, TimeoutNow, VoteReply, VoteRequest
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "CodecError", "encode_binary", "encode_binary_many",
+           "is_binary_many",
            "encode_snapshot_chunks", "decode_snapshot", "encode_snapshot_answer", "decode_snapshot_answer"]
 
 
@@ -233,6 +234,11 @@ def encode_binary_many(messages) -> bytes:
         data = encode_binary(message)
         parts += (_COUNT.pack(len(data)), data)
     return b"".join(parts)
+
+
+def is_binary_many(data: bytes) -> bool:
+    """Whether ``data`` is :func:`encode_binary_many`'s form (else :func:`encode_many`'s JSON)."""
+    return data[:1] == _MANY_TAG
 
 
 def _decode_binary_many(data: bytes) -> list[Message]:
