@@ -172,7 +172,7 @@ FLAGS: tuple[Flag, ...] = (
          "(randomized ±50%%); at least twice --heartbeat-interval", metavar="S"),
     Flag("--default-acks", _choice(ACKS_LEVELS), "1", "durability of writes that give no ?acks= "
          f"({', '.join(ACKS_LEVELS)})", metavar="{" + ",".join(ACKS_LEVELS) + "}"),
-    Flag("--replication-window", _window, 1, "replication batches in flight per slave before the master "
+    Flag("--replication-window", _window, 2, "replication batches in flight per slave before the master "
          "waits for an answer (1 = one at a time)", metavar="N"),
     Flag("--lease-reads", _boolean, False, "answer consistent GETs on the master from a leader lease, with "
          "no round trip, while a majority confirmed it within the election timeout minus a margin; "

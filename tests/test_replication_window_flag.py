@@ -12,8 +12,8 @@ def values(argv: list[str], env: dict | None = None) -> dict:
 
 
 def test_the_default_window_is_one_batch():
-    assert values([])["replication_window"] == 1
-    assert settings_from_values(values([])).replication_window == 1
+    assert values([])["replication_window"] == 2
+    assert settings_from_values(values([])).replication_window == 2
 
 
 def test_the_flag_and_its_variable_set_the_window():
@@ -25,7 +25,7 @@ def test_the_flag_and_its_variable_set_the_window():
 @pytest.mark.parametrize("raw", ["0", "65", "-1", "two", "1.5", ""])
 def test_a_bad_window_is_refused_naming_the_flag(raw):
     if raw == "":
-        assert values([], {"DKVS_REPLICATION_WINDOW": raw})["replication_window"] == 1  # empty = unset
+        assert values([], {"DKVS_REPLICATION_WINDOW": raw})["replication_window"] == 2  # empty = unset
         return
     with pytest.raises(UsageError) as refused:
         values(["--replication-window", raw])

@@ -135,3 +135,31 @@ def test_closing_the_transport_leaves_nothing_watched(pair):
     assert own.connections._watchers == {}
     transport.send("n2", append(2), send_id=2)  # a closed transport sends nothing
     assert not answers.failed and delivered_ids(answers) == [1]
+
+
+class FailingSends:
+    """A stream socket whose sends fail (the peer vanished mid-write); the rest is the real one."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+
+    def send(self, data, *flags):
+        raise BrokenPipeError("the stand-in peer is gone")
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_failed_write_shuts_the_stream_and_its_unanswered_sends_are_reported(pair):
+    # A write fails on the thread that runs the node's burst; nothing more may follow on
+    # that connection (a cut frame garbles the next), and the selector reports the loss.
+    transport, own, server, node, answers = pair()
+    stream = transport._streams["n2"]
+    transport.send("n2", append(1), send_id=1)
+    assert answers.wait(lambda: 1 in delivered_ids(answers))
+    stream._sock = FailingSends(stream._sock)
+    transport.send("n2", append(2), send_id=2)
+    assert answers.wait(lambda: answers.failed == [("n2", 2)])
+    transport.send("n2", append(3), send_id=3)
+    assert answers.wait(lambda: 3 in delivered_ids(answers))
+    assert stream.opened == 2 and [m.entries[0].seq for m in node.received] == [1, 3]

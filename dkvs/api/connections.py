@@ -151,7 +151,12 @@ class ConnectionManager:
             if self._stopped:
                 raise OSError("the selector has stopped")
             self._watchers[id(watcher)] = watcher
-        self._poller.add(watcher.fd, watcher, oneshot=False)
+        try:
+            self._poller.add(watcher.fd, watcher, oneshot=False)
+        except (OSError, ValueError):  # stopped meanwhile (the poller is closed)
+            with self._lock:
+                self._watchers.pop(id(watcher), None)
+            raise
 
     def unwatch(self, watcher) -> None:
         with self._lock:
@@ -205,10 +210,14 @@ class ConnectionManager:
             self.shutdown()
 
     @staticmethod
-    def _ready(watcher) -> None:
-        """A watched socket's event; a failure there must not stop the selector."""
+    def _ready(watcher, now: float | None = None) -> None:
+        """A watched socket's event (or, with ``now``, its sweep); a failure there must not
+        stop the selector."""
         try:
-            watcher.on_ready()
+            if now is None:
+                watcher.on_ready()
+            else:
+                watcher.sweep(now)
         except Exception:  # noqa: BLE001 - logged; the watcher's owner sees the node fail
             log.exception("handling a watched socket failed")
 
@@ -412,7 +421,7 @@ class ConnectionManager:
             with self._lock:
                 watchers = list(self._watchers.values())
             for watcher in watchers:
-                watcher.sweep(now)
+                self._ready(watcher, now)
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             self._poller.add(self.listener.fileno(), _LISTENER, oneshot=False)

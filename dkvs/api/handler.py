@@ -72,7 +72,7 @@ READ_YOUR_WRITES_WAIT_SECONDS = 0.5
 _last_forward_warning = [0.0]
 
 
-def _log_forward_failure(requestline: str, master_url: str, message: str) -> None:
+def log_forward_failure(requestline: str, master_url: str, message: str) -> None:
     """Warn about failed forwards at most once a second (a failover makes many)."""
     now = time.monotonic()
     if now - _last_forward_warning[0] >= 1.0:
@@ -381,7 +381,7 @@ class DkvsRequestHandler:
     def _forwarded(self, reply: Reply | None, failure: NoMaster | None) -> None:
         """The master's answer (or why there is none); on a forwarder thread: be quick."""
         if failure is not None:
-            _log_forward_failure(self.requestline, self._master_url, failure.message)
+            log_forward_failure(self.requestline, self._master_url, failure.message)
             self.server.resume(self, error_reply(failure))
             return
         seq = next((value for name, value in reply.headers if name == SEQ_HEADER), None)

@@ -84,7 +84,7 @@ class Settings:
     tls_ca: str | None = None  # verifies peers (and client certificates); peers present their cert
     tls_client_auth: str = "none"  # none | optional | required
     learner: bool = False  # --learner: join as a non-voting replica that is never promoted
-    replication_window: int = 1  # --replication-window: batches in flight per slave (dkvs.core.progress)
+    replication_window: int = 2  # --replication-window: batches in flight per slave (dkvs.core.progress)
     lease_reads: bool = False  # --lease-reads: consistent reads from a leader lease (dkvs.core.read_lease)
     fast_lane: bool = True  # --fast-lane: plain key requests without a worker hand-over (dkvs.api.fast_lane)
     rebuild: bool = False  # a damaged data dir: move it aside, rejoin as a new member (dkvs.runtime.recovery)

@@ -17,7 +17,7 @@ import logging
 
 from ..api.service import STREAM_QUERY, KeyValueService, Limits, NotMaster
 from ..core.log import OP_DELETE_PREFIX, OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_TXN
-from ..core.node import CANDIDATE, MASTER
+from ..core.node import CANDIDATE, MASTER, SLAVE
 from ..core.transfer import TRANSFER_IN_PROGRESS
 from ..core.txn import encode_txn
 from ..driver.narrator import quorum_view
@@ -192,6 +192,13 @@ class NodeService(StatusMixin, KeyValueService):
     def read_async(self, key: str, on_answer) -> bool:
         """One consistent read with no waiting thread (dkvs.runtime.lane_requests)."""
         return read_async(self, key, on_answer)
+
+    def forward_target(self) -> str | None:
+        """Where a write that reached this slave goes without asking the node anything: the
+        master's URL when this node is a slave that knows one (the first case of
+        :meth:`_require_master`); None when the answer needs the worker path (a master, a
+        candidate, no master known)."""
+        return self.master_url() if self.host.node.role == SLAVE else None
 
     def get(self, key: str, *, consistent: bool) -> dict:
         host = self.host

@@ -77,7 +77,8 @@ class LoopStreamSender:
         self.fd = -1  # the socket's descriptor while open (the selector's key)
         self._lock = threading.Lock()
         self._state = _IDLE
-        self._queue: collections.deque = collections.deque()  # (payload, send_id) while opening
+        self._queue: collections.deque = collections.deque()  # (message, payload, send_id) while opening
+        self._opener: threading.Thread | None = None
         self._pending: dict[int, float] = {}  # send id -> when it left, unanswered, in order
         self._out = bytearray()  # framed bytes the socket has not taken yet
         self._recv = None  # reads the open socket into one reused buffer (stream_sender.receiver)
@@ -105,7 +106,9 @@ class LoopStreamSender:
             self._queue.append((message, payload, send_id))
             if state is _IDLE:
                 self._state = _OPENING
-                threading.Thread(target=self._open, name=f"dkvs-stream-open-{self.peer_id}", daemon=True).start()
+                self._opener = threading.Thread(target=self._open, name=f"dkvs-stream-open-{self.peer_id}",
+                                                daemon=True)
+                self._opener.start()
 
     def close(self) -> None:
         with self._lock:
@@ -115,7 +118,11 @@ class LoopStreamSender:
             self._drop_socket()
 
     def join(self, timeout: float) -> None:
-        """Nothing to join: the opening thread, if any, ends within the connect and request timeouts."""
+        """Wait for the opening thread, if one runs (it ends within the connect and request
+        timeouts, and closes what it opened once it sees the stream closed)."""
+        opener = self._opener
+        if opener is not None:
+            opener.join(timeout)
 
     # -- the selector's thread -------------------------------------------------------------------
     def on_ready(self) -> None:
@@ -148,16 +155,15 @@ class LoopStreamSender:
         """Give up on an answer missing for the request timeout; close an idle stream."""
         if self._state is not _OPEN:
             return
-        pending = self._pending
-        if pending:
-            oldest = next(iter(pending.values()))
-            if now - oldest >= self.transport.request_timeout:
-                self._fail(TimeoutError(f"no answer from {self.peer_id} for {now - oldest:.1f} s"))
-        elif now - self._last_used >= IDLE_CLOSE_SECONDS:
-            with self._lock:
-                if not self._pending and self._state is _OPEN:
-                    self._state = _IDLE
-                    self._drop_socket()
+        with self._lock:  # offers add to the table meanwhile
+            pending = self._pending
+            oldest = next(iter(pending.values())) if pending else None
+            if oldest is None and now - self._last_used >= IDLE_CLOSE_SECONDS and self._state is _OPEN:
+                self._state = _IDLE
+                self._drop_socket()
+                return
+        if oldest is not None and now - oldest >= self.transport.request_timeout:
+            self._fail(TimeoutError(f"no answer from {self.peer_id} for {now - oldest:.1f} s"))
 
     # -- internals -------------------------------------------------------------------------------
     def _write(self, payload: bytes, send_id: int) -> None:
@@ -201,9 +207,11 @@ class LoopStreamSender:
         answered, messages = 0, []
         with self._lock:
             pending = self._pending
-            for kind, frame_id, _ in frames:
-                if pending.pop(frame_id, None) is None:
+            for _, frame_id, _ in frames:
+                if frame_id not in pending:  # checked before any is taken: _fail reports them all
                     raise FrameError(f"an answer to {frame_id}, which is not outstanding")
+            for _, frame_id, _ in frames:
+                del pending[frame_id]
         for kind, frame_id, payload in frames:
             if kind == REPLY:
                 messages.extend(codec.decode_many(payload))
@@ -233,12 +241,18 @@ class LoopStreamSender:
                 unreachable(self.peer_id, send_id)
 
     def _fail_later(self, exc: BaseException) -> None:
-        """A write failed on a thread that holds the node lock: stop writing now, and let the
-        selector report the loss (its next sweep), so the node is not re-entered from inside
+        """A write failed (the lock held, maybe by a thread inside the node's burst): nothing
+        more may go on this connection — a frame cut short would garble the ones after it —
+        so it is shut down now, and the selector reports the unanswered sends (the shutdown
+        wakes it; the next sweep at the latest), so the node is not re-entered from inside
         its own burst."""
         log.debug("stream to %s failed while writing: %s", self.peer_id, exc)
         self._out.clear()
-        if self._pending:  # the sweep reports them: make them overdue
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self._pending:  # overdue for the sweep, should no event come
             first = next(iter(self._pending))
             self._pending[first] = float("-inf")
         else:
@@ -294,9 +308,18 @@ class LoopStreamSender:
             self._sock, self._writer, self._reader = sock, writer, reader
             self._recv = receiver(sock, RECV_BYTES)
             self.fd = sock.fileno()
+            try:
+                self.loop.watch(self)
+            except (OSError, ValueError) as exc:  # the selector has stopped (the node is stopping)
+                log.debug("stream to %s not watched: %s", self.peer_id, exc)
+                self._sock = self._writer = self._reader = self._recv = None
+                self.fd = -1
+                self._state = _IDLE
+                self._queue.clear()
+                sock.close()
+                return
             self._state = _OPEN
             self.opened += 1
-            self.loop.watch(self)
             queued = list(self._queue)
             self._queue.clear()
             for _, payload, send_id in queued:

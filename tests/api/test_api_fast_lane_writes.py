@@ -11,7 +11,9 @@ tested on a real in-memory node.
 from __future__ import annotations
 
 import http.client
+import json
 import threading
+import time
 
 import pytest
 
@@ -245,3 +247,73 @@ def test_write_async_hands_back_a_write_refused_during_a_handover(node):
     finally:
         service.host = real
     assert answers == [None]
+
+
+# --- a slave forwards lane writes to its master, with no worker ---------------------------------
+
+def _without_seq(answer: bytes) -> bytes:
+    """An answer with its seq numbers (header, body and the body's length) blanked out."""
+    import re
+    answer = re.sub(rb"(X-Dkvs-Seq: )\d+", rb"\1N", answer)
+    answer = re.sub(rb'("seq":)\d+', rb"\1N", answer)
+    return re.sub(rb"(Content-Length: )\d+", rb"\1N", answer)
+
+
+@pytest.fixture
+def master_and_slave():
+    from dkvs.runtime.app import DkvsNode, Settings
+    master = DkvsNode(Settings(port=0)).start()
+    slave = None
+    try:
+        slave = DkvsNode(Settings(port=0, join=master.url)).start()
+        deadline = time.monotonic() + 30.0
+        while slave.service.forward_target() != master.url:  # joined, and its master known
+            assert time.monotonic() < deadline, "the slave never learned its master"
+            time.sleep(0.01)
+        yield master, slave
+    finally:
+        if slave is not None:
+            slave.stop()
+        master.stop()
+
+
+def test_a_slave_forwards_lane_writes_and_answers_as_a_worker_would(master_and_slave):
+    # Through 1,000 clients a slave forwarded at 0.55x the master's rate: every write went to
+    # a worker first, which parsed it again and handed it to the forwarder.
+    master, slave = master_and_slave
+    lane = slave.server.fast_lane
+    request = b"PUT /kv/f?acks=majority HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nv1"
+    by_lane = answer_without_date(slave.url, request)
+    assert lane.forwarded == 1
+    lane.enabled = False
+    try:
+        by_worker = answer_without_date(slave.url, request)
+    finally:
+        lane.enabled = True
+    assert lane.forwarded == 1
+    assert by_lane.startswith(b"HTTP/1.1 200 ") and _without_seq(by_lane) == _without_seq(by_worker)
+    # Read-your-writes through the slave: the lane answered only once the slave applied it.
+    port = int(slave.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for i in range(10):
+            conn.request("PUT", f"/kv/g{i}", b"w%d" % i)
+            assert conn.getresponse().read().startswith(b'{"key":"g%d"' % i)
+            conn.request("GET", f"/kv/g{i}")
+            assert json.loads(conn.getresponse().read())["value"] == f"w{i}"
+        conn.request("DELETE", "/kv/g3")
+        deleted = conn.getresponse()
+        assert deleted.status == 200 and deleted.read()
+        conn.request("GET", "/kv/g3")
+        assert conn.getresponse().status == 404
+    finally:
+        conn.close()
+    assert lane.forwarded == 12
+
+
+def test_a_slave_leaves_a_request_forwarded_once_already_to_a_worker(master_and_slave):
+    master, slave = master_and_slave
+    lane = slave.server.fast_lane
+    request = (b"PUT /kv/h HTTP/1.1\r\nHost: x\r\nX-Dkvs-Forwarded: 1\r\nContent-Length: 1\r\n\r\nv")
+    answer = answer_without_date(slave.url, request)
+    assert answer.startswith(b"HTTP/1.1 503 ") and lane.forwarded == 0

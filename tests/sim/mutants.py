@@ -386,6 +386,11 @@ MUTANTS += (
           "if \"content-length\" not in fields or length > DRAIN_LIMIT_BYTES \\\n",
           "if \"content-length\" not in fields \\\n",
           "a body the worker path would refuse unread (and close the connection over) is not taken"),
+    _node("lane_forwards_only_once", "dkvs/api/fast_lane.py",
+          ' or exchange.headers.get(FORWARDED_HEADER):',
+          ':',
+          "a write that was already forwarded once is not forwarded again (no forwarding loop while "
+          "masters change)"),
     _node("lane_write_redone_on_handover", "dkvs/runtime/lane_requests.py",
           "        if outcome.error == TRANSFER_IN_PROGRESS:\n            on_answer(None)\n            return\n",
           "",
