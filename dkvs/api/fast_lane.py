@@ -3,7 +3,7 @@
 Why: a worker answers a request only after a hand-off — the selector queues the
 connection, a worker thread wakes, takes the GIL, answers, re-arms the socket. For a read
 from memory that hand-off is most of the cost. Measured on the 2-core VM
-(docs/benchmarks.md, "Issue 15: where every bar stands"): a minimal one-thread epoll
+(docs/benchmarks.md, "Issue 15 at the end of session 5"): a minimal one-thread epoll
 server answers a GET in ~19 µs of CPU, dkvs's worker path took ~64 µs at one connection and
 ~80 µs at sixteen; through the lane a GET costs ~30 µs, a single-node PUT ~98 (was 137–161).
 Redis and nginx answer from their event loop for the same reason. A read of the local
