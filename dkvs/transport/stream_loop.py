@@ -43,8 +43,9 @@ import time
 from ..core.messages import Message
 from . import codec
 from . import stream_frames
-from .stream_frames import ERROR, MESSAGE, REPLY, FrameError
-from .stream_sender import FALLBACK_SECONDS, IDLE_CLOSE_SECONDS, RECV_BYTES, StreamRefused, open_stream, receiver
+from .stream_frames import MESSAGE, FrameError
+from .stream_sender import (FALLBACK_SECONDS, IDLE_CLOSE_SECONDS, RECV_BYTES, StreamRefused, deliver_answers,
+                            open_stream, receiver, take_answered)
 
 __all__ = ["LoopStreamSender", "QUEUE_MESSAGES"]
 
@@ -203,27 +204,9 @@ class LoopStreamSender:
     def _answers(self, frames: list) -> None:
         if not frames:
             return
-        transport = self.transport
-        answered, messages = 0, []
         with self._lock:
-            pending = self._pending
-            for _, frame_id, _ in frames:
-                if frame_id not in pending:  # checked before any is taken: _fail reports them all
-                    raise FrameError(f"an answer to {frame_id}, which is not outstanding")
-            for _, frame_id, _ in frames:
-                del pending[frame_id]
-        for kind, frame_id, payload in frames:
-            if kind == REPLY:
-                messages.extend(codec.decode_many(payload))
-                answered = max(answered, frame_id)
-            elif kind == ERROR:
-                log.debug("%s refused message %d: %s", self.peer_id, frame_id, payload[:200])
-                if transport._unreachable is not None:
-                    transport._unreachable(self.peer_id, frame_id)
-            else:
-                raise FrameError(f"unexpected frame kind {kind} from the accepting side")
-        if answered and self.peer_id not in transport.blocked:
-            transport._deliver(self.peer_id, answered, messages)
+            take_answered(self._pending, frames)  # raises before taking any: _fail reports them all
+        deliver_answers(self.transport, self.peer_id, frames)
 
     def _fail(self, exc: BaseException) -> None:
         """Close the stream and report every unanswered send unreachable (not under the lock)."""

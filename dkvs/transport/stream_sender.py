@@ -47,7 +47,7 @@ from .stream_frames import (ERROR, MESSAGE, RAFT_PATH, REPLY, STREAM_NONCE_HEADE
 from .tls import peer_context
 
 __all__ = ["StreamSender", "StreamRefused", "FALLBACK_SECONDS", "IDLE_CLOSE_SECONDS", "STREAM_WINDOW",
-           "open_stream", "receiver", "use_kernel_timeouts"]
+           "deliver_answers", "open_stream", "receiver", "take_answered", "use_kernel_timeouts"]
 
 log = logging.getLogger("dkvs.transport")
 
@@ -211,22 +211,8 @@ class StreamSender:
                     raise OSError("the peer closed the stream")
                 reader.feed(data)
                 continue
-            answered, messages = 0, []
-            for kind, frame_id, payload in frames:
-                if frame_id not in pending:
-                    raise FrameError(f"an answer to {frame_id}, which is not outstanding")
-                pending.remove(frame_id)
-                if kind == REPLY:
-                    messages.extend(codec.decode_many(payload))
-                    answered = max(answered, frame_id)
-                elif kind == ERROR:
-                    log.debug("%s refused message %d: %s", self.peer_id, frame_id, payload[:200])
-                    if transport._unreachable is not None:
-                        transport._unreachable(self.peer_id, frame_id)
-                else:
-                    raise FrameError(f"unexpected frame kind {kind} from the accepting side")
-            if answered and self.peer_id not in transport.blocked:
-                transport._deliver(self.peer_id, answered, messages)
+            take_answered(pending, frames)
+            deliver_answers(transport, self.peer_id, frames)
 
     # -- the connection ------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -244,6 +230,37 @@ class StreamSender:
                 sock.close()
             except OSError:
                 pass
+
+
+def take_answered(pending, frames: list) -> None:
+    """Remove the ids ``frames`` answer from ``pending`` (a list or a dict of unanswered send
+    ids); all are checked before any is removed, so a failure leaves every one unanswered."""
+    for _, frame_id, _ in frames:
+        if frame_id not in pending:
+            raise FrameError(f"an answer to {frame_id}, which is not outstanding")
+    for _, frame_id, _ in frames:
+        if isinstance(pending, list):
+            pending.remove(frame_id)
+        else:
+            del pending[frame_id]
+
+
+def deliver_answers(transport, peer_id: str, frames: list) -> None:
+    """Hand a peer's answer frames to the node: the ``REPLY`` messages together, under the
+    highest id among them (cumulative acknowledgement); each ``ERROR`` as that send's loss."""
+    answered, messages = 0, []
+    for kind, frame_id, payload in frames:
+        if kind == REPLY:
+            messages.extend(codec.decode_many(payload))
+            answered = max(answered, frame_id)
+        elif kind == ERROR:
+            log.debug("%s refused message %d: %s", peer_id, frame_id, payload[:200])
+            if transport._unreachable is not None:
+                transport._unreachable(peer_id, frame_id)
+        else:
+            raise FrameError(f"unexpected frame kind {kind} from the accepting side")
+    if answered and peer_id not in transport.blocked:
+        transport._deliver(peer_id, answered, messages)
 
 
 def open_stream(transport, peer_id: str, host: str, port: int, tls: bool) -> tuple:
