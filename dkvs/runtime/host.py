@@ -207,11 +207,27 @@ class NodeHost:
         outcome = Outcome(next(self._ids))
         outcome.on_done = on_done
         self._inbox.append((kind, payload, outcome))
-        if self._holder is not None and self._holder == threading.get_ident():
-            self._held = True  # run with the rest of what this thread collects (hold_bursts)
-            self._held_write = self._held_write or kind is _PROPOSE
-            return
-        self._combine(0 if self.persists_inline else MAX_COMBINE_BURSTS)
+        if not self._held_here(kind is _PROPOSE):
+            self._combine_where_safe(may_persist=True)
+
+    def _held_here(self, persists: bool) -> bool:
+        """True when this thread holds its inputs (:meth:`hold_bursts`): the one just queued
+        then runs with the rest of them at :meth:`release_bursts`."""
+        if self._holder is None or self._holder != threading.get_ident():
+            return False
+        self._held = True
+        self._held_write = self._held_write or persists
+        return True
+
+    def _combine_where_safe(self, may_persist: bool) -> None:
+        """Run the queue on this thread — unless bursts fsync where they run (``--fsync
+        always``) and the queue may hold a write: then the ticker runs it, so a caller that
+        must never wait (the HTTP selector) never waits for a disk. A burst of inputs that
+        persist nothing (replication answers) runs here, one burst at most."""
+        if not self.persists_inline:
+            self._combine(MAX_COMBINE_BURSTS)
+        else:
+            self._combine(0 if may_persist else 1)
 
     def hold_bursts(self) -> None:
         """From now until :meth:`release_bursts`, the asynchronous inputs this thread queues
@@ -229,12 +245,8 @@ class NodeHost:
         """Stop holding (:meth:`hold_bursts`) and run what was held."""
         self._holder = None
         if self._held:
-            self._held = False
-            if not self.persists_inline:
-                self._combine(MAX_COMBINE_BURSTS)
-            else:  # a burst that persists runs on the ticker (see _answered)
-                self._combine(0 if self._held_write else 1)
-            self._held_write = False
+            may_persist, self._held, self._held_write = self._held_write, False, False
+            self._combine_where_safe(may_persist)
 
     def propose_many(self, requests: list[tuple]) -> list[Outcome]:
         """:meth:`propose` for several writes ``(op, key, value, acks, timeout, cond)`` with one
@@ -295,15 +307,10 @@ class NodeHost:
         queue (an answer persists nothing), and leaves it to the ticker when proposals wait
         with it. (A proposal queued in the instant between the check and the burst is
         persisted here: rare, and only a delay.)"""
-        item = (_RECEIVED, (peer, send_id, messages), None)
         inbox = self._inbox
-        inbox.append(item)
-        if self._holder is not None and self._holder == threading.get_ident():
-            self._held = True  # runs with the rest of this thread's inputs (hold_bursts)
-        elif not self.persists_inline:
-            self._combine(MAX_COMBINE_BURSTS)
-        else:
-            self._combine(1 if len(inbox) == 1 else 0)
+        inbox.append((_RECEIVED, (peer, send_id, messages), None))
+        if not self._held_here(False):
+            self._combine_where_safe(may_persist=len(inbox) > 1)
 
     def _unreachable(self, peer: str, send_id: int) -> None:
         self._submit((_CALL, lambda d: d.send_failed(peer, send_id), None))
