@@ -56,7 +56,7 @@ def pair():
         node = HoldingNode(Signer(SECRET, node_id="n2"))
         server = make_server(node, "127.0.0.1", 0).start()
         own = make_server(Node(None, "n1"), "127.0.0.1", 0).start()
-        transport = HttpTransport(Signer(SECRET, node_id="n1"), node_id="n1", loop=own.connections,
+        transport = HttpTransport(Signer(SECRET, node_id="n1"), node_id="n1", loop=own.connections.watched,
                                   request_timeout=request_timeout)
         answers = Answers()
         transport.start(answers.deliver, answers.unreachable)
@@ -130,9 +130,9 @@ def test_closing_the_transport_leaves_nothing_watched(pair):
     transport, own, server, node, answers = pair()
     transport.send("n2", append(1), send_id=1)
     assert answers.wait(lambda: 1 in delivered_ids(answers))
-    assert len(own.connections._watchers) == 1
+    assert len(own.connections.watched) == 1
     transport.close()
-    assert own.connections._watchers == {}
+    assert len(own.connections.watched) == 0
     transport.send("n2", append(2), send_id=2)  # a closed transport sends nothing
     assert not answers.failed and delivered_ids(answers) == [1]
 

@@ -97,7 +97,7 @@ def cluster_of_two(request):
         if request.param == "selector":
             own = make_server(Node(None, "n1"), "127.0.0.1", 0).start()
             made.append(own)
-            loop = own.connections
+            loop = own.connections.watched
         extra = {} if request_timeout is None else {"request_timeout": request_timeout}
         transport = HttpTransport(Signer(sender_secret, node_id="n1"), node_id="n1", stream=streams, loop=loop,
                                   **extra)

@@ -42,6 +42,7 @@ from .connection import BODY, BUSY, HEAD, IDLE, LINGER, NEW, RECV_BYTES, Connect
 from .poller import OneShotPoller
 from .prefetch import PREFETCH_MAX_BYTES, framing, head_length
 from .response import Reply, encode_json, render
+from .watched import WatchedSockets
 
 __all__ = ["ConnectionManager", "INTERNAL_RESERVE", "PREFETCH_BUDGET_BYTES", "HEAD_BUFFER_MAX_BYTES"]
 
@@ -90,7 +91,8 @@ class ConnectionManager:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._returned: list[tuple[Connection, str]] = []
-        self._watchers: dict[int, object] = {}  # id -> watcher (see watch)
+        # Other sockets this thread reads: the node's replication streams (dkvs.transport.stream_loop).
+        self.watched = WatchedSockets(self._poller)
         # The node (NodeHost.hold_bursts/release_bursts): the writes, reads and replication
         # answers of one poll's events run as one burst. None: each runs at once.
         self.batcher = None
@@ -136,39 +138,6 @@ class ConnectionManager:
             return
         conn.close()  # the selector is gone (stop): nothing watches the connection anymore
 
-    # --- other sockets this thread reads (replication streams: dkvs.transport.stream_loop) ---
-
-    @property
-    def can_watch(self) -> bool:
-        """Whether :meth:`watch` works from any thread (epoll); else nothing may be watched."""
-        return self._poller.threadsafe_rearm
-
-    def watch(self, watcher) -> None:
-        """Call ``watcher.on_ready()`` on this thread whenever ``watcher.fd`` is readable (or
-        writable, see :meth:`want_write`), and ``watcher.sweep(now)`` with the deadlines.
-        From any thread; :meth:`unwatch` before the socket is closed."""
-        with self._lock:
-            if self._stopped:
-                raise OSError("the selector has stopped")
-            self._watchers[id(watcher)] = watcher
-        try:
-            self._poller.add(watcher.fd, watcher, oneshot=False)
-        except (OSError, ValueError):  # stopped meanwhile (the poller is closed)
-            with self._lock:
-                self._watchers.pop(id(watcher), None)
-            raise
-
-    def unwatch(self, watcher) -> None:
-        with self._lock:
-            self._watchers.pop(id(watcher), None)
-        self._poller.remove(watcher.fd)
-
-    def want_write(self, watcher, on: bool) -> None:
-        try:
-            self._poller.want_write(watcher.fd, on)
-        except (OSError, ValueError):  # unwatched or stopped meanwhile
-            pass
-
     def stop(self) -> None:
         self._stopping = True
         try:
@@ -198,7 +167,7 @@ class ConnectionManager:
                         elif self._conns.get(data.fd) is data and data.state != BUSY:
                             self._on_readable(data)
                         elif type(data) is not Connection:
-                            self._ready(data)
+                            self.watched.ready(data)
                 finally:
                     if batcher is not None:
                         batcher.release_bursts()
@@ -208,18 +177,6 @@ class ConnectionManager:
                     next_sweep = now + self._tick
         finally:
             self.shutdown()
-
-    @staticmethod
-    def _ready(watcher, now: float | None = None) -> None:
-        """A watched socket's event (or, with ``now``, its sweep); a failure there must not
-        stop the selector."""
-        try:
-            if now is None:
-                watcher.on_ready()
-            else:
-                watcher.sweep(now)
-        except Exception:  # noqa: BLE001 - logged; the watcher's owner sees the node fail
-            log.exception("handling a watched socket failed")
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -417,11 +374,7 @@ class ConnectionManager:
 
     def _sweep(self, now: float) -> None:
         """Apply the deadlines; also resume accepting after a pause."""
-        if self._watchers:
-            with self._lock:
-                watchers = list(self._watchers.values())
-            for watcher in watchers:
-                self._ready(watcher, now)
+        self.watched.sweep(now)
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             self._poller.add(self.listener.fileno(), _LISTENER, oneshot=False)
@@ -452,6 +405,7 @@ class ConnectionManager:
         with self._lock:
             self._stopped = True
             returned, self._returned = self._returned, []
+        self.watched.close()
         for conn, _ in returned:
             conn.close()
         for conn in list(self._conns.values()):

@@ -181,7 +181,7 @@ class DkvsNode:
         # table waits exactly that long before it lets the core's resend through.
         self.transport = HttpTransport(self.signer, node_id=self.node_id, fault_injection=s.fault_injection,
                                        request_timeout=max(s.election_timeout, 2 * s.heartbeat_interval),
-                                       loop=self.server.connections)
+                                       loop=self.server.connections.watched)
         driver = NodeDriver(node, state, snapshot_threshold_bytes=s.snapshot_threshold,
                             log_bytes=self.storage.log_bytes(), inflight_window=config.max_inflight_batches)
         self.host = NodeHost(driver, self.storage, self.transport, tick_seconds, work_factory=SnapshotWorker)

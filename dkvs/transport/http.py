@@ -69,9 +69,9 @@ class HttpTransport(Transport):
         self.blocked: frozenset[str] = frozenset()
         self._senders: dict[str, _PeerSender] = {}
         self.stream = stream  # replication over a stream per peer (.stream_sender), else POSTs
-        # The node's selector (dkvs.api.connections.ConnectionManager): plain-TCP streams are
+        # The sockets the node's selector watches (dkvs.api.watched): plain-TCP streams are
         # then driven by it (.stream_loop) instead of a thread per peer (.stream_sender).
-        self.loop = loop if loop is not None and loop.can_watch else None
+        self.loop = loop if loop is not None and loop.usable else None
         self._streams: dict[str, StreamSender | LoopStreamSender] = {}
         self._lock = threading.Lock()
         self._deliver: Callable[[str, int, list], None] | None = None

@@ -13,7 +13,7 @@ waking, not to the work. Here nobody is woken:
   non-blocking ``send``. What the socket does not take at once waits in an output buffer
   that the selector flushes when the socket is writable; later messages queue behind it.
 * **Answers** are read by the HTTP selector, which watches the stream's socket next to the
-  client connections (:meth:`dkvs.api.connections.ConnectionManager.watch`) and delivers
+  client connections (:class:`dkvs.api.watched.WatchedSockets`) and delivers
   them to the node, running the resulting burst itself when the node lock is free.
 * **Opening** the connection (TCP connect and the signed HTTP upgrade, shared with the
   threaded sender: :func:`~.stream_sender.open_stream`) blocks, so it runs on a short-lived
@@ -60,9 +60,10 @@ _IDLE, _OPENING, _OPEN, _CLOSED = "idle", "opening", "open", "closed"
 class LoopStreamSender:
     """Owns the stream to one peer; ``offer`` never blocks, the selector reads the answers.
 
-    ``loop`` is the node's selector (``watch(watcher)``, ``unwatch(watcher)``,
-    ``want_write(watcher, on)``; it calls ``on_ready()`` on an event and ``sweep(now)``
-    every few milliseconds, both on its thread). ``transport`` gives ``signer``,
+    ``loop`` is what the node's selector watches (:class:`dkvs.api.watched.WatchedSockets`:
+    ``watch(watcher)``, ``unwatch(watcher)``, ``want_write(watcher, on)``; the selector
+    calls ``on_ready()`` on an event and ``sweep(now)`` every few milliseconds, both on its
+    thread). ``transport`` gives ``signer``,
     ``connect_timeout``, ``request_timeout``, ``blocked``, ``_deliver``, ``_unreachable``
     and ``fallback(peer, message, send_id)``, as for the threaded sender.
     """
