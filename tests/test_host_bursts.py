@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 
 import pytest
 
@@ -27,6 +26,7 @@ from dkvs.driver import NodeDriver
 from dkvs.runtime import host as host_module
 from dkvs.runtime.host import NodeHost
 from dkvs.storage.memory import MemoryStorage
+from dkvs.tools.local_cluster import wait_for
 
 from null_transport import NullTransport
 
@@ -65,15 +65,6 @@ def master_host(policy: str) -> tuple[NodeHost, RecordingStorage, list[str]]:
     return host, storage, ran_on
 
 
-def wait_until(predicate) -> bool:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
-
-
 @pytest.mark.parametrize("policy", ["always", "batch"])
 def test_an_answer_alone_in_the_queue_runs_on_the_thread_it_arrived_on(policy):
     host, storage, ran_on = master_host(policy)
@@ -91,7 +82,7 @@ def test_under_fsync_always_an_answer_queued_with_proposals_leaves_them_to_the_t
         with host._node_lock:  # a burst elsewhere: the proposal queues behind it
             host._inbox.append((host_module._PROPOSE, ("put", "k", "v", "1", 100, None), host_module.Outcome(99)))
         host._answered("b", 1, [])
-        assert wait_until(lambda: storage.appended_on and not host._inbox)
+        assert wait_for(lambda: storage.appended_on and not host._inbox, WAIT_SECONDS)
         assert here not in ran_on and here not in storage.appended_on
         assert storage.appended_on == ["dkvs-ticker"]
     finally:
@@ -156,7 +147,7 @@ def test_under_fsync_always_held_writes_run_on_the_ticker_and_held_answers_where
         host.propose_async("put", "k", "v", "1", 5.0, None, done.append)
         host._answered("b", 2, [])
         host.release_bursts()
-        assert wait_until(lambda: done)
+        assert wait_for(lambda: done, WAIT_SECONDS)
         assert storage.appended_on == ["dkvs-ticker"] and ran_on[1:] == ["dkvs-ticker"]
     finally:
         host.stop()

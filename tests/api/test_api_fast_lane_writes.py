@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from fake_service import UNSET, FakeService
 
 from dkvs.api.service import NotMaster
 from dkvs.errors import DkvsError
+from dkvs.tools.local_cluster import wait_for
 
 
 class AsyncFake(FakeService):
@@ -266,10 +266,8 @@ def master_and_slave():
     slave = None
     try:
         slave = DkvsNode(Settings(port=0, join=master.url)).start()
-        deadline = time.monotonic() + 30.0
-        while slave.service.forward_target() != master.url:  # joined, and its master known
-            assert time.monotonic() < deadline, "the slave never learned its master"
-            time.sleep(0.01)
+        # joined, and its master known
+        assert wait_for(lambda: slave.service.forward_target() == master.url, 30.0), "the slave never learned its master"
         yield master, slave
     finally:
         if slave is not None:
